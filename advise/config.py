@@ -1,0 +1,366 @@
+"""One typed configuration: frozen dataclasses per section, YAML presets, dotted overrides.
+
+A preset is a small YAML file that overrides the defaults below (it may name another preset in
+`base:` and override that). `--set tmm.hidden=512` overrides a preset. Unknown keys and values of
+the wrong type raise `ConfigError` naming the key (and the nearest valid key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class IFMConfig:
+    """The frozen image foundation model."""
+
+    name: str = "clip-b16"  # a name from `advise.models.ifm.IFM_REGISTRY`
+    img_size: int | None = None  # input size in pixels; None = the IFM's own default
+    weights: str | None = None  # a local weights file; None = the registry's source
+    random_init: bool = False  # only on explicit request; reports say so
+    precision: str = "auto"  # auto (bf16 where the device runs it natively) | fp32 | bf16
+
+
+@dataclass(frozen=True)
+class SFUConfig:
+    """Spatial feature utilisation: optional average pooling of the token grid."""
+
+    spatial: int | None = None  # pool the h x w grid to spatial x spatial; None = keep
+    channels: int | None = None  # pool D channels to this many; None = keep
+
+
+@dataclass(frozen=True)
+class TMMConfig:
+    """The temporal modelling module."""
+
+    kind: str = "bottleneck"  # bottleneck | none (average-pooling baseline)
+    blocks: int = 1
+    hidden: int = 256
+    out: int = 1024
+    temporal_kernel: int = 3  # 1 reproduces the paper's measured cost tables; see README
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: str = "mlp"  # mlp (2 FC, BN + ReLU between) | linear
+    hidden: int = 1024
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where videos come from and how clips are cut from them."""
+
+    format: str = "ucf101"  # ucf101 | csv
+    root: str = ""  # folder the annotation paths are relative to
+    annotations: str = ""  # ucf101: folder with classInd.txt etc. (default root); csv: train CSV
+    test_annotations: str = ""  # csv only: the test CSV
+    split: int = 1  # ucf101 split 1-3
+    num_frames: int = 8  # frames per clip
+    stride: int = 2  # frames between clip frames at playback rate 1 (PRP)
+    flip: bool = True  # random horizontal flip (never for direction-dependent labels)
+    scale_min: float = 0.76  # random resized crop area range [scale_min, 1]
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    num_workers: int = 2
+    max_bad_fraction: float = 0.05  # fail the run when more videos than this fail to decode
+
+
+@dataclass(frozen=True)
+class PretextConfig:
+    """Playback-rate perception."""
+
+    speeds: tuple[int, ...] = (1, 2, 4, 8)  # label = index in this tuple
+    jitter: float = 0.2  # rate x (1 + U(-jitter, jitter))
+    clips_per_video: int = 4
+    reverse: bool = False  # add reversed playback rates as extra classes
+    label_smoothing: float = 0.05
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    base_lr: float = 1e-3  # peak lr = base_lr x batch_size / reference_batch
+    reference_batch: int = 256
+    weight_decay: float = 1e-6
+    warmup_epochs: float = 5.0
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0  # fine-tuning loss (PRP uses pretext.label_smoothing)
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 800
+    batch_size: int = 8  # videos per step
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 10  # steps between metrics.jsonl lines
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_clips: int = 2  # temporal clips per video
+    num_crops: int = 3  # spatial crops per clip
+    batch_size: int = 4  # videos per evaluation step
+
+
+@dataclass(frozen=True)
+class Config:
+    ifm: IFMConfig = field(default_factory=IFMConfig)
+    sfu: SFUConfig = field(default_factory=SFUConfig)
+    tmm: TMMConfig = field(default_factory=TMMConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    pretext: PretextConfig = field(default_factory=PretextConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied (values already typed or YAML text)."""
+        return from_dict(merge(self.to_dict(), unflatten(overrides)))
+
+
+CHOICES = {
+    "ifm.precision": ("auto", "fp32", "bf16"),
+    "tmm.kind": ("bottleneck", "none"),
+    "head.kind": ("mlp", "linear"),
+    "data.format": ("ucf101", "csv"),
+    "train.device": ("auto", "cpu", "cuda"),
+}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively, so the dict round-trips through YAML and JSON."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type) or isinstance(f.default_factory, type):
+            keys += valid_keys(_field_type(cls, f.name), f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Check `value` against the annotation `kind`; convert what is safe (int -> float)."""
+    origin = typing.get_origin(kind)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or not value:
+            raise ConfigError(f"{key} must be a non-empty list, got {value!r}")
+        item_kind = typing.get_args(kind)[0]
+        return tuple(_coerce(key, item, item_kind) for item in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if kind in (float, str) and not isinstance(value, kind):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}; got {value!r}")
+    return value
+
+
+def from_dict(values: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
+    """Build the dataclass `cls` from nested dicts, validating every key and value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in values.items():
+        key = prefix + name
+        if name not in names:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = from_dict(value, kind, key + ".")
+        else:
+            kwargs[name] = _coerce(key, value, kind)
+    config = cls(**kwargs)
+    if cls is Config:
+        check(config)
+    return config
+
+
+def check(config: Config) -> None:
+    """Cross-field and range checks that types alone cannot express."""
+    positive = {
+        "tmm.blocks": config.tmm.blocks,
+        "tmm.hidden": config.tmm.hidden,
+        "tmm.out": config.tmm.out,
+        "tmm.temporal_kernel": config.tmm.temporal_kernel,
+        "data.num_frames": config.data.num_frames,
+        "data.stride": config.data.stride,
+        "pretext.clips_per_video": config.pretext.clips_per_video,
+        "train.batch_size": config.train.batch_size,
+        "eval.num_clips": config.eval.num_clips,
+        "eval.num_crops": config.eval.num_crops,
+        "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if config.tmm.temporal_kernel % 2 == 0:
+        raise ConfigError(
+            f"tmm.temporal_kernel must be odd (keeps T unchanged), got {config.tmm.temporal_kernel}"
+        )
+    if config.eval.num_crops not in (1, 3):
+        raise ConfigError(f"eval.num_crops must be 1 or 3, got {config.eval.num_crops}")
+    if not 0 < config.data.scale_min <= 1:
+        raise ConfigError(f"data.scale_min must be in (0, 1], got {config.data.scale_min}")
+    if not 0 <= config.pretext.jitter < 1:
+        raise ConfigError(f"pretext.jitter must be in [0, 1), got {config.pretext.jitter}")
+    if any(speed < 1 for speed in config.pretext.speeds):
+        raise ConfigError(f"pretext.speeds must be >= 1, got {list(config.pretext.speeds)}")
+    if config.train.epochs < 0:
+        raise ConfigError(f"train.epochs must be >= 0, got {config.train.epochs}")
+    if config.data.split not in (1, 2, 3):
+        raise ConfigError(f"data.split must be 1, 2 or 3, got {config.data.split}")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursively merge `override` into a copy of `base`."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def unflatten(dotted: dict[str, Any]) -> dict:
+    """{"tmm.hidden": 512} -> {"tmm": {"hidden": 512}}."""
+    nested: dict = {}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key {key!r} conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(source: str, seen: tuple[str, ...] = ()) -> dict:
+    """Read a preset name or YAML path, resolving `base:` chains."""
+    path = Path(source)
+    if not (source.endswith((".yaml", ".yml")) or path.exists()):
+        path = PRESET_DIR / f"{source}.yaml"
+        if not path.exists():
+            close = difflib.get_close_matches(source, preset_names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"no preset or YAML file named {source!r}{hint}; presets: {', '.join(preset_names())}"
+            )
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if str(path) in seen:
+        raise ConfigError(f"preset {path} names itself in its base: chain")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of config sections")
+    values.pop("description", None)
+    base = values.pop("base", None)
+    if base is not None:
+        values = merge(_read_yaml(str(base), (*seen, str(path))), values)
+    return values
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'tmm.hidden=512' -> ('tmm.hidden', 512); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. tmm.hidden=512)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(source: str | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults <- preset (name or YAML path, following `base:`) <- `key=value` overrides."""
+    values = _read_yaml(source) if source else {}
+    if isinstance(overrides, dict):
+        dotted = overrides
+    else:
+        dotted = dict(parse_override(item) for item in overrides or [])
+    for key in dotted:
+        if key not in valid_keys():
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
+    return from_dict(merge(values, unflatten(dotted)))
+
+
+def preset_description(name: str) -> str:
+    path = PRESET_DIR / f"{name}.yaml"
+    values = yaml.safe_load(path.read_text()) or {}
+    return str(values.get("description", "")).strip()
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
