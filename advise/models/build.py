@@ -1,0 +1,75 @@
+"""The one builder that turns the config into modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advise.config import Config, IFMConfig
+from advise.models.advise import AdViSe
+from advise.models.heads import LinearHead, MLPHead
+from advise.models.ifm import FrozenIFM, build_ifm
+from advise.models.sfu import SFU
+from advise.models.tmm import BottleneckTMM
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` -> bf16 where the device runs it natively (CUDA with bf16), else fp32.
+
+    On CPUs without native bf16, autocast makes a ViT forward several times slower (measured
+    7x for ViT-B/16 on this project's CI machine), so fp32 is the CPU default.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def build_frozen_ifm(config: IFMConfig, device: torch.device) -> FrozenIFM:
+    """The frozen IFM of `config`. A random initialisation (only on request) is seeded, so
+    every process builds the same weights and checkpoints can verify them by hash."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ifm = build_ifm(
+            config.name,
+            img_size=config.img_size,
+            weights=config.weights,
+            random_init=config.random_init,
+            precision=resolve_precision(config.precision, device),
+        )
+    return ifm.to(device)
+
+
+def build_model(config: Config, num_classes: int, ifm: FrozenIFM | None) -> AdViSe:
+    """IFM -> SFU -> TMM -> head, sized from the IFM's embedding width.
+
+    `ifm` is built by the caller (it is shared between runs in the demo, and absent when the
+    model only ever sees stored tokens); its width is read once here.
+    """
+    if ifm is None:
+        raise ValueError("build_model needs the IFM (its width sizes the temporal module)")
+    sfu_config, tmm_config = config.sfu, config.tmm
+    has_sfu = sfu_config.spatial is not None or sfu_config.channels is not None
+    sfu = SFU(sfu_config.spatial, sfu_config.channels) if has_sfu else nn.Identity()
+    width = sfu_config.channels or ifm.embed_dim
+    if tmm_config.kind == "bottleneck":
+        tmm: nn.Module = BottleneckTMM(
+            width,
+            hidden=tmm_config.hidden,
+            out=tmm_config.out,
+            blocks=tmm_config.blocks,
+            temporal_kernel=tmm_config.temporal_kernel,
+        )
+        width = tmm_config.out
+    else:
+        tmm = nn.Identity()
+    head = build_head(config, width, num_classes)
+    return AdViSe(ifm, sfu, tmm, head)
+
+
+def build_head(config: Config, in_dim: int, num_classes: int) -> nn.Module:
+    if config.head.kind == "linear":
+        return LinearHead(in_dim, num_classes, dropout=config.head.dropout)
+    return MLPHead(in_dim, num_classes, hidden=config.head.hidden, dropout=config.head.dropout)
+

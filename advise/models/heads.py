@@ -1,0 +1,49 @@
+"""Classification heads on a [B, D, T, h, w] feature volume: global average pool, then FC."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def global_average_pool(features: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, D]
+    """Mean over time and space."""
+    return features.mean(dim=(2, 3, 4))
+
+
+class MLPHead(nn.Module):
+    """The paper's head: pool -> FC(in_dim, hidden) -> BN1d -> ReLU -> dropout -> FC.
+
+    Input [B, in_dim, T, h, w] -> logits [B, num_classes]. BatchNorm1d needs more than one clip
+    per batch in training mode.
+    """
+
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden: int = 1024, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.num_classes = num_classes
+        self.hidden = nn.Linear(in_dim, hidden)
+        self.norm = nn.BatchNorm1d(hidden)
+        self.activation = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, num_classes]
+        pooled = global_average_pool(features)  # [B, D]
+        hidden = self.activation(self.norm(self.hidden(pooled)))  # [B, hidden]
+        return self.classifier(self.dropout(hidden))
+
+
+class LinearHead(nn.Module):
+    """Pool -> dropout -> FC. Input [B, in_dim, T, h, w] -> logits [B, num_classes]."""
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_dim, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, num_classes]
+        return self.classifier(self.dropout(global_average_pool(features)))

@@ -1,0 +1,365 @@
+"""Frozen image foundation models (IFMs): a timm model that turns every frame into a token grid.
+
+`build_ifm(name)` looks the name up in `IFM_REGISTRY` (one line per model), builds the timm
+architecture without weights, loads weights from a local file or from the registry's source
+(the Hugging Face cache, read offline; the built-in `mini` model's own cache), and wraps it in a
+`FrozenIFM`. A randomly initialised IFM is used only on explicit request (`random_init=True`).
+
+The classifier head is not part of an IFM: it is removed after building (timm
+`reset_classifier(0)`) and its keys in a weights file are ignored; every other key must match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor, nn
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class IFMWeightsError(ValueError):
+    """IFM weights are missing, unreadable or do not match the architecture."""
+
+
+@dataclass(frozen=True)
+class IFMSpec:
+    """How to build one named IFM.
+
+    `build(img_size)` returns the timm model without weights; `find_weights()` returns a local
+    weights file from the model's usual source, or None when there is none (it never downloads).
+    `mean`/`std` are the normalisation the weights were trained with (RGB, for [0, 1] pixels);
+    `patch_size` is the total stride of the token grid in pixels.
+    """
+
+    name: str
+    build: Callable[[int], nn.Module]
+    img_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    patch_size: int
+    weights_source: str
+    find_weights: Callable[[], Path | None]
+
+
+def find_in_hf_cache(repo_id: str) -> Path | None:
+    """The weights file of Hugging Face repository `repo_id` if it is in the local cache.
+
+    Only the cache folder is read (`HF_HUB_CACHE` / `HF_HOME`, as huggingface_hub resolves it),
+    so this never touches the network; any failure counts as "not cached".
+    """
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            found = try_to_load_from_cache(repo_id, filename)
+        except Exception:  # a malformed cache or repo id is the same as no weights
+            found = None
+        if isinstance(found, str):  # None or a "known missing" sentinel otherwise
+            return Path(found)
+    return None
+
+
+def _create_timm_model(timm_name: str, img_size: int) -> nn.Module:
+    return timm.create_model(timm_name, pretrained=False, img_size=img_size)
+
+
+def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) -> IFMSpec:
+    """A registry entry for a timm ViT; normalisation comes from timm's pretrained config."""
+    config = get_pretrained_cfg(timm_name)
+    return IFMSpec(
+        name=name,
+        build=partial(_create_timm_model, timm_name),
+        img_size=img_size,
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        interpolation=config.interpolation,
+        patch_size=patch_size,
+        weights_source=f"timm {timm_name} from the Hugging Face cache ({config.hf_hub_id})",
+        find_weights=partial(find_in_hf_cache, config.hf_hub_id),
+    )
+
+
+def _build_mini(img_size: int) -> nn.Module:
+    from advise.mini_ifm import build_mini_ifm_model
+
+    return build_mini_ifm_model()
+
+
+def _find_mini_weights() -> Path | None:
+    from advise.mini_ifm import ensure_mini_ifm
+
+    return Path(ensure_mini_ifm())  # trains and caches the model on first use
+
+
+IFM_REGISTRY: dict[str, IFMSpec] = {
+    # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
+    "mini": IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
+                    "advise's built-in mini IFM, trained on first use", _find_mini_weights),
+    "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_224.openai", patch_size=16),
+    "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_224.openai", patch_size=14),
+    "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", patch_size=14),
+    "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", patch_size=16),
+    "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", patch_size=16),
+}  # fmt: skip
+
+
+class FrozenIFM(nn.Module):
+    """A frozen timm image model applied to every frame of a clip.
+
+    forward(frames [B, T, 3, H, W] float, already normalised with `mean`/`std`)
+        -> tokens [B, D, T, h, w] float32, h = H // patch_size, w = W // patch_size.
+
+    ViT prefix tokens (class and register tokens, timm `num_prefix_tokens`) are dropped; CNN
+    feature maps (NCHW, or NHWC) are used as they are. The forward runs under `torch.no_grad()`,
+    so the tokens carry no autograd graph; parameters never require gradients and the wrapped
+    model stays in eval mode whatever `.train(mode)` is asked. `precision="bf16"` runs the model
+    under bf16 autocast on the frames' device; "fp32" disables any surrounding autocast.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        img_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        patch_size: int,
+        interpolation: str = "bicubic",
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"IFM precision must be one of {PRECISIONS}, got {precision!r}")
+        self.model = model
+        self.name = name
+        self.img_size = img_size
+        self.mean = tuple(float(value) for value in mean)
+        self.std = tuple(float(value) for value in std)
+        self.patch_size = patch_size
+        self.interpolation = interpolation
+        self.precision = precision
+        self.embed_dim = int(model.num_features)
+        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
+        self._weights_hash: str | None = None
+        self.register_load_state_dict_post_hook(FrozenIFM._forget_weights_hash)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenIFM:
+        """Always eval: dropout off and normalisation statistics fixed, whatever `mode` is."""
+        return super().train(False)
+
+    def grid_size(self, img_size: int | None = None) -> tuple[int, int]:
+        """Token grid (h, w) for square frames of `img_size` pixels (default: `self.img_size`)."""
+        size = self.img_size if img_size is None else img_size
+        return size // self.patch_size, size // self.patch_size
+
+    def forward(self, frames: Tensor) -> Tensor:  # [B, T, 3, H, W] -> [B, D, T, h, w]
+        if frames.dim() != 5:
+            raise ValueError(f"FrozenIFM expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
+        batch, num_frames = frames.shape[:2]
+        images = frames.flatten(0, 1)  # [B, T, 3, H, W] -> [B*T, 3, H, W]
+        autocast = torch.autocast(
+            frames.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
+        with torch.no_grad(), autocast:
+            features = self.model.forward_features(images)
+            grid = self._token_grid(features, images.shape[-2:])  # [B*T, D, h, w]
+        grid = grid.float()
+        height, width = grid.shape[-2:]
+        # [B*T, D, h, w] -> [B, T, D, h, w] -> [B, D, T, h, w]
+        tokens = grid.reshape(batch, num_frames, self.embed_dim, height, width)
+        return tokens.permute(0, 2, 1, 3, 4).contiguous()
+
+    def _token_grid(self, features: Tensor, image_size: torch.Size) -> Tensor:
+        """timm `forward_features` output for N images -> [N, D, h, w]."""
+        if features.dim() == 3:  # ViT tokens [N, prefix + h*w, D]
+            height, width = (size // self.patch_size for size in image_size)
+            patches = features[:, self.num_prefix_tokens :]  # [N, h*w, D]
+            if patches.shape[1] != height * width:
+                raise ValueError(
+                    f"IFM {self.name!r} returned {patches.shape[1]} patch tokens for "
+                    f"{tuple(image_size)} images, expected {height}x{width} "
+                    f"(patch size {self.patch_size})"
+                )
+            # [N, h*w, D] -> [N, h, w, D] -> [N, D, h, w]
+            return patches.reshape(-1, height, width, self.embed_dim).permute(0, 3, 1, 2)
+        if features.dim() == 4:
+            if features.shape[1] == self.embed_dim:  # NCHW feature map
+                return features
+            if features.shape[-1] == self.embed_dim:  # NHWC feature map
+                return features.permute(0, 3, 1, 2)  # [N, h, w, D] -> [N, D, h, w]
+        raise ValueError(
+            f"IFM {self.name!r} forward_features gave shape {tuple(features.shape)}; expected "
+            f"tokens [N, L, {self.embed_dim}] or a feature map with {self.embed_dim} channels"
+        )
+
+    def weights_hash(self) -> str:
+        """sha256 (hex) over the wrapped model's state dict: key, dtype, shape and bytes of every
+        tensor in key order. Computed once (the weights are frozen) and again after a load."""
+        if self._weights_hash is None:
+            digest = hashlib.sha256()
+            for key, tensor in self.model.state_dict().items():
+                tensor = tensor.detach().to("cpu").contiguous()
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+            self._weights_hash = digest.hexdigest()
+        return self._weights_hash
+
+    @staticmethod
+    def _forget_weights_hash(module: nn.Module, incompatible_keys: object) -> None:
+        module._weights_hash = None
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, embed_dim={self.embed_dim}, precision={self.precision!r}"
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Tensors of a safetensors file, or of a torch state dict (loaded with weights_only=True;
+    a dict holding it under "state_dict" or "model" is unwrapped)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise IFMWeightsError(f"cannot read IFM weights file {path}: {error}") from error
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise IFMWeightsError(f"IFM weights file {path} does not hold a state dict of tensors")
+    return loaded
+
+
+def load_weights(
+    model: nn.Module, path: Path, name: str, ignored_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Load `path` into `model` strictly: every key of the model present with its shape, no
+    extra keys except those under `ignored_prefixes` (the removed classifier head). timm ViTs
+    first pass the file through timm's converter (OpenAI CLIP / original DINOv2 layouts,
+    position embeddings resampled to the model's grid). Raises IFMWeightsError on mismatch."""
+    state_dict = read_state_dict(path)
+    if isinstance(model, VisionTransformer):
+        try:
+            state_dict = checkpoint_filter_fn(state_dict, model)
+        except Exception as error:
+            raise IFMWeightsError(
+                f"IFM weights file {path} cannot be converted for IFM {name!r}: {error}"
+            ) from error
+    expected = model.state_dict()
+    state_dict = {
+        key: value
+        for key, value in state_dict.items()
+        if key in expected or not key.startswith(ignored_prefixes)
+    }
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong_shape = [
+        f"{key} {tuple(value.shape)} (expected {tuple(expected[key].shape)})"
+        for key, value in state_dict.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        problems = [
+            f"{label} {len(keys)} (e.g. {', '.join(keys[:3])})"
+            for label, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("wrong shapes", wrong_shape),
+            )
+            if keys
+        ]
+        raise IFMWeightsError(
+            f"IFM weights file {path} does not match IFM {name!r}: {'; '.join(problems)}"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _remove_classifier(model: nn.Module) -> tuple[str, ...]:
+    """Drop the classifier head (an IFM only gives features); returns the key prefixes it had,
+    so that weights files carrying a head still load."""
+    keys_before = set(model.state_dict())
+    if hasattr(model, "reset_classifier"):
+        model.reset_classifier(0)
+    removed = {key.rsplit(".", 1)[0] + "." for key in keys_before - set(model.state_dict())}
+    config = getattr(model, "pretrained_cfg", None) or {}
+    classifier = config.get("classifier") or ()
+    for prefix in (classifier,) if isinstance(classifier, str) else classifier:
+        removed.add(prefix + ".")
+    return tuple(sorted(removed))
+
+
+def build_ifm(
+    name: str,
+    img_size: int | None = None,
+    weights: str | Path | None = None,
+    random_init: bool = False,
+    precision: str = "fp32",
+) -> FrozenIFM:
+    """Build the registered IFM `name` for square `img_size` frames (default: its own size).
+
+    weights: a local file (safetensors, or a torch state dict read with weights_only=True),
+    loaded strictly; None = the registry's source (timm models: the Hugging Face cache, offline
+    only; mini: trained and cached on first use). `random_init=True` loads nothing. No weights
+    found -> IFMWeightsError saying how to provide them.
+    """
+    spec = IFM_REGISTRY.get(name)
+    if spec is None:
+        close = difflib.get_close_matches(name, IFM_REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown IFM {name!r}{hint}; known: {', '.join(IFM_REGISTRY)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"IFM precision must be one of {PRECISIONS}, got {precision!r}")
+    if weights is not None and random_init:
+        raise IFMWeightsError(
+            f"IFM {name!r}: ifm.weights={weights} and ifm.random_init=true contradict; set one"
+        )
+
+    weights_path: Path | None = None
+    if weights is not None:
+        weights_path = Path(weights).expanduser()
+        if not weights_path.is_file():
+            raise IFMWeightsError(f"IFM weights file {weights_path} does not exist")
+    elif not random_init:
+        weights_path = spec.find_weights()
+        if weights_path is None:
+            raise IFMWeightsError(
+                f"no weights for IFM {name!r} (source: {spec.weights_source}; nothing is "
+                f"downloaded). Provide a local file with ifm.weights=/path/to/weights.safetensors "
+                f"(safetensors or a torch state dict), place the model in the Hugging Face cache, "
+                f"or use a randomly initialised IFM with ifm.random_init=true"
+            )
+
+    size = spec.img_size if img_size is None else img_size
+    model = spec.build(size)
+    classifier_prefixes = _remove_classifier(model)
+    if weights_path is not None:
+        load_weights(model, weights_path, name, classifier_prefixes)
+
+    # the model's own normalisation wins over the registry's (the mini model carries its own)
+    config = getattr(model, "pretrained_cfg", None) or {}
+    return FrozenIFM(
+        model,
+        name=name,
+        img_size=size,
+        mean=tuple(config.get("mean") or spec.mean),
+        std=tuple(config.get("std") or spec.std),
+        patch_size=spec.patch_size,
+        interpolation=config.get("interpolation") or spec.interpolation,
+        precision=precision,
+    )

@@ -1,0 +1,117 @@
+"""Temporal modelling modules (TMM) over the IFM token volume [B, D, T, h, w].
+
+`BottleneckTMM` is a stack of ResNet-3D bottleneck blocks with no down-sampling in time or
+space. With `temporal_kernel=1` every convolution acts on one frame at a time: this is the
+configuration the paper's cost tables (Tables 2 and 3) measure, and it is invariant to frame
+order once the head pools globally. `temporal_kernel=3` (a 3x1x1 first convolution, as in the
+R3D blocks of Feichtenhofer et al. 2021) mixes neighbouring frames.
+
+Initialisation: Kaiming-normal (fan-out, ReLU) convolutions and the standard batch-norm
+initialisation (weight 1, bias 0) everywhere, including the last norm of each block. Zero-
+initialising that last norm would make a randomly initialised block the identity on its
+residual branch; we keep gamma = 1 so a random TMM (the paper's "scratch" baseline) transforms
+its input from the first step.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _conv_norm(
+    in_dim: int, out_dim: int, kernel: tuple[int, int, int], relu: bool
+) -> nn.Sequential:
+    """Bias-free 3-D convolution (size-preserving padding), BatchNorm3d and optional ReLU."""
+    padding = tuple(size // 2 for size in kernel)
+    layers: list[nn.Module] = [
+        nn.Conv3d(in_dim, out_dim, kernel, padding=padding, bias=False),
+        nn.BatchNorm3d(out_dim),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BottleneckBlock(nn.Module):
+    """(t x 1 x 1 conv, BN, ReLU) -> (1 x 3 x 3 conv, BN, ReLU) -> (1 x 1 x 1 conv, BN), plus a
+    shortcut (1 x 1 x 1 conv + BN projection when the widths differ), then ReLU.
+
+    Input [B, in_dim, T, h, w] -> output [B, out, T, h, w].
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out: int, temporal_kernel: int) -> None:
+        super().__init__()
+        self.temporal = _conv_norm(in_dim, hidden, (temporal_kernel, 1, 1), relu=True)
+        self.spatial = _conv_norm(hidden, hidden, (1, 3, 3), relu=True)
+        self.expand = _conv_norm(hidden, out, (1, 1, 1), relu=False)
+        self.shortcut: nn.Module = (
+            nn.Identity() if in_dim == out else _conv_norm(in_dim, out, (1, 1, 1), relu=False)
+        )
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
+        residual = self.expand(self.spatial(self.temporal(x)))
+        return self.activation(residual + self.shortcut(x))
+
+
+class BottleneckTMM(nn.Module):
+    """ResNet-3D bottleneck stack over IFM tokens; keeps T, h, w unchanged.
+
+    The first block maps in_dim -> out (projection shortcut when they differ), later blocks
+    out -> out (identity shortcut). Input [B, in_dim, T, h, w] -> output [B, out, T, h, w].
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 256,
+        out: int = 1024,
+        blocks: int = 1,
+        temporal_kernel: int = 3,
+    ) -> None:
+        super().__init__()
+        if blocks < 1:
+            raise ValueError(f"BottleneckTMM needs at least one block, got {blocks}")
+        if temporal_kernel < 1 or temporal_kernel % 2 == 0:
+            raise ValueError(
+                f"temporal_kernel must be odd and positive (keeps T unchanged), "
+                f"got {temporal_kernel}"
+            )
+        self.in_dim = in_dim
+        self.out_dim = out
+        self.blocks = nn.Sequential(
+            *(
+                BottleneckBlock(in_dim if index == 0 else out, hidden, out, temporal_kernel)
+                for index in range(blocks)
+            )
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm3d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
+        return self.blocks(tokens)
+
+
+class IdentityTMM(nn.Module):
+    """The average-pooling baseline: no temporal module; the head pools the tokens directly.
+
+    Input [B, D, T, h, w] -> the same tensor.
+    """
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+
+    def forward(self, tokens: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, D, T, h, w]
+        return tokens
+
+
+TMM_KINDS: dict[str, type[nn.Module]] = {"bottleneck": BottleneckTMM, "none": IdentityTMM}

@@ -1,0 +1,413 @@
+"""Crash-safe checkpoints: tensors in safetensors, everything else in JSON, nothing pickled.
+
+A checkpoint is a pair of files sharing a stem: `<stem>.safetensors` (every tensor: model,
+optimiser moments, ...) and `<stem>.json` (the JSON-serialisable state: step, config, RNG
+states, ... plus the sha256 of the tensor file). Each file is written to a temporary file in
+the same folder, flushed, fsynced and renamed over the old one (`os.replace`, atomic on POSIX),
+and the folder is fsynced. The JSON is written last, so:
+
+- a crash before the tensor file is renamed leaves the previous checkpoint intact;
+- a crash between the two renames leaves a torn pair (new tensors, old JSON), which
+  `load_checkpoint` detects by the hash; it never mixes two checkpoints. Before a save replaces
+  a pair, the pair is kept as `<stem>.previous.*` (hard links, no copy), and loading falls back
+  to it, with a warning, when the newest pair is torn;
+- a tensor file damaged on disk is detected the same way.
+
+Also here: `rng_state` / `set_rng_state` (python, numpy, torch) and a flat tensors + JSON form
+of an optimiser's state (`optimizer_to_tensors` / `optimizer_from_tensors`).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import Tensor
+
+FORMAT = "advise-checkpoint"
+FORMAT_VERSION = 1
+TENSOR_SUFFIX = ".safetensors"
+STATE_SUFFIX = ".json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, torn (interrupted save), corrupt, or does not fit."""
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(tensor file, JSON file) of the checkpoint named by `path`.
+
+    `path` is the stem (`runs/x/checkpoints/last`) or either file of the pair.
+    """
+    path = Path(path)
+    if path.suffix in (TENSOR_SUFFIX, STATE_SUFFIX):
+        path = path.with_suffix("")
+    return Path(f"{path}{TENSOR_SUFFIX}"), Path(f"{path}{STATE_SUFFIX}")
+
+
+def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: dict) -> Path:
+    """Write `<path_stem>.safetensors` (tensors) and `<path_stem>.json` (state) atomically.
+
+    tensors: name -> tensor (any device and dtype safetensors supports; saved as CPU copies).
+    state: JSON-serialisable dict (checked before anything is written). Creates the folder if
+    needed and returns the JSON path. See the module docstring for crash behaviour.
+    """
+    tensor_path, state_path = checkpoint_paths(path_stem)
+    data = safetensors.torch.save(_prepare_tensors(tensors), metadata={"format": FORMAT})
+    record = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tensor_sha256": hashlib.sha256(data).hexdigest(),
+        "tensor_bytes": len(data),
+        "state": state,
+    }
+    record_text = _to_json(record)  # a state that is not JSON fails before touching disk
+    tensor_path.parent.mkdir(parents=True, exist_ok=True)
+    if tensor_path.is_file() and state_path.is_file():
+        for current, kept in zip((tensor_path, state_path), checkpoint_paths(_previous(path_stem))):
+            _atomic_link(current, kept)
+    _atomic_write(tensor_path, data)
+    _atomic_write(state_path, record_text.encode("utf-8"))
+    return state_path
+
+
+def _previous(path: str | Path) -> Path:
+    tensor_path, _ = checkpoint_paths(path)
+    return tensor_path.with_suffix("").with_name(tensor_path.with_suffix("").name + ".previous")
+
+
+def _atomic_link(source: Path, target: Path) -> None:
+    """Make `target` another name of `source`'s content, replacing `target` atomically."""
+    temporary = target.with_name(f".{target.name}.link.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:  # file systems without hard links: copy
+            temporary.write_bytes(source.read_bytes())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Read and verify a checkpoint pair; returns (tensors, state).
+
+    `path` is the stem or either file of the pair. Tensors are placed on `device`. Raises
+    `CheckpointError` when a file is missing, the JSON is unreadable, or the tensor file does
+    not match the hash the JSON records (torn pair or corruption) and no intact previous pair
+    (`<stem>.previous.*`, kept by `save_checkpoint`) exists to fall back to.
+    """
+    try:
+        return _load_pair(path, device)
+    except CheckpointError as error:
+        previous = _previous(path)
+        if not checkpoint_paths(previous)[1].is_file() or not checkpoint_paths(path)[1].is_file():
+            raise
+        tensors, state = _load_pair(previous, device)
+        warnings.warn(f"{error} Loaded the previous checkpoint {previous} instead.", stacklevel=2)
+        return tensors, state
+
+
+def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict]:
+    tensor_path, state_path = checkpoint_paths(path)
+    if not state_path.is_file():
+        raise CheckpointError(f"no checkpoint at {state_path}: the JSON state file is missing")
+    try:
+        record = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{state_path} is not valid JSON ({error}): corrupt") from error
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{state_path} is not an advise checkpoint (no format {FORMAT!r})")
+    if record.get("version") != FORMAT_VERSION or "tensor_sha256" not in record:
+        raise CheckpointError(
+            f"{state_path}: unsupported checkpoint version {record.get('version')!r} "
+            f"(this advise reads version {FORMAT_VERSION})"
+        )
+    if not tensor_path.is_file():
+        raise CheckpointError(f"{tensor_path} is missing (its state file {state_path} exists)")
+    data = tensor_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != record["tensor_sha256"]:
+        raise CheckpointError(
+            f"{tensor_path} does not match {state_path.name}: sha256 {digest[:16]}..., expected "
+            f"{record['tensor_sha256'][:16]}... ({len(data)} bytes, expected "
+            f"{record.get('tensor_bytes')}). The pair is torn (a save was interrupted) or the "
+            "tensor file is corrupt; use an earlier checkpoint."
+        )
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as error:  # the hash matched, so the file was written this way
+        raise CheckpointError(f"{tensor_path}: unreadable safetensors ({error})") from error
+    if torch.device(device).type != "cpu":
+        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
+    return tensors, record["state"]
+
+
+def _to_json(value: Any) -> str:
+    try:
+        return json.dumps(value, indent=1)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"checkpoint state must be JSON-serialisable: {error}") from error
+
+
+def _prepare_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Detached, contiguous CPU tensors; entries sharing memory are copied (safetensors
+    refuses shared storage, e.g. tied weights)."""
+    prepared: dict[str, Tensor] = {}
+    seen_storage: set[int] = set()
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, Tensor):
+            raise TypeError(f"checkpoint tensors must map str -> Tensor, got {name!r}")
+        tensor = tensor.detach().to("cpu").contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and storage in seen_storage:
+            tensor = tensor.clone()
+        seen_storage.add(tensor.untyped_storage().data_ptr())
+        prepared[name] = tensor
+    return prepared
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` so that readers see the old or the new content, never a part."""
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------------------- RNG states
+
+
+def _encode_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _decode_bytes(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def rng_state() -> dict:
+    """The global random states of python `random`, numpy (`np.random.*`) and torch, as JSON.
+
+    CUDA generator states are included when CUDA has been initialised in this process.
+    Byte states are base64 text; numpy's MT19937 key is stored little-endian uint32.
+    """
+    python_version, python_internal, python_gauss = random.getstate()
+    numpy_kind, numpy_keys, numpy_pos, numpy_has_gauss, numpy_cached = np.random.get_state()
+    cuda = []
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cuda = [_encode_bytes(s.numpy().tobytes()) for s in torch.cuda.get_rng_state_all()]
+    return {
+        "python": {
+            "version": python_version,
+            "internal": list(python_internal),
+            "gauss_next": python_gauss,
+        },
+        "numpy": {
+            "kind": numpy_kind,
+            "keys": _encode_bytes(np.asarray(numpy_keys, dtype="<u4").tobytes()),
+            "pos": int(numpy_pos),
+            "has_gauss": int(numpy_has_gauss),
+            "cached_gaussian": float(numpy_cached),
+        },
+        "torch": _encode_bytes(torch.get_rng_state().numpy().tobytes()),
+        "cuda": cuda,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the random states saved by `rng_state`.
+
+    CUDA states are restored for as many devices as both the saved state and this machine
+    have (with a warning when the counts differ); none are needed on a CPU-only machine.
+    """
+    try:
+        python = state["python"]
+        python_state = (python["version"], tuple(python["internal"]), python["gauss_next"])
+        numpy_state = state["numpy"]
+        numpy_keys = np.frombuffer(_decode_bytes(numpy_state["keys"]), dtype="<u4").astype(
+            np.uint32
+        )
+        torch_state = _bytes_tensor(state["torch"])
+        cuda_states = [_bytes_tensor(text) for text in state.get("cuda", [])]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"malformed RNG state in checkpoint: {error!r}") from error
+    random.setstate(python_state)
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(torch_state)
+    if cuda_states and torch.cuda.is_available():
+        device_count = torch.cuda.device_count()
+        if device_count != len(cuda_states):
+            warnings.warn(
+                f"checkpoint holds RNG states for {len(cuda_states)} CUDA devices, this machine "
+                f"has {device_count}; restoring the first {min(device_count, len(cuda_states))}",
+                stacklevel=2,
+            )
+        for device_index, cuda_state in enumerate(cuda_states[:device_count]):
+            torch.cuda.set_rng_state(cuda_state, device_index)
+
+
+def _bytes_tensor(text: str) -> Tensor:
+    return torch.frombuffer(bytearray(_decode_bytes(text)), dtype=torch.uint8)
+
+
+# ------------------------------------------------------------------------ optimiser state
+
+# Parameter-group entries that are lists in torch; other sequences (betas) are tuples.
+_LIST_GROUP_KEYS = ("params", "param_names")
+
+
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer."
+) -> tuple[dict[str, Tensor], dict]:
+    """Split `optimizer.state_dict()` into flat tensors and a JSON-serialisable dict.
+
+    Tensors are named `<prefix>state.<param index>.<name>` (e.g. `optimizer.state.3.exp_avg`;
+    AdamW also keeps `step` as a tensor) and `<prefix>param_groups.<group>.<key>` for a
+    tensor-valued hyper-parameter. The meta dict holds the parameter groups (lr, betas, eps,
+    weight decay, parameter indices and names) and non-tensor per-parameter values. Save the
+    tensors next to the model's (the prefix keeps names apart) and the meta in the JSON state.
+    """
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    state_meta: dict[str, dict] = {}
+    for index, values in state_dict["state"].items():
+        entry: dict[str, list | dict] = {"tensors": [], "values": {}}
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}state.{index}.{name}"] = value
+                entry["tensors"].append(name)
+            else:
+                entry["values"][name] = value
+        state_meta[str(index)] = entry
+    groups_meta = []
+    for group_index, group in enumerate(state_dict["param_groups"]):
+        group_meta: dict[str, Any] = {}
+        tensor_keys = []
+        for key, value in group.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}param_groups.{group_index}.{key}"] = value
+                tensor_keys.append(key)
+            elif isinstance(value, tuple):
+                group_meta[key] = list(value)
+            else:
+                group_meta[key] = value
+        groups_meta.append({"values": group_meta, "tensors": tensor_keys})
+    meta = {
+        "class": type(optimizer).__name__,
+        "prefix": prefix,
+        "state": state_meta,
+        "param_groups": groups_meta,
+    }
+    _to_json(meta)  # fail here, not at save time, on an exotic hyper-parameter
+    return tensors, meta
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict
+) -> None:
+    """Load into `optimizer` the state split by `optimizer_to_tensors` (inverse operation).
+
+    `optimizer` must be built the same way over the same parameters (same groups, sizes and,
+    where recorded, parameter names); otherwise `CheckpointError` says what differs. Extra
+    entries in `tensors` (e.g. the model's) are ignored. The restored state is exact: moments,
+    step counts and every hyper-parameter of every group.
+    """
+    if meta.get("class") != type(optimizer).__name__:
+        raise CheckpointError(
+            f"checkpoint holds a {meta.get('class')} state, the optimiser is "
+            f"{type(optimizer).__name__}"
+        )
+    prefix = meta["prefix"]
+    try:
+        state = {
+            int(index): {
+                **entry["values"],
+                **{name: tensors[f"{prefix}state.{index}.{name}"] for name in entry["tensors"]},
+            }
+            for index, entry in meta["state"].items()
+        }
+        param_groups = []
+        for group_index, group_meta in enumerate(meta["param_groups"]):
+            group = {
+                key: value
+                if key in _LIST_GROUP_KEYS or not isinstance(value, list)
+                else tuple(value)
+                for key, value in group_meta["values"].items()
+            }
+            for key in group_meta["tensors"]:
+                group[key] = tensors[f"{prefix}param_groups.{group_index}.{key}"]
+            param_groups.append(group)
+    except KeyError as error:
+        raise CheckpointError(f"optimiser state incomplete: missing tensor {error}") from error
+    _check_same_parameters(optimizer.state_dict()["param_groups"], param_groups)
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def _check_same_parameters(current: list[dict], saved: list[dict]) -> None:
+    if len(current) != len(saved):
+        raise CheckpointError(
+            f"optimiser has {len(current)} parameter groups, the checkpoint {len(saved)}"
+        )
+    for group_index, (now, then) in enumerate(zip(current, saved, strict=True)):
+        if len(now["params"]) != len(then["params"]):
+            raise CheckpointError(
+                f"optimiser group {group_index} has {len(now['params'])} parameters, "
+                f"the checkpoint {len(then['params'])}"
+            )
+        names_now, names_then = now.get("param_names"), then.get("param_names")
+        if names_now is not None and names_then is not None and names_now != names_then:
+            first = next(
+                i for i, (a, b) in enumerate(zip(names_now, names_then, strict=True)) if a != b
+            )
+            raise CheckpointError(
+                f"optimiser group {group_index} parameter {first} is {names_now[first]!r}, "
+                f"the checkpoint's is {names_then[first]!r}"
+            )

@@ -1,0 +1,71 @@
+"""Training tasks: each owns its forward pass and loss, so the loop never asks which it runs.
+
+Both tasks are clip classification with cross-entropy; they differ in what the labels mean
+(playback-rate index vs action class) and in label smoothing (0.05 for the pretext task, as
+in the paper's configuration; none for fine-tuning).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ClassificationTask:
+    """Cross-entropy clip classification over a collated batch.
+
+    The batch holds `labels` (long [N]) and either `tokens` ([N, D, T, h, w] stored IFM
+    tokens, fed to `model.forward_tokens`) or `clips` ([N, T, 3, H, W] normalised frames, fed
+    to `model(...)`); tokens win when both are present. Inputs are expected on the model's
+    device already (the loop moves them); labels follow the logits.
+    """
+
+    name = "classification"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def logits(self, model: nn.Module, batch: dict) -> Tensor:
+        """Model scores for the batch: [N, num_classes]."""
+        tokens = batch.get("tokens")
+        if tokens is not None:
+            return model.forward_tokens(tokens)
+        return model(batch["clips"])
+
+    def step(self, model: nn.Module, batch: dict) -> dict[str, Tensor | float | int]:
+        """Forward one batch: `{"loss": scalar Tensor (with graph), "acc": top-1 in percent
+        over the batch, "num": number of clips}`. The caller does backward and the update.
+
+        The loss is computed in float32 even when the model runs under bf16 autocast.
+        Raises ValueError on a batch with no clips (e.g. every video failed to decode).
+        """
+        labels = batch["labels"]
+        if labels.numel() == 0:
+            raise ValueError(f"{self.name} task: empty batch (no clips); skip it in the loop")
+        logits = self.logits(model, batch)
+        labels = labels.to(logits.device)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        with torch.no_grad():
+            correct = (logits.argmax(dim=1) == labels).sum().item()
+        return {"loss": loss, "acc": 100.0 * correct / labels.numel(), "num": labels.numel()}
+
+
+class PlaybackRateTask(ClassificationTask):
+    """Playback-rate perception (the pretext task): classify each clip's speed index."""
+
+    name = "playback_rate"
+
+    def __init__(self, label_smoothing: float = 0.05) -> None:
+        super().__init__(label_smoothing)
+
+
+class ActionTask(ClassificationTask):
+    """Action recognition (fine-tuning): classify each clip's action."""
+
+    name = "action"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__(label_smoothing)

@@ -1,0 +1,13 @@
+"""Shared test settings: one torch thread (tiny ops run far faster single-threaded on the
+shared 2-core machines), and a private cache folder so tests never touch the user's."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
