@@ -11,6 +11,8 @@ The classifier head is not part of an IFM: it is removed after building (timm
 
 from __future__ import annotations
 
+import contextlib
+
 import difflib
 import hashlib
 from collections.abc import Callable
@@ -172,9 +174,12 @@ class FrozenIFM(nn.Module):
             raise ValueError(f"FrozenIFM expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
         batch, num_frames = frames.shape[:2]
         images = frames.flatten(0, 1)  # [B, T, 3, H, W] -> [B*T, 3, H, W]
-        autocast = torch.autocast(
-            frames.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-        )
+        if frames.device.type == "meta":  # counting costs: no autocast on the meta device
+            autocast = contextlib.nullcontext()
+        else:
+            autocast = torch.autocast(
+                frames.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            )
         with torch.no_grad(), autocast:
             features = self.model.forward_features(images)
             grid = self._token_grid(features, images.shape[-2:])  # [B*T, D, h, w]

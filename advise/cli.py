@@ -1,0 +1,177 @@
+"""The `advise` command line: one small function per subcommand (parse, build, call).
+
+Exit codes: 0 success; 2 a usage, config or data error (one line naming the bad value);
+1 a runtime failure. Set ADVISE_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from advise.config import ConfigError, load_config, preset_description, preset_names
+
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean the user gave something unusable (exit 2)."""
+    from advise.data.formats import AnnotationError
+    from advise.models.ifm import IFMWeightsError
+    from advise.train.checkpoint import CheckpointError
+
+    return (ConfigError, AnnotationError, IFMWeightsError, CheckpointError, FileNotFoundError)
+
+
+def _config(args: argparse.Namespace):
+    return load_config(args.config, args.set)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from advise.data.synthetic import TASKS, generate
+
+    tasks = [args.task] if args.task else list(TASKS)
+    for task in tasks:
+        out = Path(args.out) / task if len(tasks) > 1 else Path(args.out)
+        path = generate(out, task, num_videos=args.videos, seed=args.seed)
+        print(f"{task}: {path}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from advise.runs import pretrain
+
+    result = pretrain(_config(args), Path(args.out), resume=args.resume)
+    print(f"pre-training done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from advise.runs import finetune
+
+    init = Path(args.init) if args.init else None
+    result = finetune(_config(args), Path(args.out), init=init, resume=args.resume)
+    print(f"fine-tuning done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from advise.runs import evaluate_checkpoint, parse_views
+
+    views = parse_views(args.views) if args.views else None
+    checkpoint = Path(args.ckpt)
+    out_file = Path(args.out) if args.out else checkpoint.parent.parent / "eval.json"
+    result = evaluate_checkpoint(_config(args), checkpoint, views=views, out_file=out_file)
+    print(
+        f"{result['num_videos']} videos, {result['views']} views ({result['views_combined']}): "
+        f"top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
+        f"single-view top-1 {result['single_view_top1']:.2f}  -> {out_file}"
+    )
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    from advise.runs import summary
+
+    result = summary(_config(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    width = max(len(key) for key in result)
+    for key, value in result.items():
+        text = f"{value:,}" if isinstance(value, int) else str(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    for name in preset_names():
+        print(f"{name}\n    {preset_description(name)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from advise.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="preset name or YAML file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set tmm.hidden=512 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="advise",
+        description="Video self-supervised learning on top of frozen image foundation models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the whole method on the built-in benchmark")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    demo.add_argument("--quick", action="store_true", help="a smaller, faster demo")
+    demo.set_defaults(func=cmd_demo)
+
+    synth = commands.add_parser("synth", help="write the built-in benchmark as video files")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--task", choices=["spatial", "temporal", "pool"])
+    synth.add_argument("--videos", type=int, help="number of videos (default: the demo's)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_synth)
+
+    pretrain = commands.add_parser("pretrain", help="pre-train the temporal module with PRP")
+    _add_config_options(pretrain)
+    pretrain.add_argument("--out", required=True, help="run folder")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    finetune = commands.add_parser("finetune", help="fine-tune for action recognition")
+    _add_config_options(finetune)
+    finetune.add_argument("--out", required=True, help="run folder")
+    finetune.add_argument("--init", help="pre-training checkpoint to inherit the TMM from")
+    finetune.add_argument("--resume", action="store_true", help="continue the run in --out")
+    finetune.set_defaults(func=cmd_finetune)
+
+    evaluate = commands.add_parser("evaluate", help="multi-view testing of a checkpoint")
+    _add_config_options(evaluate)
+    evaluate.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
+    evaluate.add_argument("--views", help="CLIPSxCROPS, e.g. 2x3 (default: eval.* in config)")
+    evaluate.add_argument("--out", help="where to write eval.json (default: beside the run)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    summary = commands.add_parser("summary", help="parameter and MAC counts of a config")
+    _add_config_options(summary)
+    summary.add_argument("--json", action="store_true", help="print one JSON object")
+    summary.set_defaults(func=cmd_summary)
+
+    presets = commands.add_parser("presets", help="list the built-in presets")
+    presets.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default", UserWarning)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("advise: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place errors become exit codes
+        if os.environ.get("ADVISE_DEBUG"):
+            raise
+        code = 2 if isinstance(error, _user_errors()) else 1
+        message = str(error) or type(error).__name__
+        if isinstance(error, FileNotFoundError) and error.filename:
+            message = f"file not found: {error.filename}"
+        print(f"advise: error: {message}", file=sys.stderr)
+        return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

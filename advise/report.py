@@ -1,0 +1,75 @@
+"""Tables (markdown) and figures (matplotlib) for run results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = [
+    ("prp_speed_acc", "PRP speed acc"),
+    ("scratch_top1", "scratch"),
+    ("pretrained_top1", "PRP init"),
+    ("delta_acc", "dAcc"),
+    ("avgpool_top1", "avg-pool"),
+    ("tmm_t1_top1", "TMM t=1"),
+]
+
+
+def markdown_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) + " |"
+        for line in [header, *rows]
+    ]
+    lines.insert(1, "| " + " | ".join("-" * width for width in widths) + " |")
+    return "\n".join(lines)
+
+
+def results_table(tasks: dict[str, dict[str, float]]) -> str:
+    """One row per task; percentages, dAcc signed."""
+    rows = []
+    for task, values in tasks.items():
+        cells = [task]
+        for key, _ in COLUMNS:
+            value = values.get(key)
+            if value is None:
+                cells.append("-")
+            else:
+                cells.append(f"{value:+.1f}" if key == "delta_acc" else f"{value:.1f}")
+        rows.append(cells)
+    return markdown_table(rows, ["task", *(title for _, title in COLUMNS)])
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Per-epoch records of a run folder's metrics.jsonl."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for record in records if "train_loss" in record]
+
+
+def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Path:
+    """One panel per group (e.g. pre-training, each task): training loss per epoch per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(curves)
+    figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for axis, group in zip(axes[0], groups):
+        for name, history in curves[group].items():
+            if history:
+                epochs = [record["epoch"] for record in history]
+                axis.plot(epochs, [record["train_loss"] for record in history], label=name)
+        axis.set_title(group)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("training loss")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

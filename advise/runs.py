@@ -1,0 +1,338 @@
+"""What each command does: build the parts from a config, call the loop, write the run folder.
+
+`cli.py` only parses arguments and calls these; the demo calls them too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advise import __version__
+from advise.config import Config, ConfigError, save_config
+from advise.data import loaders
+from advise.data.formats import AnnotatedSplit
+from advise.models.advise import AdViSe
+from advise.models.build import build_frozen_ifm, build_model, resolve_precision
+from advise.models.cost import count_macs, count_params
+from advise.models.ifm import FrozenIFM
+from advise.train.checkpoint import CheckpointError, load_checkpoint
+from advise.train.engine import TrainResult, evaluate, resolve_device, train
+from advise.train.tasks import ActionTask, PlaybackRateTask
+
+CHECKPOINT = Path("checkpoints") / "last"
+
+
+@dataclass
+class Setup:
+    """What every command needs before it starts: device, frozen IFM, input size."""
+
+    config: Config
+    device: torch.device
+    ifm: FrozenIFM
+
+    @property
+    def img_size(self) -> int:
+        return self.ifm.img_size
+
+    def normalisation(self) -> tuple[int, tuple, tuple]:
+        return self.ifm.img_size, self.ifm.mean, self.ifm.std
+
+
+def setup(config: Config, ifm: FrozenIFM | None = None) -> Setup:
+    """Threads, seeds (the trainable modules' initialisation follows `train.seed`), device, IFM."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+    ifm = ifm or build_frozen_ifm(config.ifm, device)
+    return Setup(config, device, ifm.to(device))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def ifm_record(ifm: FrozenIFM, config: Config, device: torch.device) -> dict[str, Any]:
+    return {
+        "name": ifm.name,
+        "weights_hash": ifm.weights_hash(),
+        "random_init": config.ifm.random_init,
+        "precision": resolve_precision(config.ifm.precision, device),
+        "img_size": ifm.img_size,
+    }
+
+
+def _meta(run: Setup, stage: str, class_names: list[str], split: AnnotatedSplit) -> dict:
+    return {
+        "stage": stage,
+        "class_names": class_names,
+        "ifm": ifm_record(run.ifm, run.config, run.device),
+        "data": {"source": split.source, "videos": len(split.records)},
+        "config": run.config.to_dict(),
+        "advise_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
+    checkpoint = out_dir / CHECKPOINT
+    if resume and not checkpoint.with_suffix(".json").exists():
+        raise ConfigError(f"--resume: no checkpoint at {checkpoint}.json to resume from")
+    if not resume and checkpoint.with_suffix(".json").exists():
+        raise ConfigError(
+            f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.yaml")
+
+
+def speed_names(config: Config) -> list[str]:
+    names = [f"speed {speed}" for speed in config.pretext.speeds]
+    if config.pretext.reverse:
+        names += [f"speed -{speed}" for speed in config.pretext.speeds]
+    return names
+
+
+def pretrain(
+    config: Config, out_dir: Path, resume: bool = False, ifm: FrozenIFM | None = None
+) -> TrainResult:
+    """Playback-rate perception: only the TMM and head train; the IFM stays frozen."""
+    split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
+    run = setup(config, ifm)
+    _prepare_out(config, out_dir, resume)
+    dataset = loaders.pretrain_dataset(config, split, *run.normalisation())
+    class_names = speed_names(config)
+    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
+    return train(
+        model,
+        task,
+        dataset,
+        optim=config.optim,
+        train_config=config.train,
+        out_dir=out_dir,
+        meta=_meta(run, "pretrain", class_names, split),
+        resume=resume,
+        num_workers=config.data.num_workers,
+        max_bad_fraction=config.data.max_bad_fraction,
+        description="pretrain",
+    )
+
+
+def _check_ifm(state: dict, run: Setup, path: Path) -> None:
+    recorded = state.get("ifm", {})
+    current = ifm_record(run.ifm, run.config, run.device)
+    for key in ("name", "weights_hash"):
+        if recorded.get(key) != current[key]:
+            raise CheckpointError(
+                f"{path} was trained on IFM {recorded.get('name')!r} (weights "
+                f"{str(recorded.get('weights_hash'))[:12]}), but this run uses {current['name']!r} "
+                f"(weights {current['weights_hash'][:12]})"
+            )
+
+
+def load_init(model: AdViSe, path: Path, run: Setup) -> None:
+    """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new."""
+    tensors, state = load_checkpoint(path)
+    _check_ifm(state, run, path)
+    inherited = {
+        key[len("model.") :]: value
+        for key, value in tensors.items()
+        if key.startswith(("model.tmm.", "model.sfu."))
+    }
+    own = {k: v for k, v in model.trainable_state_dict().items() if k.startswith(("tmm.", "sfu."))}
+    if set(inherited) != set(own):
+        raise CheckpointError(
+            f"{path}: its temporal module does not match this config's "
+            f"(missing {sorted(set(own) - set(inherited))[:3]}, "
+            f"unexpected {sorted(set(inherited) - set(own))[:3]})"
+        )
+    for key, value in inherited.items():
+        if value.shape != own[key].shape:
+            raise CheckpointError(
+                f"{path}: {key} has shape {list(value.shape)}, this config builds "
+                f"{list(own[key].shape)} (check tmm.* settings)"
+            )
+    model.load_trainable_state_dict({**model.trainable_state_dict(), **inherited})
+
+
+def finetune(
+    config: Config,
+    out_dir: Path,
+    init: Path | None = None,
+    resume: bool = False,
+    ifm: FrozenIFM | None = None,
+) -> TrainResult:
+    """Action recognition: the TMM is inherited from `init` (or random), the head is new."""
+    split = loaders.read_split(config.data, "train")
+    run = setup(config, ifm)
+    if resume:
+        _, state = load_checkpoint(out_dir / CHECKPOINT)
+        _check_classes(state, split.class_names, out_dir / CHECKPOINT)
+    _prepare_out(config, out_dir, resume)
+    dataset = loaders.finetune_dataset(config, split, *run.normalisation())
+    model = build_model(config, len(split.class_names), run.ifm).to(run.device)
+    if init is not None and not resume:
+        load_init(model, init, run)
+    meta = _meta(run, "finetune", split.class_names, split)
+    meta["init"] = str(init) if init else None
+    return train(
+        model,
+        ActionTask(label_smoothing=config.optim.label_smoothing),
+        dataset,
+        optim=config.optim,
+        train_config=config.train,
+        out_dir=out_dir,
+        meta=meta,
+        resume=resume,
+        num_workers=config.data.num_workers,
+        max_bad_fraction=config.data.max_bad_fraction,
+        description="finetune",
+    )
+
+
+def _check_classes(state: dict, class_names: list[str], path: Path) -> None:
+    recorded = state.get("class_names")
+    if recorded != class_names:
+        raise CheckpointError(
+            f"{path} was trained on {len(recorded or [])} classes "
+            f"({', '.join((recorded or [])[:3])}, ...) but the dataset has {len(class_names)} "
+            f"({', '.join(class_names[:3])}, ...): class names must match in order"
+        )
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """'2x3' -> (2 temporal clips, 3 spatial crops)."""
+    try:
+        clips, crops = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--views must look like CLIPSxCROPS (e.g. 2x3), got {text!r}") from None
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views {text!r}: clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def evaluate_checkpoint(
+    config: Config,
+    checkpoint: Path,
+    views: tuple[int, int] | None = None,
+    out_file: Path | None = None,
+    ifm: FrozenIFM | None = None,
+) -> dict[str, Any]:
+    """Multi-view top-1/top-5 of a fine-tuned checkpoint on the test split."""
+    tensors, state = load_checkpoint(checkpoint)
+    if state.get("stage") != "finetune":
+        raise CheckpointError(
+            f"{checkpoint} is a {state.get('stage')} checkpoint; evaluate a fine-tuned one"
+        )
+    split = loaders.read_split(config.data, "test")
+    run = setup(config, ifm)
+    _check_ifm(state, run, checkpoint)
+    _check_classes(state, split.class_names, checkpoint)
+    model = build_model(config, len(split.class_names), run.ifm).to(run.device)
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_trainable_state_dict(weights)
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(
+            f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
+        ) from None
+    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
+    dataset = loaders.eval_dataset(config, split, *run.normalisation(), num_clips, num_crops)
+    started = time.perf_counter()
+    result = evaluate(
+        model, dataset, batch_size=config.eval.batch_size, num_workers=config.data.num_workers
+    )
+    result.update(
+        views=f"{num_clips}x{num_crops}",
+        num_clips=num_clips,
+        num_crops=num_crops,
+        checkpoint=str(checkpoint),
+        ifm=ifm_record(run.ifm, config, run.device),
+        data={"source": split.source, "videos": len(split.records)},
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    if out_file is not None:
+        out_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
+    """Parameter and multiply-accumulate counts for one clip, without any weights.
+
+    The IFM's architecture is built on the meta device, so this works offline for every
+    preset and costs no memory. MACs count convolutions and matrix multiplies.
+    """
+    num_classes = num_classes or len(speed_names(config))
+    with torch.device("meta"):
+        ifm = build_frozen_ifm(
+            replace(config.ifm, random_init=True, weights=None), torch.device("meta")
+        )
+        model = build_model(config, num_classes, ifm)
+        size = ifm.img_size
+        frames = torch.empty(1, config.data.num_frames, 3, size, size)
+        tokens = ifm(frames)  # [1, D, T, h, w]
+        pooled = model.sfu(tokens)
+        ifm_macs = count_macs(ifm, frames)
+        tmm_macs = count_macs(model.tmm, pooled)
+        total_macs = count_macs(model, frames)
+    return {
+        "ifm": config.ifm.name,
+        "img_size": size,
+        "num_frames": config.data.num_frames,
+        "token_grid": list(tokens.shape[1:]),
+        "tmm_input": list(pooled.shape[1:]),
+        "head_classes": num_classes,
+        "tmm_params": count_params(model.tmm),
+        "head_params": count_params(model.head),
+        "trainable_params": count_params(model, trainable_only=True),
+        "frozen_params": count_params(ifm),
+        "ifm_macs": ifm_macs,
+        "tmm_macs": tmm_macs,
+        "total_macs": total_macs,
+    }
+
+
+@torch.no_grad()
+def evaluate_pretext(
+    config: Config, checkpoint: Path, ifm: FrozenIFM | None = None
+) -> dict[str, Any]:
+    """Playback-rate accuracy of a pre-training checkpoint on `data.root`'s videos.
+
+    Clips are drawn as in pre-training (random speed and start, fixed seed) but with the
+    deterministic centre-crop test transform; every clip counts.
+    """
+    tensors, state = load_checkpoint(checkpoint)
+    split = loaders.read_split(config.data, "train")
+    run = setup(config, ifm)
+    _check_ifm(state, run, checkpoint)
+    class_names = speed_names(config)
+    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    model.load_trainable_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    model.eval()
+    dataset = loaders.pretext_eval_dataset(config, split, *run.normalisation())
+    correct = total = 0
+    for batch in torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.eval.batch_size,
+        num_workers=config.data.num_workers,
+        collate_fn=loaders.collate_clips,
+    ):
+        if batch["labels"].numel() == 0:
+            continue
+        logits = model(batch["clips"].to(run.device))
+        correct += (logits.argmax(1).cpu() == batch["labels"]).sum().item()
+        total += batch["labels"].numel()
+    return {"speed_acc": 100.0 * correct / max(total, 1), "clips": total, "videos": len(split.records)}

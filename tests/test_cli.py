@@ -1,0 +1,209 @@
+"""End to end through the command line on tiny real videos: run folders, exit codes, bad
+input, fine-tuning from a pre-training checkpoint, evaluation, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fabricate import tiny_config, ucf_tree
+
+from advise.cli import main
+from advise.config import load_config
+from advise.data.formats import read_ucf101
+from advise.models.build import build_frozen_ifm
+from advise.runs import finetune, pretrain
+from advise.train.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
+
+
+@pytest.fixture
+def config(tmp_path, tree) -> Path:
+    return tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})
+
+
+def run_cli(*args: str) -> int:
+    return main([str(arg) for arg in args])
+
+
+def test_pretrain_finetune_evaluate(tmp_path, config, capsys):
+    prp, ft = tmp_path / "prp", tmp_path / "ft"
+    assert run_cli("pretrain", "--config", config, "--out", prp) == 0
+    assert (prp / "config.yaml").exists()
+    for suffix in (".safetensors", ".json"):
+        assert (prp / "checkpoints" / f"last{suffix}").exists()
+    records = [json.loads(line) for line in (prp / "metrics.jsonl").read_text().splitlines()]
+    steps = [record for record in records if "step_seconds" in record and "lr" in record]
+    assert steps and all("data_seconds" in record for record in steps)
+    assert [record["epoch"] for record in records if "train_loss" in record] == [1, 2]
+
+    init = prp / "checkpoints" / "last.safetensors"
+    assert run_cli("finetune", "--config", config, "--out", ft, "--init", init) == 0
+    checkpoint = ft / "checkpoints" / "last.safetensors"
+    _, state = load_checkpoint(checkpoint)
+    assert state["class_names"] == ["Left", "Right"]
+    assert state["ifm"]["random_init"] is True
+
+    assert run_cli("evaluate", "--config", config, "--ckpt", checkpoint, "--views", "2x3") == 0
+    result = json.loads((ft / "eval.json").read_text())
+    assert result["num_videos"] == 4  # 2 classes x 2 test videos, each counted once
+    assert result["views"] == "2x3" and "mean of softmax" in result["views_combined"]
+    assert 0 <= result["top1"] <= 100 and result["top5"] == 100.0  # 2 classes
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_finetune_inherits_the_temporal_module_only(tmp_path, config):
+    cfg = load_config(str(config))
+    ifm = build_frozen_ifm(cfg.ifm, torch.device("cpu"))
+    prp = pretrain(cfg, tmp_path / "prp", ifm=ifm)
+    prp_tensors, _ = load_checkpoint(prp.checkpoint)
+    one_epoch = cfg.replace({"train.epochs": 0})
+    ft = finetune(one_epoch, tmp_path / "ft", init=prp.checkpoint.with_suffix(".json"), ifm=ifm)
+    ft_tensors, _ = load_checkpoint(ft.checkpoint)
+    tmm_keys = [key for key in prp_tensors if key.startswith("model.tmm.")]
+    assert tmm_keys and all(torch.equal(prp_tensors[k], ft_tensors[k]) for k in tmm_keys)
+    # the head is new: PRP has 4 speed classes, the task 2 action classes
+    assert prp_tensors["model.head.classifier.weight"].shape[0] == 4
+    assert ft_tensors["model.head.classifier.weight"].shape[0] == 2
+
+
+def test_training_never_changes_an_ifm_weight(tmp_path, config):
+    cfg = load_config(str(config))
+    ifm = build_frozen_ifm(cfg.ifm, torch.device("cpu"))
+    before = {key: value.clone() for key, value in ifm.state_dict().items()}
+    pretrain(cfg, tmp_path / "prp", ifm=ifm)
+    after = ifm.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[key], after[key]) for key in before)
+    assert not ifm.model.training
+
+
+def test_truncated_video_is_skipped_with_a_warning(tmp_path, tree, capsys):
+    broken = tmp_path / "broken"
+    ucf_tree(broken)
+    victim = broken / "Left" / "v_Left_g01.mp4"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+    config = tiny_config(
+        tmp_path / "c.yaml", data={"root": str(broken), "max_bad_fraction": 0.5}
+    )
+    with pytest.warns(UserWarning, match="v_Left_g01.mp4"):
+        assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [record for record in records if "train_loss" in record]
+    assert len(epochs) == 2 and sum(record["skipped_videos"] for record in epochs) >= 1
+
+
+def test_too_many_bad_videos_fail_with_exit_1(tmp_path, capsys):
+    broken = ucf_tree(tmp_path / "broken")
+    for video in list(broken.glob("*/*.mp4"))[:4]:
+        video.write_bytes(b"not a video")
+    config = tiny_config(tmp_path / "c.yaml", data={"root": str(broken), "max_bad_fraction": 0.1})
+    with pytest.warns(UserWarning):
+        assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 1
+    assert "failed to decode" in capsys.readouterr().err
+
+
+def test_annotation_naming_a_missing_file_exits_2_at_start(tmp_path, capsys):
+    tree = ucf_tree(tmp_path / "tree")
+    (tree / "Right" / "v_Right_g01.mp4").unlink()
+    config = tiny_config(tmp_path / "c.yaml", data={"root": str(tree)})
+    assert run_cli("pretrain", "--config", config, "--out", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "v_Right_g01.mp4" in err and "trainlist01.txt" in err
+    assert not (tmp_path / "run").exists()  # stopped before creating anything
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["summary", "--config", "demo", "--set", "tmm.hiden=3"], "did you mean 'tmm.hidden'"),
+        (["summary", "--config", "no-such-preset"], "no preset"),
+        (["pretrain", "--config", "demo", "--out", "x"], "data.root"),
+        (["evaluate", "--config", "demo", "--ckpt", "missing.safetensors"], "missing"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_argparse_usage_error_exits_2():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain"])
+    assert exit_info.value.code == 2
+
+
+def test_evaluate_refuses_a_dataset_with_other_classes(tmp_path, config, capsys):
+    assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
+    other = ucf_tree(tmp_path / "other", classes=("Up", "Down"), train_per_class=1)
+    checkpoint = tmp_path / "ft" / "checkpoints" / "last.safetensors"
+    code = run_cli(
+        "evaluate", "--config", config, "--set", f"data.root={other}", "--ckpt", checkpoint
+    )
+    assert code == 2 and "class names must match" in capsys.readouterr().err
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, config, capsys):
+    assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
+    assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def _pretrain_command(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "advise.cli", "pretrain", "--config", str(config),
+            "--out", str(out), *extra]
+
+
+def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
+    """SIGKILL a real `advise pretrain` mid-run, rerun with --resume: the final weights equal
+    an uninterrupted run's, bit for bit (CPU, deterministic settings)."""
+    config = tiny_config(
+        tmp_path / "c.yaml",
+        data={"root": str(tree)},
+        train={"epochs": 4, "checkpoint_every": 1, "batch_size": 2},
+    )
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_pretrain_command(config, reference), check=True, env=environment,
+                   capture_output=True)
+
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen(_pretrain_command(config, interrupted), env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = interrupted / "checkpoints" / "last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["state"]["step"] >= 3:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = load_checkpoint(state_file)[1]["step"]
+    assert 3 <= killed_at < 12  # 4 epochs x 3 steps
+
+    resumed = subprocess.run(_pretrain_command(config, interrupted, "--resume"), env=environment,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    expected, expected_state = load_checkpoint(reference / "checkpoints" / "last")
+    got, got_state = load_checkpoint(state_file)
+    assert got_state["step"] == expected_state["step"] == 12
+    model_keys = [key for key in expected if key.startswith("model.")]
+    assert model_keys and all(torch.equal(expected[k], got[k]) for k in model_keys)
+    # the log is continuous: every step logged exactly once
+    steps = [json.loads(line).get("step") for line in (interrupted / "metrics.jsonl").read_text().splitlines()
+             if "lr" in json.loads(line)]
+    assert steps == list(range(1, 13))
