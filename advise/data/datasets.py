@@ -1,0 +1,266 @@
+"""Torch datasets: a video record in, decoded and transformed clips out.
+
+Items are decoded lazily: a record holds only a path and a label; each `__getitem__` counts the
+video's frames (`count_frames`, cached per file in-process), samples frame numbers, decodes
+just those frames (`read_frames`, exact) and transforms each clip.
+
+Reproducibility: an item's randomness is a pure function of (seed, epoch, index). NumPy
+sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms run inside
+`torch.random.fork_rng` seeded from that generator, so the same item comes out the same in any
+worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of every epoch.
+
+Bad input: a video that fails to decode, or has fewer frames than a clip (`num_frames`), gives
+a `SkippedVideo` item (falsy, like None, and naming the file) and a `SkippedVideoWarning`;
+`collate_clips` drops such items and reports them in the batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from advise.data.formats import VideoRecord
+from advise.data.sampling import PlaybackRateSampler, multiview_indices, segment_indices
+from advise.data.video import VideoDecodeError, count_frames, read_frames
+
+ClipTransform = Callable[[Tensor], Tensor]  # uint8 [T, 3, H, W] -> float [T, 3, h, w] or [S, ...]
+
+
+class SkippedVideoWarning(UserWarning):
+    """A video was skipped because it could not be decoded or is too short."""
+
+
+@dataclass(frozen=True)
+class SkippedVideo:
+    """The item of a video that could not be used. Falsy, so `if not item` catches it like None.
+
+    `index` is the dataset index, `path` the file, `reason` why (the decode error's message).
+    """
+
+    index: int
+    path: str
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class _VideoTooShortError(Exception):
+    pass
+
+
+class _VideoDataset(Dataset):
+    """Shared parts: records, seed/epoch randomness, decoding with skip-and-warn."""
+
+    def __init__(self, records: Sequence[VideoRecord], num_frames: int, seed: int) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.records = list(records)
+        self.num_frames = num_frames
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws `__getitem__` makes (call once per epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _generator(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _num_video_frames(self, record: VideoRecord) -> int:
+        num_video_frames = count_frames(record.path)
+        if num_video_frames < self.num_frames:
+            raise _VideoTooShortError(
+                f"{record.path}: only {num_video_frames} frames, a clip needs {self.num_frames}"
+            )
+        return num_video_frames
+
+    @staticmethod
+    def _read_clips(record: VideoRecord, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
+        """Decode the union of the clips' frames once; uint8 [T, 3, H, W] per clip."""
+        lengths = [len(indices) for indices in clip_indices]
+        frames = read_frames(record.path, np.concatenate(clip_indices))  # [sum T, H, W, 3]
+        frames_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # -> [sum T, 3, H, W]
+        return list(torch.split(frames_tensor, lengths))
+
+    @staticmethod
+    def _transform_clips(
+        transform: ClipTransform, clips: list[Tensor], rng: np.random.Generator
+    ) -> Tensor:
+        """Transform each clip under a torch seed drawn from `rng`; [N * S, T, 3, h, w]."""
+        torch_seed = int(rng.integers(2**63 - 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            outputs = [transform(clip) for clip in clips]
+        # A transform gives [T, 3, h, w] (one view) or [S, T, 3, h, w] (S views).
+        views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
+        return torch.cat(views)  # [N * S, T, 3, h, w]
+
+    def _item(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any] | SkippedVideo:
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+        try:
+            return self._item(index)
+        except (VideoDecodeError, _VideoTooShortError) as error:
+            path = str(self.records[index].path)
+            warnings.warn(f"skipping video {error}", SkippedVideoWarning, stacklevel=2)
+            return SkippedVideo(index=index, path=path, reason=str(error))
+
+
+class PlaybackRateDataset(_VideoDataset):
+    """Playback-rate perception clips: several clips per video, labelled by speed.
+
+    Item: {"clips": float [N, T, 3, H, W] (N = sampler.clips_per_video, each clip transformed
+    with its own random draw), "labels": long [N] (speed class, see `PlaybackRateSampler`),
+    "index": int}. The video's own label is not used.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        sampler: PlaybackRateSampler,
+        transform: ClipTransform,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(records, sampler.num_frames, seed)
+        self.sampler = sampler
+        self.transform = transform
+
+    def _item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        rng = self._generator(index)
+        clips = self.sampler(self._num_video_frames(record), rng)
+        frames = self._read_clips(record, [indices for indices, _ in clips])
+        return {
+            "clips": self._transform_clips(self.transform, frames, rng),
+            "labels": torch.tensor([label for _, label in clips], dtype=torch.long),
+            "index": index,
+        }
+
+
+class ClipDataset(_VideoDataset):
+    """One uniformly (TSN) sampled clip per video, labelled by the video's class.
+
+    Frames: `segment_indices` (random within each segment when `train`, segment centres
+    otherwise). Item: {"clips": float [S, T, 3, H, W] (S = 1 for a [T, 3, H, W] transform, or
+    the number of views a view transform makes), "labels": long [1], "index": int}.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        transform: ClipTransform,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(records, num_frames, seed)
+        self.transform = transform
+        self.train = train
+
+    def _item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        rng = self._generator(index)
+        num_video_frames = self._num_video_frames(record)
+        indices = segment_indices(num_video_frames, self.num_frames, rng if self.train else None)
+        frames = self._read_clips(record, [indices])
+        return {
+            "clips": self._transform_clips(self.transform, frames, rng),
+            "labels": torch.tensor([record.label], dtype=torch.long),
+            "index": index,
+        }
+
+
+class MultiViewDataset(_VideoDataset):
+    """Multi-view testing: K temporal clips x S spatial views per video.
+
+    Frames: `multiview_indices(num_video_frames, num_frames, num_clips)`; each clip goes
+    through `views_transform` (e.g. `test_views`, uint8 [T, 3, H, W] -> [S, T, 3, h, w]).
+    Item: {"clips": float [K * S, T, 3, h, w] (clip-major: row k * S + s), "labels": long [1],
+    "index": int}; `collate_clips` repeats the label for every view.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        num_clips: int,
+        views_transform: ClipTransform,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(records, num_frames, seed)
+        self.num_clips = num_clips
+        self.views_transform = views_transform
+
+    def _item(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        rng = self._generator(index)
+        clip_indices = multiview_indices(
+            self._num_video_frames(record), self.num_frames, self.num_clips
+        )
+        frames = self._read_clips(record, clip_indices)
+        return {
+            "clips": self._transform_clips(self.views_transform, frames, rng),
+            "labels": torch.tensor([record.label], dtype=torch.long),
+            "index": index,
+        }
+
+
+def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict[str, Any]:
+    """Batch dataset items, dropping skipped videos (`SkippedVideo` or None).
+
+    Returns:
+        {"clips": float [C, T, 3, H, W] (all clips of all good items, item by item),
+         "labels": long [C] (an item's single label is repeated for each of its clips),
+         "index": long [B] (dataset index of each good item),
+         "video_of_clip": long [C] (dataset index of the video each clip comes from),
+         "skipped": int (items dropped), "skipped_paths": list[str] (their files, when known)}.
+        With no good item, C = B = 0 and "clips" is an empty [0, 0, 3, 0, 0] tensor.
+    """
+    good = [item for item in items if isinstance(item, dict)]
+    skipped = [item for item in items if not isinstance(item, dict)]
+    skipped_paths = [item.path for item in skipped if isinstance(item, SkippedVideo)]
+    if not good:
+        return {
+            "clips": torch.empty((0, 0, 3, 0, 0)),
+            "labels": torch.empty(0, dtype=torch.long),
+            "index": torch.empty(0, dtype=torch.long),
+            "video_of_clip": torch.empty(0, dtype=torch.long),
+            "skipped": len(skipped),
+            "skipped_paths": skipped_paths,
+        }
+    labels, video_of_clip = [], []
+    for item in good:
+        num_clips = item["clips"].shape[0]
+        item_labels = item["labels"].reshape(-1)
+        if item_labels.numel() == 1:
+            item_labels = item_labels.expand(num_clips)
+        elif item_labels.numel() != num_clips:
+            raise ValueError(
+                f"item {item['index']}: {item_labels.numel()} labels for {num_clips} clips"
+            )
+        labels.append(item_labels)
+        video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
+    return {
+        "clips": torch.cat([item["clips"] for item in good]),  # [C, T, 3, H, W]
+        "labels": torch.cat(labels).to(torch.long),
+        "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
+        "video_of_clip": torch.cat(video_of_clip),
+        "skipped": len(skipped),
+        "skipped_paths": skipped_paths,
+    }
