@@ -16,7 +16,6 @@ from pathlib import Path
 from advise.config import ConfigError, load_config, preset_description, preset_names
 
 
-
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean the user gave something unusable (exit 2)."""
     from advise.data.formats import AnnotationError

@@ -311,9 +311,8 @@ def _read_yaml(source: str, seen: tuple[str, ...] = ()) -> dict:
         if not path.exists():
             close = difflib.get_close_matches(source, preset_names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"no preset or YAML file named {source!r}{hint}; presets: {', '.join(preset_names())}"
-            )
+            known = ", ".join(preset_names())
+            raise ConfigError(f"no preset or YAML file named {source!r}{hint}; presets: {known}")
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     if str(path) in seen:

@@ -115,7 +115,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
             curves[f"fine-tuning: {task}"][name] = read_history(run_dir)
         row["delta_acc"] = round(row["pretrained_top1"] - row["scratch_top1"], 2)
         row["single_view"] = {
-            name: round(evaluation["single_view_top1"], 2) for name, evaluation in evaluations.items()
+            name: round(evaluation["single_view_top1"], 2)
+            for name, evaluation in evaluations.items()
         }
         results["tasks"][task] = row
     figure = plot_curves(curves, out / "training_curves.png")
@@ -133,7 +134,10 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         },
         versions={"advise": __version__, "torch": torch.__version__},
     )
-    flat = {task: {k: v for k, v in row.items() if k != "single_view"} for task, row in results["tasks"].items()}
+    flat = {
+        task: {k: v for k, v in row.items() if k != "single_view"}
+        for task, row in results["tasks"].items()
+    }
     # results.json: per task at the top level, as the README documents
     document = {**results["tasks"], **{k: v for k, v in results.items() if k != "tasks"}}
     (out / "results.json").write_text(json.dumps(document, indent=2))
@@ -148,10 +152,11 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
 
 def _report(table: str, results: dict[str, Any], figure: str) -> str:
     seconds = results["seconds"]
+    stages = ", ".join(f"{key} {value:.0f} s" for key, value in seconds.items() if key != "total")
     return f"""# advise demo on the built-in benchmark
 
-Top-1 accuracy (%) on each task's test split, {results['views']} views per video
-({results['views_combined']}), each video counted once. The IFM is the mini IFM (trained
+Top-1 accuracy (%) on each task's test split, {results["views"]} views per video
+({results["views_combined"]}), each video counted once. The IFM is the mini IFM (trained
 on still images only, frozen). PRP speed accuracy is measured on held-out pool videos
 (chance 25%).
 
@@ -163,7 +168,7 @@ on still images only, frozen). PRP speed accuracy is measured on held-out pool v
 - avg-pool: no TMM (the paper's Table 5 baseline): frame-order invariant.
 - TMM t=1: the TMM as the paper measured it (temporal kernel 1): also frame-order invariant.
 
-Total {seconds['total']:.0f} s; per stage: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items() if k != 'total')}.
+Total {seconds["total"]:.0f} s; per stage: {stages}.
 
 ![training curves]({figure})
 """

@@ -19,7 +19,9 @@ COLUMNS = [
 def markdown_table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
-        "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(line, widths)) + " |"
+        "| "
+        + " | ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True))
+        + " |"
         for line in [header, *rows]
     ]
     lines.insert(1, "| " + " | ".join("-" * width for width in widths) + " |")
@@ -59,7 +61,7 @@ def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) 
 
     groups = list(curves)
     figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for axis, group in zip(axes[0], groups):
+    for axis, group in zip(axes[0], groups, strict=True):
         for name, history in curves[group].items():
             if history:
                 epochs = [record["epoch"] for record in history]

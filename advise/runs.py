@@ -18,6 +18,7 @@ import torch
 from advise import __version__
 from advise.config import Config, ConfigError, save_config
 from advise.data import loaders
+from advise.data.datasets import collate_clips
 from advise.data.formats import AnnotatedSplit
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
@@ -328,11 +329,15 @@ def evaluate_pretext(
         dataset,
         batch_size=config.eval.batch_size,
         num_workers=config.data.num_workers,
-        collate_fn=loaders.collate_clips,
+        collate_fn=collate_clips,
     ):
         if batch["labels"].numel() == 0:
             continue
         logits = model(batch["clips"].to(run.device))
         correct += (logits.argmax(1).cpu() == batch["labels"]).sum().item()
         total += batch["labels"].numel()
-    return {"speed_acc": 100.0 * correct / max(total, 1), "clips": total, "videos": len(split.records)}
+    return {
+        "speed_acc": 100.0 * correct / max(total, 1),
+        "clips": total,
+        "videos": len(split.records),
+    }

@@ -17,7 +17,6 @@ from fabricate import tiny_config, ucf_tree
 
 from advise.cli import main
 from advise.config import load_config
-from advise.data.formats import read_ucf101
 from advise.models.build import build_frozen_ifm
 from advise.runs import finetune, pretrain
 from advise.train.checkpoint import load_checkpoint
@@ -94,12 +93,12 @@ def test_truncated_video_is_skipped_with_a_warning(tmp_path, tree, capsys):
     ucf_tree(broken)
     victim = broken / "Left" / "v_Left_g01.mp4"
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
-    config = tiny_config(
-        tmp_path / "c.yaml", data={"root": str(broken), "max_bad_fraction": 0.5}
-    )
+    config = tiny_config(tmp_path / "c.yaml", data={"root": str(broken), "max_bad_fraction": 0.5})
     with pytest.warns(UserWarning, match="v_Left_g01.mp4"):
         assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
-    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+    ]
     epochs = [record for record in records if "train_loss" in record]
     assert len(epochs) == 2 and sum(record["skipped_videos"] for record in epochs) >= 1
 
@@ -163,8 +162,17 @@ def test_an_existing_run_is_not_overwritten(tmp_path, config, capsys):
 
 
 def _pretrain_command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "advise.cli", "pretrain", "--config", str(config),
-            "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "advise.cli",
+        "pretrain",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
@@ -177,12 +185,17 @@ def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
     )
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(_pretrain_command(config, reference), check=True, env=environment,
-                   capture_output=True)
+    subprocess.run(
+        _pretrain_command(config, reference), check=True, env=environment, capture_output=True
+    )
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(_pretrain_command(config, interrupted), env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _pretrain_command(config, interrupted),
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state_file = interrupted / "checkpoints" / "last.json"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
@@ -195,8 +208,12 @@ def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
     killed_at = load_checkpoint(state_file)[1]["step"]
     assert 3 <= killed_at < 12  # 4 epochs x 3 steps
 
-    resumed = subprocess.run(_pretrain_command(config, interrupted, "--resume"), env=environment,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        _pretrain_command(config, interrupted, "--resume"),
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stderr
     expected, expected_state = load_checkpoint(reference / "checkpoints" / "last")
     got, got_state = load_checkpoint(state_file)
@@ -204,6 +221,9 @@ def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
     model_keys = [key for key in expected if key.startswith("model.")]
     assert model_keys and all(torch.equal(expected[k], got[k]) for k in model_keys)
     # the log is continuous: every step logged exactly once
-    steps = [json.loads(line).get("step") for line in (interrupted / "metrics.jsonl").read_text().splitlines()
-             if "lr" in json.loads(line)]
+    steps = [
+        json.loads(line).get("step")
+        for line in (interrupted / "metrics.jsonl").read_text().splitlines()
+        if "lr" in json.loads(line)
+    ]
     assert steps == list(range(1, 13))

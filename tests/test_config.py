@@ -12,7 +12,9 @@ def test_defaults_follow_the_paper():
 
 
 def test_override_types_and_nesting():
-    config = load_config("default", ["tmm.hidden=512", "optim.base_lr=1e-3", "pretext.speeds=[1,2]"])
+    config = load_config(
+        "default", ["tmm.hidden=512", "optim.base_lr=1e-3", "pretext.speeds=[1,2]"]
+    )
     assert config.tmm.hidden == 512
     assert config.optim.base_lr == pytest.approx(1e-3)
     assert config.pretext.speeds == (1, 2)

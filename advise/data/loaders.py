@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from advise.config import Config, ConfigError, DataConfig, PretextConfig
-from advise.data.datasets import (
-    ClipDataset,
-    MultiViewDataset,
-    PlaybackRateDataset,
-    collate_clips,
-)
+from advise.data.datasets import ClipDataset, MultiViewDataset, PlaybackRateDataset
 from advise.data.formats import AnnotatedSplit, read_csv_annotations, read_ucf101
 from advise.data.sampling import PlaybackRateSampler
 from advise.data.transforms import test_views, train_transform
@@ -72,7 +67,9 @@ def pretext_eval_dataset(
     """Playback-rate clips with the deterministic centre-crop view, for measuring speed accuracy."""
     sampler = playback_rate_sampler(config.data, config.pretext)
     centre = test_views(size, mean, std, num_crops=1)
-    return PlaybackRateDataset(split.records, sampler, SingleView(centre), seed=config.train.seed + 1)
+    return PlaybackRateDataset(
+        split.records, sampler, SingleView(centre), seed=config.train.seed + 1
+    )
 
 
 class SingleView:

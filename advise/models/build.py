@@ -72,4 +72,3 @@ def build_head(config: Config, in_dim: int, num_classes: int) -> nn.Module:
     if config.head.kind == "linear":
         return LinearHead(in_dim, num_classes, dropout=config.head.dropout)
     return MLPHead(in_dim, num_classes, hidden=config.head.hidden, dropout=config.head.dropout)
-

@@ -12,7 +12,6 @@ The classifier head is not part of an IFM: it is removed after building (timm
 from __future__ import annotations
 
 import contextlib
-
 import difflib
 import hashlib
 from collections.abc import Callable

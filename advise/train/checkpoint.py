@@ -75,7 +75,9 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
     record_text = _to_json(record)  # a state that is not JSON fails before touching disk
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     if tensor_path.is_file() and state_path.is_file():
-        for current, kept in zip((tensor_path, state_path), checkpoint_paths(_previous(path_stem))):
+        for current, kept in zip(
+            (tensor_path, state_path), checkpoint_paths(_previous(path_stem)), strict=False
+        ):
             _atomic_link(current, kept)
     _atomic_write(tensor_path, data)
     _atomic_write(state_path, record_text.encode("utf-8"))

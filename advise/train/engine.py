@@ -164,11 +164,19 @@ def train(
     if resume:
         tensors, state = load_checkpoint(checkpoint_stem)
         model.load_trainable_state_dict(
-            {key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")}
+            {
+                key[len("model.") :]: value
+                for key, value in tensors.items()
+                if key.startswith("model.")
+            }
         )
         optimizer_from_tensors(
             optimizer,
-            {key[len("optim.") :]: value for key, value in tensors.items() if key.startswith("optim.")},
+            {
+                key[len("optim.") :]: value
+                for key, value in tensors.items()
+                if key.startswith("optim.")
+            },
             state["optimizer"],
         )
         set_rng_state(state["rng"])
@@ -266,7 +274,8 @@ def train(
                 log.write(record)
                 if not _show_progress():
                     print(
-                        f"{description} step {step}/{total_steps} loss {record.get('loss', float('nan')):.4f} "
+                        f"{description} step {step}/{total_steps} "
+                        f"loss {record.get('loss', float('nan')):.4f} "
                         f"acc {record.get('acc', float('nan')):.1f} lr {lr:.2e} "
                         f"data {data_seconds:.3f}s step {step_seconds:.3f}s",
                         flush=True,
@@ -331,4 +340,3 @@ def evaluate(
     result = meter.compute()
     result.update(views_combined="mean of softmax over views", skipped_videos=skipped)
     return result
-
