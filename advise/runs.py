@@ -324,6 +324,7 @@ def evaluate_pretext(
     )
     model.eval()
     dataset = loaders.pretext_eval_dataset(config, split, *run.normalisation())
+    dataset.index_videos()
     correct = total = 0
     for batch in torch.utils.data.DataLoader(
         dataset,

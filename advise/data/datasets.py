@@ -76,6 +76,19 @@ class _VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def index_videos(self) -> None:
+        """Count every video's frames in this process (one decode per file, cached).
+
+        DataLoader workers are forked anew each epoch; indexing in the parent first lets them
+        inherit the cache instead of decoding every file again. Bad videos are left for
+        `__getitem__` to skip and report.
+        """
+        for record in self.records:
+            try:
+                count_frames(record.path)
+            except VideoDecodeError:
+                pass
+
     def _generator(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 

@@ -155,6 +155,7 @@ class FrozenIFM(nn.Module):
         self.embed_dim = int(model.num_features)
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self._weights_hash: str | None = None
+        self._memo: dict[bytes, Tensor] | None = None
         self.register_load_state_dict_post_hook(FrozenIFM._forget_weights_hash)
         self.requires_grad_(False)
         self.train(False)
@@ -168,25 +169,58 @@ class FrozenIFM(nn.Module):
         size = self.img_size if img_size is None else img_size
         return size // self.patch_size, size // self.patch_size
 
+    def memoize(self, enabled: bool = True) -> FrozenIFM:
+        """Remember the tokens of every frame seen, keyed by a hash of its pixels.
+
+        The IFM is a frozen, deterministic function, so a frame seen again (the same video
+        frame under a deterministic transform, e.g. in a later epoch) gets its stored tokens
+        instead of a new forward pass. Only useful when transforms are deterministic; memory
+        grows by D x h x w floats per distinct frame (25 KB for the mini IFM). `enabled=False`
+        drops the memo.
+        """
+        self._memo = {} if enabled else None
+        return self
+
     def forward(self, frames: Tensor) -> Tensor:  # [B, T, 3, H, W] -> [B, D, T, h, w]
         if frames.dim() != 5:
             raise ValueError(f"FrozenIFM expects frames [B, T, 3, H, W], got {tuple(frames.shape)}")
         batch, num_frames = frames.shape[:2]
         images = frames.flatten(0, 1)  # [B, T, 3, H, W] -> [B*T, 3, H, W]
-        if frames.device.type == "meta":  # counting costs: no autocast on the meta device
-            autocast = contextlib.nullcontext()
+        if self._memo is not None:
+            grid = self._memoized_grid(images)
         else:
-            autocast = torch.autocast(
-                frames.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-            )
-        with torch.no_grad(), autocast:
-            features = self.model.forward_features(images)
-            grid = self._token_grid(features, images.shape[-2:])  # [B*T, D, h, w]
-        grid = grid.float()
+            grid = self._grid(images)
         height, width = grid.shape[-2:]
         # [B*T, D, h, w] -> [B, T, D, h, w] -> [B, D, T, h, w]
         tokens = grid.reshape(batch, num_frames, self.embed_dim, height, width)
         return tokens.permute(0, 2, 1, 3, 4).contiguous()
+
+    def _memoized_grid(self, images: Tensor) -> Tensor:
+        """[N, 3, H, W] -> [N, D, h, w], computing only frames not in the memo."""
+        pixels = images.detach().cpu().contiguous().numpy()
+        keys = [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in pixels]
+        missing = sorted({i for i, key in enumerate(keys) if key not in self._memo})
+        if missing:
+            first = {}
+            for i in missing:
+                first.setdefault(keys[i], i)
+            fresh = self._grid(images[list(first.values())])  # [M, D, h, w]
+            for key, grid in zip(first, fresh, strict=True):
+                self._memo[key] = grid.clone()
+        return torch.stack([self._memo[key] for key in keys]).to(images.device)
+
+    def _grid(self, images: Tensor) -> Tensor:
+        """[N, 3, H, W] normalised images -> float32 token grids [N, D, h, w]."""
+        if images.device.type == "meta":  # counting costs: no autocast on the meta device
+            autocast = contextlib.nullcontext()
+        else:
+            autocast = torch.autocast(
+                images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            )
+        with torch.no_grad(), autocast:
+            features = self.model.forward_features(images)
+            grid = self._token_grid(features, images.shape[-2:])  # [N, D, h, w]
+        return grid.float()
 
     def _token_grid(self, features: Tensor, image_size: torch.Size) -> Tensor:
         """timm `forward_features` output for N images -> [N, D, h, w]."""

@@ -202,6 +202,7 @@ def train(
         save_checkpoint(checkpoint_stem, tensors, state)
         return checkpoint_stem
 
+    dataset.index_videos()
     sampler = EpochSampler(len(dataset), train_config.seed)
     started = time.perf_counter()
     bad_paths: set[str] = set()
@@ -329,6 +330,7 @@ def evaluate(
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips
     )
+    dataset.index_videos()
     meter = AccuracyMeter()
     skipped: list[str] = []
     for batch in tqdm(loader, desc=description, disable=not _show_progress(), leave=False):

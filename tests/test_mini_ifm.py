@@ -1,0 +1,104 @@
+"""The mini IFM: architecture, cost, and the train-once weight cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.flop_counter import FlopCounterMode
+
+from advise import mini_ifm
+from advise.mini_ifm import (
+    MINI_EMBED_DIM,
+    MINI_IMG_SIZE,
+    MINI_MEAN,
+    MINI_STD,
+    build_mini_ifm_model,
+    ensure_mini_ifm,
+    load_mini_ifm,
+    recipe_tag,
+)
+
+
+def test_forward_features_is_an_8x8_token_grid():
+    model = build_mini_ifm_model().eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 3, MINI_IMG_SIZE, MINI_IMG_SIZE))
+        logits = model(torch.randn(2, 3, MINI_IMG_SIZE, MINI_IMG_SIZE))
+    assert features.shape == (2, MINI_EMBED_DIM, 8, 8)
+    assert logits.shape == (2, 10)
+    assert model.num_features == MINI_EMBED_DIM
+    config = model.pretrained_cfg
+    assert config["mean"] == MINI_MEAN and config["std"] == MINI_STD
+    assert config["input_size"] == (3, MINI_IMG_SIZE, MINI_IMG_SIZE)
+
+
+def test_cost_per_frame_is_small():
+    model = build_mini_ifm_model().eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.forward_features(torch.randn(1, 3, MINI_IMG_SIZE, MINI_IMG_SIZE))
+    macs = counter.get_total_flops() // 2
+    assert 5e6 < macs <= 20e6
+    assert sum(p.numel() for p in model.parameters()) < 400_000
+
+
+def test_recipe_tag_tracks_the_recipe():
+    assert recipe_tag(2, 0) == recipe_tag(2, 0)
+    assert len({recipe_tag(2, 0), recipe_tag(3, 0), recipe_tag(2, 1)}) == 3
+
+
+def test_ensure_trains_once_then_reuses_the_file(tmp_path, monkeypatch):
+    path = ensure_mini_ifm(tmp_path, progress=False, steps=2)
+    assert path.parent == tmp_path and path.suffix == ".safetensors"
+    assert recipe_tag(2) in path.name
+    model = build_mini_ifm_model()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+    def must_not_train(**_):
+        raise AssertionError("trained again although the weights are cached")
+
+    monkeypatch.setattr(mini_ifm, "train_mini_ifm", must_not_train)
+    assert ensure_mini_ifm(tmp_path, progress=False, steps=2) == path
+    loaded = load_mini_ifm(path)
+    assert not loaded.training
+    for name, tensor in load_file(str(path)).items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+
+
+def test_default_cache_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert mini_ifm.default_cache_dir() == tmp_path / "advise"
+
+
+def test_concurrent_callers_train_once(tmp_path, monkeypatch):
+    calls = []
+
+    def slow_train(steps, seed, progress):
+        calls.append(steps)
+        time.sleep(0.3)
+        model = build_mini_ifm_model().eval()
+        model.heldout_accuracy = 0.0
+        return model
+
+    monkeypatch.setattr(mini_ifm, "train_mini_ifm", slow_train)
+    paths = []
+    workers = [
+        threading.Thread(target=lambda: paths.append(ensure_mini_ifm(tmp_path, False, steps=5)))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert calls == [5] and len(set(paths)) == 1 and len(paths) == 3
+    build_mini_ifm_model().load_state_dict(load_file(str(paths[0])), strict=True)
+
+
+@pytest.mark.slow
+def test_full_recipe_reaches_useful_still_accuracy(tmp_path):
+    model = mini_ifm.train_mini_ifm(progress=False)
+    assert model.heldout_accuracy > 0.8
