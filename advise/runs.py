@@ -244,7 +244,7 @@ def evaluate_checkpoint(
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_trainable_state_dict(weights)
-    except (RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, ValueError) as error:
         raise CheckpointError(
             f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
         ) from None

@@ -227,3 +227,10 @@ def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
         if "lr" in json.loads(line)
     ]
     assert steps == list(range(1, 13))
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_architecture(tmp_path, config, capsys):
+    assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
+    checkpoint = tmp_path / "ft" / "checkpoints" / "last.safetensors"
+    code = run_cli("evaluate", "--config", config, "--set", "tmm.hidden=12", "--ckpt", checkpoint)
+    assert code == 2 and "does not fit" in capsys.readouterr().err
