@@ -9,9 +9,11 @@ figure of the training curves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,25 +43,21 @@ HELDOUT_POOL_VIDEOS = 48
 
 
 class Stopwatch:
-    """Seconds per named stage."""
+    """Seconds per named stage (a stage may be timed several times; times add up)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.started = time.perf_counter()
 
-    def time(self, name: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-                print(f"== {name}", flush=True)
-
-            def __exit__(self, *exc):
-                elapsed = time.perf_counter() - self.start
-                watch.seconds[name] = round(watch.seconds.get(name, 0.0) + elapsed, 2)
-
-        return _Stage()
+    @contextlib.contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 2)
 
     def total(self) -> float:
         return round(time.perf_counter() - self.started, 2)
