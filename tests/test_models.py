@@ -23,16 +23,6 @@ BATCH, FRAMES, SIZE, PATCH, DIM = 2, 4, 32, 8, 32
 GRID = SIZE // PATCH
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on shared cores thread hand-offs cost more
-    than the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_ifm() -> FrozenIFM:
     vit = VisionTransformer(
         img_size=SIZE, patch_size=PATCH, embed_dim=DIM, depth=1, num_heads=2, num_classes=0

@@ -30,16 +30,6 @@ SIZE, PATCH, DIM = 32, 8, 32
 GRID = SIZE // PATCH
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors gain nothing from threads, and on shared cores thread hand-offs cost more
-    than the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_vit(img_size: int = SIZE, **options) -> VisionTransformer:
     """A one-block ViT with a 10-way classifier head (which build_ifm removes)."""
     settings = dict(patch_size=PATCH, embed_dim=DIM, depth=1, num_heads=2, num_classes=10)

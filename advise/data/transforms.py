@@ -153,35 +153,6 @@ class TestViews:
         )
 
 
-def train_transform(
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    scale: tuple[float, float] = (0.76, 1.0),
-    flip: bool = True,
-    color_jitter_p: float = 0.8,
-    grayscale_p: float = 0.2,
-    interpolation: str = "bilinear",
-) -> TrainTransform:
-    """The training augmentation (see `TrainTransform`): uint8 [T,3,H,W] -> float [T,3,size,size].
-
-    `size` in pixels; `scale` is the crop's area as a fraction of the frame; `mean`/`std` are
-    per RGB channel on the [0, 1] scale (take them from the IFM).
-    """
-    return TrainTransform(
-        size, mean, std, scale, flip, color_jitter_p, grayscale_p, interpolation=interpolation
-    )
-
-
-def test_views(
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    num_crops: int = 1,
-    interpolation: str = "bilinear",
-) -> TestViews:
-    """Test-time spatial views (see `TestViews`): uint8 [T,3,H,W] -> float [S,T,3,size,size]."""
-    return TestViews(size, mean, std, num_crops, interpolation=interpolation)
-
-
-test_views.__test__ = False  # type: ignore[attr-defined]  # a factory, not a pytest test
+# Factory names used across the package: the classes themselves (picklable for workers).
+train_transform = TrainTransform
+test_views = TestViews
