@@ -103,6 +103,13 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that train: config, run folder, resume."""
+    _add_config_options(parser)
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="advise",
@@ -123,16 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_synth)
 
     pretrain = commands.add_parser("pretrain", help="pre-train the temporal module with PRP")
-    _add_config_options(pretrain)
-    pretrain.add_argument("--out", required=True, help="run folder")
-    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_run_options(pretrain)
     pretrain.set_defaults(func=cmd_pretrain)
 
     finetune = commands.add_parser("finetune", help="fine-tune for action recognition")
-    _add_config_options(finetune)
-    finetune.add_argument("--out", required=True, help="run folder")
+    _add_run_options(finetune)
     finetune.add_argument("--init", help="pre-training checkpoint to inherit the TMM from")
-    finetune.add_argument("--resume", action="store_true", help="continue the run in --out")
     finetune.set_defaults(func=cmd_finetune)
 
     evaluate = commands.add_parser("evaluate", help="multi-view testing of a checkpoint")
