@@ -65,11 +65,12 @@ class HeadConfig:
 class DataConfig:
     """Where videos come from and how clips are cut from them."""
 
-    format: str = "ucf101"  # ucf101 | csv
+    format: str = "ucf101"  # ucf101 | hmdb51 | diving48 | ssv2 | k400 | csv (see README)
     root: str = ""  # folder the annotation paths are relative to
-    annotations: str = ""  # ucf101: folder with classInd.txt etc. (default root); csv: train CSV
-    test_annotations: str = ""  # csv only: the test CSV
-    split: int = 1  # ucf101 split 1-3
+    annotations: str = ""  # per format (README): split folder, or the train JSON/CSV file
+    test_annotations: str = ""  # diving48/ssv2/k400/csv: the test (validation) file
+    split: int = 1  # ucf101 / hmdb51 split 1-3
+    quarantine: str = ""  # a list of videos to skip (written by `advise check-data`)
     num_frames: int = 8  # frames per clip
     stride: int = 2  # frames between clip frames at playback rate 1 (PRP)
     flip: bool = True  # random horizontal flip (never for direction-dependent labels)
@@ -144,7 +145,7 @@ CHOICES = {
     "ifm.precision": ("auto", "fp32", "bf16"),
     "tmm.kind": ("bottleneck", "none"),
     "head.kind": ("mlp", "linear"),
-    "data.format": ("ucf101", "csv"),
+    "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
     "train.device": ("auto", "cpu", "cuda"),
 }
 
