@@ -236,6 +236,18 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def mini_ifm_path(cache_dir: Path | None = None) -> Path:
+    """Where the default recipe's trained weights are cached (the file may not exist yet)."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache_dir / f"mini_ifm-{recipe_tag()}.safetensors"
+
+
+def cached_mini_ifm(cache_dir: Path | None = None) -> Path | None:
+    """The cached trained weights of the default recipe, or None (never trains)."""
+    path = mini_ifm_path(cache_dir)
+    return path if path.is_file() else None
+
+
 def ensure_mini_ifm(
     cache_dir: Path | None = None,
     progress: bool = True,

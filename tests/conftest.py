@@ -15,6 +15,8 @@ def single_thread():
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
-    """Keep the mini IFM cache and Hugging Face lookups out of the user's folders."""
+    """Keep the mini IFM cache and Hugging Face lookups out of the user's folders, and never
+    let a test reach for the network (tests that exercise downloading stub it)."""
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -19,10 +19,12 @@ from torch import nn
 
 from advise.models.ifm import (
     IFM_REGISTRY,
+    CombinedIFM,
     FrozenIFM,
     IFMSpec,
     IFMWeightsError,
     build_ifm,
+    fetch_from_hf_hub,
     find_in_hf_cache,
 )
 
@@ -53,7 +55,8 @@ TINY_SPEC = IFMSpec(
     interpolation="bicubic",
     patch_size=PATCH,
     weights_source="test",
-    find_weights=lambda: None,
+    find_weights=lambda offline: None,
+    cached_weights=lambda: None,
 )
 
 
@@ -206,13 +209,15 @@ REAL_IFMS = {
     "clip-b16": (768, (14, 14), OPENAI_CLIP_MEAN),
     "clip-l14": (1024, (16, 16), OPENAI_CLIP_MEAN),
     "dinov2-b14": (768, (16, 16), IMAGENET_DEFAULT_MEAN),
+    "dinov2-l14": (1024, (16, 16), IMAGENET_DEFAULT_MEAN),
     "mae-b16": (768, (14, 14), IMAGENET_DEFAULT_MEAN),
+    "mae-l16": (1024, (14, 14), IMAGENET_DEFAULT_MEAN),
     "vit-b16": (768, (14, 14), (0.5, 0.5, 0.5)),  # augreg in21k->in1k weights use 0.5 / 0.5
 }
 
 
 def test_registry_names():
-    assert set(REAL_IFMS) | {"mini"} <= set(IFM_REGISTRY)
+    assert set(REAL_IFMS) | {"mini"} == set(IFM_REGISTRY)
     for name, spec in IFM_REGISTRY.items():
         assert spec.name == name and spec.weights_source
     mini = IFM_REGISTRY["mini"]
@@ -223,7 +228,8 @@ def test_registry_names():
 def test_registry_builds_offline_with_random_init(name):
     embed_dim, grid, mean = REAL_IFMS[name]
     torch.manual_seed(0)
-    ifm = build_ifm(name, random_init=True)
+    with torch.device("meta"):  # the architecture and its sizes, without 300M random numbers
+        ifm = build_ifm(name, random_init=True)
     assert ifm.name == name and ifm.img_size == 224
     assert ifm.embed_dim == embed_dim
     assert ifm.grid_size() == grid == tuple(ifm.model.patch_embed.grid_size)
@@ -233,8 +239,11 @@ def test_registry_builds_offline_with_random_init(name):
         assert ifm.std == pytest.approx(OPENAI_CLIP_STD)
     assert isinstance(ifm.model.head, nn.Identity)  # the classifier is not part of an IFM
     assert not any(parameter.requires_grad for parameter in ifm.parameters())
-    if name == "dinov2-b14":  # built for 224 (not timm's 518): a real 16 x 16 forward
-        assert ifm(torch.zeros(1, 1, 3, 224, 224)).shape == (1, 768, 1, 16, 16)
+    if name.startswith("dinov2"):  # built for 224 (not timm's 518): a 16 x 16 forward
+        frames = torch.zeros(1, 1, 3, 224, 224, device="meta")
+        assert ifm(frames).shape == (1, embed_dim, 1, 16, 16)
+    if name.startswith("clip"):  # OpenAI CLIP's activation, or its features drift
+        assert type(ifm.model.blocks[0].mlp.act).__name__ == "QuickGELU"
 
 
 def test_unknown_name_suggests_the_nearest():
@@ -247,13 +256,42 @@ def test_unknown_name_suggests_the_nearest():
 
 def test_no_weights_raises_with_how_to_provide_them(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty cache
-    with pytest.raises(IFMWeightsError, match="ifm.weights=.*ifm.random_init=true"):
-        build_ifm("clip-b16")
+    with pytest.raises(IFMWeightsError, match="offline.*ifm.weights=.*ifm.random_init=true"):
+        build_ifm("clip-b16")  # HF_HUB_OFFLINE=1 in every test (conftest)
     assert issubclass(IFMWeightsError, ValueError)
     with pytest.raises(IFMWeightsError, match="does not exist"):
         build_ifm("clip-b16", weights=tmp_path / "missing.safetensors")
     with pytest.raises(IFMWeightsError, match="contradict"):
         build_ifm("clip-b16", weights=tmp_path / "w.safetensors", random_init=True)
+
+
+def test_online_lookup_downloads_into_the_cache_or_explains(monkeypatch, tmp_path):
+    """Without --offline a missing model is fetched from the hub; a failure says what to do."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    requested = []
+
+    def unreachable(repo_id, filename, **options):
+        requested.append((repo_id, filename))
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(IFMWeightsError, match="could not download.*Name or service.*--offline"):
+        build_ifm("dinov2-b14", offline=False)
+    assert requested == [("timm/vit_base_patch14_dinov2.lvd142m", "model.safetensors")]
+
+    torch.manual_seed(0)
+    source = tiny_vit()
+    downloaded = tmp_path / "downloaded.safetensors"
+    save_file(source.state_dict(), downloaded)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(downloaded))
+    spec = dataclasses.replace(
+        TINY_SPEC, find_weights=partial(fetch_from_hf_hub, "timm/tiny"), cached_weights=None
+    )
+    monkeypatch.setitem(IFM_REGISTRY, "tiny", spec)
+    ifm = build_ifm("tiny", offline=False)
+    torch.testing.assert_close(ifm(clips()), wrap(source.eval())(clips()), rtol=0, atol=0)
+    with pytest.raises(IFMWeightsError, match="offline"):
+        build_ifm("tiny", offline=True)  # offline never calls the hub, even when it would work
 
 
 def test_weights_file_round_trip(tiny_registered, tmp_path):
@@ -313,7 +351,7 @@ def test_weights_from_the_hugging_face_cache(monkeypatch, tmp_path):
     """The registry's source for timm models: a file in the local HF cache, found offline."""
     repo_id = "timm/tiny_test_vit"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    spec = dataclasses.replace(TINY_SPEC, find_weights=partial(find_in_hf_cache, repo_id))
+    spec = dataclasses.replace(TINY_SPEC, find_weights=partial(fetch_from_hf_hub, repo_id))
     monkeypatch.setitem(IFM_REGISTRY, "tiny", spec)
     with pytest.raises(IFMWeightsError, match="ifm.random_init=true"):
         build_ifm("tiny")  # nothing cached yet
@@ -331,3 +369,88 @@ def test_weights_from_the_hugging_face_cache(monkeypatch, tmp_path):
     torch.manual_seed(1)
     ifm = build_ifm("tiny")
     torch.testing.assert_close(ifm(clips()), wrap(source)(clips()), rtol=0, atol=0)
+
+
+def test_open_clip_checkpoint_loads_into_clip_b16_exactly(tmp_path):
+    """A whole open_clip CLIP checkpoint (text tower included) of the same architecture:
+    the visual tower converts, and our patch tokens equal open_clip's own, so QuickGELU and
+    every renamed weight are right."""
+    try:
+        import open_clip
+    except ImportError:
+        pytest.fail("open_clip is a test dependency: pip install -e '.[test]'")
+    torch.manual_seed(0)
+    reference = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None).eval()
+    path = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(reference.state_dict(), path)
+
+    ifm = build_ifm("clip-b16", weights=path)
+    frames = torch.randn(1, 1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    reference.visual.output_tokens = True
+    with torch.no_grad():
+        _, expected = reference.visual(frames[:, 0])  # [1, 196, 768] after ln_post
+    ours = ifm(frames)[0, :, 0].flatten(1).T  # [768, 1, 14, 14] -> [196, 768]
+    torch.testing.assert_close(ours, expected[0], atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- combined
+
+
+def test_combined_ifm_concatenates_channels_on_the_coarsest_grid(monkeypatch):
+    """Two IFMs with different patch sizes and normalisations, as CLIP-L/14 + MAE-L/16."""
+    coarse_spec = dataclasses.replace(
+        TINY_SPEC, name="coarse", build=partial(tiny_vit, patch_size=16), patch_size=16,
+        mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4),
+    )  # fmt: skip
+    monkeypatch.setitem(IFM_REGISTRY, "tiny", TINY_SPEC)
+    monkeypatch.setitem(IFM_REGISTRY, "coarse", coarse_spec)
+    torch.manual_seed(0)
+    combined = build_ifm("tiny+coarse", random_init=True)
+    assert isinstance(combined, CombinedIFM)
+    assert combined.name == "tiny+coarse" and combined.embed_dim == 2 * DIM
+    assert combined.grid_size() == (2, 2)  # 32 px: 4 x 4 and 2 x 2 -> 2 x 2
+    assert (combined.mean, combined.std) == ((0.5,) * 3, (0.25,) * 3)  # the first one's
+
+    pixels = torch.rand(2, 3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    frames = (pixels - 0.5) / 0.25  # normalised for the first IFM, as the data pipeline does
+    tokens = combined(frames)
+    assert tokens.shape == (2, 2 * DIM, 3, 2, 2)
+    fine, coarse = combined.parts
+    # the first part's 4 x 4 grid is averaged in 2 x 2 blocks
+    expected_fine = fine(frames).unflatten(3, (2, 2)).unflatten(5, (2, 2)).mean((4, 6))
+    torch.testing.assert_close(tokens[:, :DIM], expected_fine)
+    # the second part sees the same pixels normalised with its own mean and std
+    mean, std = torch.tensor((0.4, 0.5, 0.6)), torch.tensor((0.2, 0.3, 0.4))
+    own = (pixels - mean.view(1, 1, 3, 1, 1)) / std.view(1, 1, 3, 1, 1)
+    torch.testing.assert_close(tokens[:, DIM:], coarse(own), atol=1e-5, rtol=1e-5)
+
+    assert len(combined.weights_hash()) == 64
+    assert combined.weights_hash() != fine.weights_hash()
+    with pytest.raises(IFMWeightsError, match="one per model"):
+        build_ifm("tiny+coarse", weights="only-one.safetensors")
+
+
+def test_paper_table4_combinations_build():
+    with torch.device("meta"):
+        clip_mae = build_ifm("clip-l14+mae-l16", random_init=True)
+        clip_dino = build_ifm("clip-l14+dinov2-l14", random_init=True)
+    assert (clip_mae.embed_dim, clip_mae.grid_size()) == (2048, (14, 14))
+    assert (clip_dino.embed_dim, clip_dino.grid_size()) == (2048, (16, 16))
+    frames = torch.zeros(1, 2, 3, 224, 224, device="meta")
+    assert clip_mae(frames).shape == (1, 2048, 2, 14, 14)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize(
+    "device, native, expected",
+    [("cpu", True, "bf16"), ("cpu", False, "fp32"), ("meta", True, "fp32")],
+)
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, device, native, expected):
+    from advise.models import build
+
+    monkeypatch.setattr(build, "cpu_has_native_bf16", lambda: native)
+    assert build.resolve_precision("auto", torch.device(device)) == expected
+    assert build.resolve_precision("fp32", torch.device(device)) == "fp32"
+    assert build.resolve_precision("bf16", torch.device(device)) == "bf16"

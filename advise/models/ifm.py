@@ -2,8 +2,10 @@
 
 `build_ifm(name)` looks the name up in `IFM_REGISTRY` (one line per model), builds the timm
 architecture without weights, loads weights from a local file or from the registry's source
-(the Hugging Face cache, read offline; the built-in `mini` model's own cache), and wraps it in a
-`FrozenIFM`. A randomly initialised IFM is used only on explicit request (`random_init=True`).
+(the Hugging Face cache, downloading into it unless offline; the built-in `mini` model's own
+cache), and wraps it in a `FrozenIFM`. A randomly initialised IFM is used only on explicit
+request (`random_init=True`). Names joined by "+" (`clip-l14+mae-l16`) build a `CombinedIFM`:
+the models side by side, their token grids brought to a common grid and concatenated.
 
 The classifier head is not part of an IFM: it is removed after building (timm
 `reset_classifier(0)`) and its keys in a weights file are ignored; every other key must match.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +27,7 @@ import torch
 from timm.models import get_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
+from torch.nn import functional
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -36,8 +40,9 @@ class IFMWeightsError(ValueError):
 class IFMSpec:
     """How to build one named IFM.
 
-    `build(img_size)` returns the timm model without weights; `find_weights()` returns a local
-    weights file from the model's usual source, or None when there is none (it never downloads).
+    `build(img_size)` returns the timm model without weights; `find_weights(offline)` returns a
+    local weights file from the model's usual source (downloading it into the Hugging Face cache
+    unless `offline`), or None when there is none; `cached_weights()` only looks.
     `mean`/`std` are the normalisation the weights were trained with (RGB, for [0, 1] pixels);
     `patch_size` is the total stride of the token grid in pixels.
     """
@@ -50,7 +55,9 @@ class IFMSpec:
     interpolation: str
     patch_size: int
     weights_source: str
-    find_weights: Callable[[], Path | None]
+    find_weights: Callable[[bool], Path | None]
+    cached_weights: Callable[[], Path | None]
+    timm_name: str = ""
 
 
 def find_in_hf_cache(repo_id: str) -> Path | None:
@@ -73,6 +80,29 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
     return None
 
 
+def is_offline() -> bool:
+    """True when the Hugging Face hub must not be contacted (`HF_HUB_OFFLINE`, which
+    `advise --offline` sets)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fetch_from_hf_hub(repo_id: str, offline: bool) -> Path | None:
+    """The cached weights of `repo_id`, else (unless `offline`) downloaded into the cache."""
+    cached = find_in_hf_cache(repo_id)
+    if cached is not None or offline:
+        return cached
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo_id, "model.safetensors", etag_timeout=10))
+    except Exception as error:  # no network, no such file, no permission: all the same here
+        raise IFMWeightsError(
+            f"could not download {repo_id} from the Hugging Face hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else 'no detail'}). Provide a local "
+            f"file with ifm.weights=/path/to/weights.safetensors, or use --offline to fail fast"
+        ) from None
+
+
 def _create_timm_model(timm_name: str, img_size: int) -> nn.Module:
     return timm.create_model(timm_name, pretrained=False, img_size=img_size)
 
@@ -88,8 +118,10 @@ def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) 
         std=tuple(config.std),
         interpolation=config.interpolation,
         patch_size=patch_size,
-        weights_source=f"timm {timm_name} from the Hugging Face cache ({config.hf_hub_id})",
-        find_weights=partial(find_in_hf_cache, config.hf_hub_id),
+        weights_source=f"Hugging Face {config.hf_hub_id} (timm {timm_name})",
+        find_weights=partial(fetch_from_hf_hub, config.hf_hub_id),
+        cached_weights=partial(find_in_hf_cache, config.hf_hub_id),
+        timm_name=timm_name,
     )
 
 
@@ -99,21 +131,32 @@ def _build_mini(img_size: int) -> nn.Module:
     return build_mini_ifm_model()
 
 
-def _find_mini_weights() -> Path | None:
+def _find_mini_weights(offline: bool = True) -> Path | None:
     from advise.mini_ifm import ensure_mini_ifm
 
-    return Path(ensure_mini_ifm())  # trains and caches the model on first use
+    return Path(ensure_mini_ifm())  # trains and caches the model on first use (no network)
 
 
+def _cached_mini_weights() -> Path | None:
+    from advise.mini_ifm import cached_mini_ifm
+
+    return cached_mini_ifm()
+
+
+# OpenAI CLIP was trained with QuickGELU: timm's *_clip_quickgelu_* architectures match its
+# weights exactly (the plain *_clip_* ones swap in GELU and shift every feature slightly).
 IFM_REGISTRY: dict[str, IFMSpec] = {
     # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
     "mini": IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
-                    "advise's built-in mini IFM, trained on first use", _find_mini_weights),
-    "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_224.openai", patch_size=16),
-    "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_224.openai", patch_size=14),
-    "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", patch_size=14),
-    "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", patch_size=16),
-    "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", patch_size=16),
+                    "advise's built-in mini IFM, trained on first use", _find_mini_weights,
+                    _cached_mini_weights),
+    "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
+    "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
+    "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14),
+    "dinov2-l14": _timm_spec("dinov2-l14", "vit_large_patch14_dinov2.lvd142m", 14),
+    "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", 16),
+    "mae-l16": _timm_spec("mae-l16", "vit_large_patch16_224.mae", 16),
+    "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 16),
 }  # fmt: skip
 
 
@@ -348,19 +391,38 @@ def build_ifm(
     weights: str | Path | None = None,
     random_init: bool = False,
     precision: str = "fp32",
-) -> FrozenIFM:
+    offline: bool | None = None,
+) -> FrozenIFM | CombinedIFM:
     """Build the registered IFM `name` for square `img_size` frames (default: its own size).
 
-    weights: a local file (safetensors, or a torch state dict read with weights_only=True),
-    loaded strictly; None = the registry's source (timm models: the Hugging Face cache, offline
-    only; mini: trained and cached on first use). `random_init=True` loads nothing. No weights
-    found -> IFMWeightsError saying how to provide them.
+    weights: a local file (safetensors, or a torch state dict read with weights_only=True; an
+    OpenAI / open_clip CLIP checkpoint of the same architecture converts), loaded strictly;
+    None = the registry's source (timm models: the Hugging Face cache, downloaded into it
+    unless `offline`; None reads HF_HUB_OFFLINE; mini: trained and cached on first use).
+    `random_init=True` loads nothing. No weights found -> IFMWeightsError saying how to
+    provide them.
+
+    `name` may join several registry names with "+" (Table 4's CLIP+MAE): they are built at
+    the same `img_size` (default: the first one's) and combined by `CombinedIFM`; `weights`
+    then lists one file per model, separated by commas.
     """
-    spec = IFM_REGISTRY.get(name)
-    if spec is None:
-        close = difflib.get_close_matches(name, IFM_REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown IFM {name!r}{hint}; known: {', '.join(IFM_REGISTRY)}")
+    offline = is_offline() if offline is None else offline
+    names = name.split("+")
+    if len(names) > 1:
+        files = str(weights).split(",") if weights is not None else [None] * len(names)
+        if len(files) != len(names):
+            raise IFMWeightsError(
+                f"IFM {name!r} combines {len(names)} models but ifm.weights lists "
+                f"{len(files)} files: give one per model, separated by commas"
+            )
+        size = img_size or _spec(names[0]).img_size
+        parts = [
+            build_ifm(part, size, file, random_init, precision, offline)
+            for part, file in zip(names, files, strict=True)
+        ]
+        return CombinedIFM(parts)
+
+    spec = _spec(name)
     if precision not in PRECISIONS:
         raise ValueError(f"IFM precision must be one of {PRECISIONS}, got {precision!r}")
     if weights is not None and random_init:
@@ -374,13 +436,14 @@ def build_ifm(
         if not weights_path.is_file():
             raise IFMWeightsError(f"IFM weights file {weights_path} does not exist")
     elif not random_init:
-        weights_path = spec.find_weights()
+        weights_path = spec.find_weights(offline)
         if weights_path is None:
             raise IFMWeightsError(
-                f"no weights for IFM {name!r} (source: {spec.weights_source}; nothing is "
-                f"downloaded). Provide a local file with ifm.weights=/path/to/weights.safetensors "
-                f"(safetensors or a torch state dict), place the model in the Hugging Face cache, "
-                f"or use a randomly initialised IFM with ifm.random_init=true"
+                f"no weights for IFM {name!r} in the local Hugging Face cache (source: "
+                f"{spec.weights_source}; offline, so nothing was downloaded). Provide a local "
+                f"file with ifm.weights=/path/to/weights.safetensors (safetensors, a torch state "
+                f"dict, or an open_clip checkpoint for CLIP), run once without --offline to "
+                f"download it, or use a randomly initialised IFM with ifm.random_init=true"
             )
 
     size = spec.img_size if img_size is None else img_size
@@ -401,3 +464,86 @@ def build_ifm(
         interpolation=config.get("interpolation") or spec.interpolation,
         precision=precision,
     )
+
+
+def _spec(name: str) -> IFMSpec:
+    spec = IFM_REGISTRY.get(name)
+    if spec is None:
+        close = difflib.get_close_matches(name, IFM_REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown IFM {name!r}{hint}; known: {', '.join(IFM_REGISTRY)}")
+    return spec
+
+
+class CombinedIFM(nn.Module):
+    """Several frozen IFMs on the same frames, tokens concatenated along channels.
+
+    forward(frames [B, T, 3, H, W] normalised with the FIRST model's mean/std)
+        -> tokens [B, sum of D_i, T, h, w] on the coarsest grid of the parts.
+
+    Each part gets the frames re-normalised for its own mean/std (an exact affine map back to
+    pixels and forward again), so the preprocessing of every model is its own. Grids that
+    differ (CLIP-L/14 gives 16 x 16 at 224 px, MAE-L/16 14 x 14) are brought to the coarsest
+    one by adaptive average pooling, which never invents detail. Quacks like a `FrozenIFM`:
+    `name` ("a+b"), `img_size`, `mean`, `std`, `embed_dim`, `grid_size()`, `weights_hash()`.
+    """
+
+    def __init__(self, parts: list[FrozenIFM]) -> None:
+        super().__init__()
+        if len(parts) < 2:
+            raise ValueError("CombinedIFM needs at least two IFMs")
+        sizes = {part.img_size for part in parts}
+        if len(sizes) != 1:
+            raise ValueError(f"combined IFMs must share one input size, got {sorted(sizes)}")
+        first = parts[0]
+        self.parts = nn.ModuleList(parts)
+        self.name = "+".join(part.name for part in parts)
+        self.img_size = first.img_size
+        self.mean, self.std = first.mean, first.std
+        self.interpolation = first.interpolation
+        self.precision = first.precision
+        self.patch_size = max(part.patch_size for part in parts)
+        self.embed_dim = sum(part.embed_dim for part in parts)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> CombinedIFM:
+        return super().train(False)
+
+    def grid_size(self, img_size: int | None = None) -> tuple[int, int]:
+        grids = [part.grid_size(img_size) for part in self.parts]
+        return min(grid[0] for grid in grids), min(grid[1] for grid in grids)
+
+    def memoize(self, enabled: bool = True) -> CombinedIFM:
+        for part in self.parts:
+            part.memoize(enabled)
+        return self
+
+    def forward(self, frames: Tensor) -> Tensor:  # [B, T, 3, H, W] -> [B, sum D_i, T, h, w]
+        height, width = self.grid_size(frames.shape[-1])
+        outputs = []
+        for part in self.parts:
+            tokens = part(self._renormalise(frames, part))  # [B, D_i, T, h_i, w_i]
+            if tokens.shape[-2:] != (height, width):
+                tokens = functional.adaptive_avg_pool3d(
+                    tokens, (tokens.shape[2], height, width)
+                )  # [B, D_i, T, h_i, w_i] -> [B, D_i, T, h, w]
+            outputs.append(tokens)
+        return torch.cat(outputs, dim=1)
+
+    def _renormalise(self, frames: Tensor, part: FrozenIFM) -> Tensor:
+        if part.mean == self.mean and part.std == self.std:
+            return frames
+        shape = (1, 1, 3, 1, 1)
+        first_mean, first_std, mean, std = (
+            torch.tensor(values, dtype=frames.dtype, device=frames.device).view(shape)
+            for values in (self.mean, self.std, part.mean, part.std)
+        )
+        return (frames * first_std + first_mean - mean) / std
+
+    def weights_hash(self) -> str:
+        """sha256 over the parts' hashes, in order."""
+        joined = "+".join(part.weights_hash() for part in self.parts)
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, embed_dim={self.embed_dim}"
