@@ -81,6 +81,36 @@ def cmd_summary(args: argparse.Namespace) -> None:
         print(f"{key:<{width}}  {text}")
 
 
+def cmd_ifms(args: argparse.Namespace) -> None:
+    from advise.report import markdown_table
+    from advise.runs import ifm_table
+
+    rows = ifm_table()
+    if args.json:
+        print(json.dumps(rows))
+        return
+    header = ["name", "timm model", "width", "patch", "grid @ size", "params", "weights"]
+    cells = [
+        [
+            row["name"],
+            row["timm_model"],
+            str(row["embed_dim"]),
+            str(row["patch_size"]),
+            f"{row['token_grid'][0]}x{row['token_grid'][1]} @ {row['img_size']}",
+            f"{row['params'] / 1e6:.1f}M",
+            f"cached: {row['weights_cached']}"
+            if row["weights_cached"]
+            else f"not cached; {row['weights_source']}",
+        ]
+        for row in rows
+    ]
+    print(markdown_table(cells, header))
+    print(
+        "\nCombine two with '+' (ifm.name=clip-l14+mae-l16). Weights come from the Hugging Face "
+        "cache (downloaded unless --offline) or ifm.weights=FILE; ifm.random_init=true for none."
+    )
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     for name in preset_names():
         print(f"{name}\n    {preset_description(name)}")
@@ -100,6 +130,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set tmm.hidden=512 (repeatable)",
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network: IFM weights only from the local cache or ifm.weights",
     )
 
 
@@ -150,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.set_defaults(func=cmd_summary)
 
+    ifms = commands.add_parser("ifms", help="list the image foundation models and their weights")
+    ifms.add_argument("--json", action="store_true", help="print a JSON list")
+    ifms.set_defaults(func=cmd_ifms)
+
     presets = commands.add_parser("presets", help="list the built-in presets")
     presets.set_defaults(func=cmd_presets)
     return parser
@@ -158,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default", UserWarning)
+    if getattr(args, "offline", False):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by advise.models.ifm and huggingface_hub
     try:
         args.func(args)
     except KeyboardInterrupt:

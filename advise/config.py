@@ -52,6 +52,9 @@ class TMMConfig:
     hidden: int = 256
     out: int = 1024
     temporal_kernel: int = 3  # 1 reproduces the paper's measured cost tables; see README
+    frozen: bool = (
+        False  # keep the (inherited) SFU + TMM fixed: linear probing, with head.kind=linear
+    )
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,12 @@ def check(config: Config) -> None:
         raise ConfigError(f"train.epochs must be >= 0, got {config.train.epochs}")
     if config.data.split not in (1, 2, 3):
         raise ConfigError(f"data.split must be 1, 2 or 3, got {config.data.split}")
+    if config.data.format == "ssv2" and config.data.flip:
+        raise ConfigError(
+            'data.flip=true with data.format=ssv2: a horizontal flip turns "left" into "right" '
+            'in Something-Something labels (e.g. "Pushing something from left to right"), so '
+            "flipped clips carry the wrong label; set data.flip=false"
+        )
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -23,7 +23,7 @@ from advise.data.formats import AnnotatedSplit
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
-from advise.models.ifm import FrozenIFM
+from advise.models.ifm import FrozenIFM, build_ifm
 from advise.train.checkpoint import CheckpointError, load_checkpoint
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
 from advise.train.tasks import ActionTask, PlaybackRateTask
@@ -302,6 +302,36 @@ def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
         "tmm_macs": tmm_macs,
         "total_macs": total_macs,
     }
+
+
+def ifm_table() -> list[dict[str, Any]]:
+    """One row per registry IFM: sizes read from the architecture (built on the meta device,
+    so nothing is downloaded or allocated) and where its weights come from."""
+    from advise.models.ifm import IFM_REGISTRY
+
+    rows = []
+    for name, spec in IFM_REGISTRY.items():
+        with torch.device("meta"):
+            ifm = build_ifm(name, random_init=True)
+            params = count_params(ifm)
+        cached = spec.cached_weights()
+        rows.append(
+            {
+                "name": name,
+                "timm_model": spec.timm_name or "advise.mini_ifm",
+                "embed_dim": ifm.embed_dim,
+                "patch_size": spec.patch_size,
+                "img_size": ifm.img_size,
+                "token_grid": list(ifm.grid_size()),
+                "params": params,
+                "mean": [round(value, 4) for value in ifm.mean],
+                "std": [round(value, 4) for value in ifm.std],
+                "interpolation": ifm.interpolation,
+                "weights_source": spec.weights_source,
+                "weights_cached": str(cached) if cached else None,
+            }
+        )
+    return rows
 
 
 @torch.no_grad()

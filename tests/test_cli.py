@@ -77,6 +77,25 @@ def test_finetune_inherits_the_temporal_module_only(tmp_path, config):
     assert ft_tensors["model.head.classifier.weight"].shape[0] == 2
 
 
+def test_linear_probe_trains_only_the_head(tmp_path, config):
+    """tmm.frozen + head.kind=linear: the inherited TMM (weights and batch-norm statistics)
+    comes out bit-identical; only the linear head learns."""
+    cfg = load_config(str(config))
+    ifm = build_frozen_ifm(cfg.ifm, torch.device("cpu"))
+    prp = pretrain(cfg, tmp_path / "prp", ifm=ifm)
+    prp_tensors, _ = load_checkpoint(prp.checkpoint)
+    probe = cfg.replace({"tmm.frozen": True, "head.kind": "linear"})
+    result = finetune(probe, tmp_path / "probe", init=prp.checkpoint, ifm=ifm)
+    probe_tensors, _ = load_checkpoint(result.checkpoint)
+    tmm_keys = [key for key in prp_tensors if key.startswith("model.tmm.")]
+    assert any("running_mean" in key for key in tmm_keys)
+    for key in tmm_keys:
+        assert torch.equal(prp_tensors[key], probe_tensors[key]), key
+    head_keys = [key for key in probe_tensors if key.startswith("model.head.")]
+    assert head_keys == ["model.head.classifier.bias", "model.head.classifier.weight"]
+    assert result.steps > 0
+
+
 def test_training_never_changes_an_ifm_weight(tmp_path, config):
     cfg = load_config(str(config))
     ifm = build_frozen_ifm(cfg.ifm, torch.device("cpu"))

@@ -41,6 +41,15 @@ class AdViSe(nn.Module):
     def forward_tokens(self, tokens: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, num_classes]
         return self.head(self.tmm(self.sfu(tokens)))
 
+    def train(self, mode: bool = True) -> AdViSe:
+        """Set train/eval mode; a stage without trainable parameters (a frozen TMM in linear
+        probing, the IFM) stays in eval mode, so its batch-norm statistics never move."""
+        super().train(mode)
+        for part in (self.sfu, self.tmm):
+            if not any(parameter.requires_grad for parameter in part.parameters()):
+                part.train(False)
+        return self
+
     def replace_head(self, head: nn.Module) -> None:
         """Swap in a new head (fine-tuning keeps the pre-trained TMM and trains a new head)."""
         self.head = head

@@ -75,6 +75,9 @@ def build_model(config: Config, num_classes: int, ifm: FrozenIFM | CombinedIFM |
     else:
         tmm = nn.Identity()
     head = build_head(config, width, num_classes)
+    if tmm_config.frozen:  # linear probing: only the head learns; AdViSe keeps these in eval
+        sfu.requires_grad_(False)
+        tmm.requires_grad_(False)
     return AdViSe(ifm, sfu, tmm, head)
 
 
