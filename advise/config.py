@@ -52,9 +52,7 @@ class TMMConfig:
     hidden: int = 256
     out: int = 1024
     temporal_kernel: int = 3  # 1 reproduces the paper's measured cost tables; see README
-    frozen: bool = (
-        False  # keep the (inherited) SFU + TMM fixed: linear probing, with head.kind=linear
-    )
+    frozen: bool = False  # keep the inherited SFU + TMM fixed (linear probing)
 
 
 @dataclass(frozen=True)
