@@ -75,3 +75,42 @@ def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) 
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_confusion(
+    confusion: list[list[int]], class_names: list[str], path: Path, title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix (true class down, predicted across), per-class top-1
+    in the diagonal. Class names label the axes up to 60 classes; beyond, indices do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    num_classes = len(class_names)
+    side = min(4 + 0.22 * num_classes, 24)
+    figure, axis = plt.subplots(figsize=(side + 1.5, side))
+    image = axis.imshow(shares, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
+    if num_classes <= 60:
+        ticks = range(num_classes)
+        axis.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+        axis.set_yticks(ticks, class_names, fontsize=7)
+        if num_classes <= 20:
+            for row in range(num_classes):
+                for column in range(num_classes):
+                    if counts[row, column]:
+                        colour = "black" if shares[row, column] > 0.5 else "white"
+                        axis.text(column, row, int(counts[row, column]), ha="center",
+                                  va="center", fontsize=7, color=colour)  # fmt: skip
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    axis.set_title(title or "confusion matrix")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from advise import __version__
 from advise.config import Config, ConfigError, save_config
@@ -24,8 +26,15 @@ from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.ifm import FrozenIFM, build_ifm
+from advise.report import plot_confusion
 from advise.train.checkpoint import CheckpointError, load_checkpoint
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
+from advise.train.metrics import (
+    AccuracyMeter,
+    confusion_matrix,
+    mean_class_accuracy,
+    per_class_accuracy,
+)
 from advise.train.tasks import ActionTask, PlaybackRateTask
 
 CHECKPOINT = Path("checkpoints") / "last"
@@ -251,21 +260,72 @@ def evaluate_checkpoint(
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     dataset = loaders.eval_dataset(config, split, *run.normalisation(), num_clips, num_crops)
     started = time.perf_counter()
+    meter = AccuracyMeter()
     result = evaluate(
-        model, dataset, batch_size=config.eval.batch_size, num_workers=config.data.num_workers
+        model,
+        dataset,
+        batch_size=config.eval.batch_size,
+        num_workers=config.data.num_workers,
+        meter=meter,
     )
+    video_ids, labels, probs = meter.video_scores()
+    predictions = probs.argmax(dim=1) if len(video_ids) else labels
+    confusion = confusion_matrix(labels, predictions, len(split.class_names))
+    per_class = per_class_accuracy(confusion)
     result.update(
         views=f"{num_clips}x{num_crops}",
         num_clips=num_clips,
         num_crops=num_crops,
+        mean_class_top1=mean_class_accuracy(confusion),
+        per_class=[
+            {"class": name, "videos": int(confusion[index].sum()), "top1": per_class[index]}
+            for index, name in enumerate(split.class_names)
+        ],
+        confusion_matrix=confusion.tolist(),
         checkpoint=str(checkpoint),
         ifm=ifm_record(run.ifm, config, run.device),
         data={"source": split.source, "videos": len(split.records)},
         seconds=round(time.perf_counter() - started, 2),
     )
     if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(result, indent=2))
+        figure = out_file.with_name(out_file.stem + "_confusion.png")
+        title = (
+            f"{len(video_ids)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
+            f"mean class {result['mean_class_top1']:.1f}"
+        )
+        plot_confusion(result["confusion_matrix"], split.class_names, figure, title)
+        write_predictions(
+            out_file.with_name(out_file.stem + "_predictions.csv"),
+            [split.records[index].path for index in video_ids.tolist()],
+            labels,
+            probs,
+            split.class_names,
+        )
+        result["files"] = {"confusion": str(figure)}
     return result
+
+
+def write_predictions(
+    path: Path, videos: list[Path], labels: Tensor, probs: Tensor, class_names: list[str]
+) -> None:
+    """One CSV row per test video: file, true class, predicted class, its score, top-5."""
+    top = probs.topk(min(5, probs.shape[1]), dim=1) if len(videos) else None
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "label", "predicted", "score", "top5"])
+        for row, video in enumerate(videos):
+            indices = top.indices[row].tolist()
+            writer.writerow(
+                [
+                    str(video),
+                    class_names[int(labels[row])],
+                    class_names[indices[0]],
+                    f"{float(top.values[row, 0]):.4f}",
+                    " ".join(class_names[index] for index in indices),
+                ]
+            )
 
 
 def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:

@@ -60,6 +60,15 @@ def test_pretrain_finetune_evaluate(tmp_path, config, capsys):
     assert result["views"] == "2x3" and "mean of softmax" in result["views_combined"]
     assert 0 <= result["top1"] <= 100 and result["top5"] == 100.0  # 2 classes
     assert "top-1" in capsys.readouterr().out
+    # per-class accuracy, the confusion matrix and its figure, per-video predictions
+    assert [row["class"] for row in result["per_class"]] == ["Left", "Right"]
+    assert [row["videos"] for row in result["per_class"]] == [2, 2]
+    confusion = result["confusion_matrix"]
+    assert [sum(row) for row in confusion] == [2, 2]
+    assert result["top1"] == pytest.approx(100 * (confusion[0][0] + confusion[1][1]) / 4)
+    assert (ft / "eval_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (ft / "eval_predictions.csv").read_text().splitlines()
+    assert rows[0] == "video,label,predicted,score,top5" and len(rows) == 5
 
 
 def test_finetune_inherits_the_temporal_module_only(tmp_path, config):

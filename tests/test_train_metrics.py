@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from advise.train.metrics import AccuracyMeter, aggregate_views, delta_acc, topk_correct
+from advise.train.metrics import (
+    AccuracyMeter,
+    aggregate_views,
+    confusion_matrix,
+    delta_acc,
+    mean_class_accuracy,
+    per_class_accuracy,
+    topk_correct,
+)
 
 
 def test_topk_correct_counts_and_clips_k():
@@ -111,3 +119,22 @@ def test_meter_rejects_inconsistent_labels_and_shapes():
 def test_delta_acc():
     assert delta_acc(84.93 + 3.01, 84.93) == pytest.approx(3.01)
     assert delta_acc(60.0, 62.5) == pytest.approx(-2.5)
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 1, 0, 1, 1, 0])
+    confusion = confusion_matrix(labels, predictions, num_classes=4)
+    assert confusion.tolist() == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    accuracy = per_class_accuracy(confusion)
+    assert accuracy[:3] == pytest.approx([200 / 3, 100.0, 0.0]) and accuracy[3] is None
+    assert mean_class_accuracy(confusion) == pytest.approx((200 / 3 + 100 + 0) / 3)
+
+
+def test_meter_video_scores_are_the_mean_over_views():
+    meter = AccuracyMeter()
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    meter.update(logits, torch.tensor([1, 1, 0]), torch.tensor([7, 7, 3]))
+    ids, labels, probs = meter.video_scores()
+    assert ids.tolist() == [3, 7] and labels.tolist() == [0, 1]
+    torch.testing.assert_close(probs[1], logits[:2].double().softmax(1).mean(0))

@@ -322,16 +322,18 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     description: str = "evaluate",
+    meter: AccuracyMeter | None = None,
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5: the softmax of every view of a video is averaged, and each
-    video counts once. Also reports single-view top-1 (the first view of each video)."""
+    video counts once. Also reports single-view top-1 (the first view of each video).
+    Pass a `meter` to read per-video scores afterwards (`meter.video_scores()`)."""
     device = next(model.parameters()).device
     model.eval()
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips
     )
     dataset.index_videos()
-    meter = AccuracyMeter()
+    meter = meter if meter is not None else AccuracyMeter()
     skipped: list[str] = []
     for batch in tqdm(loader, desc=description, disable=not _show_progress(), leave=False):
         skipped += batch["skipped_paths"]

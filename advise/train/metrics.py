@@ -160,6 +160,17 @@ class AccuracyMeter:
                 f"video {video}: {num_classes} classes, earlier {self._prob_sums[video].shape[0]}"
             )
 
+    def video_scores(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(video_ids [V], labels [V], mean softmax probabilities [V, C]) per video seen,
+        ids ascending."""
+        videos = sorted(self._labels)
+        if not videos:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return empty, empty, torch.zeros(0, 0, dtype=torch.float64)
+        probs = torch.stack([self._prob_sums[v] / self._view_counts[v] for v in videos])
+        labels = torch.tensor([self._labels[v] for v in videos], dtype=torch.int64)
+        return torch.tensor(videos, dtype=torch.int64), labels, probs
+
     def compute(self) -> dict[str, float | int]:
         """`{"top1", "top5", "single_view_top1"}` in percent and `"num_videos"`.
 
@@ -181,6 +192,32 @@ class AccuracyMeter:
             "num_videos": num_videos,
             "single_view_top1": 100.0 * single_view / num_videos,
         }
+
+
+def confusion_matrix(labels: Tensor, predictions: Tensor, num_classes: int) -> Tensor:
+    """[C, C] int64 counts: row = true class, column = predicted class."""
+    if labels.shape != predictions.shape or labels.ndim != 1:
+        raise ValueError(
+            f"confusion_matrix needs labels [N] and predictions [N], got "
+            f"{tuple(labels.shape)} and {tuple(predictions.shape)}"
+        )
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: Tensor) -> list[float | None]:
+    """Top-1 per true class in percent (diagonal / row sum); None for a class with no video."""
+    totals = confusion.sum(dim=1).tolist()
+    correct = confusion.diagonal().tolist()
+    return [
+        100.0 * hit / total if total else None for hit, total in zip(correct, totals, strict=True)
+    ]
+
+
+def mean_class_accuracy(confusion: Tensor) -> float:
+    """Mean of the per-class accuracies over classes that have videos (balanced accuracy)."""
+    values = [value for value in per_class_accuracy(confusion) if value is not None]
+    return sum(values) / len(values) if values else 0.0
 
 
 def delta_acc(pretrained_top1: float, scratch_top1: float) -> float:
