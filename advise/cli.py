@@ -19,10 +19,18 @@ from advise.config import ConfigError, load_config, preset_description, preset_n
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean the user gave something unusable (exit 2)."""
     from advise.data.formats import AnnotationError
+    from advise.data.video import VideoDecodeError
     from advise.models.ifm import IFMWeightsError
     from advise.train.checkpoint import CheckpointError
 
-    return (ConfigError, AnnotationError, IFMWeightsError, CheckpointError, FileNotFoundError)
+    return (
+        ConfigError,
+        AnnotationError,
+        IFMWeightsError,
+        CheckpointError,
+        FileNotFoundError,
+        VideoDecodeError,  # only reaches here from `predict`: training skips bad videos
+    )
 
 
 def _config(args: argparse.Namespace):
@@ -66,6 +74,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         f"top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
         f"single-view top-1 {result['single_view_top1']:.2f}  -> {out_file}"
     )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from advise.runs import parse_views, predict
+
+    views = parse_views(args.views) if args.views else None
+    result = predict(Path(args.video), Path(args.ckpt), args.set, views=views, top=args.top)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['video']} ({result['views']} views)")
+    width = max(len(row["class"]) for row in result["top"])
+    for rank, row in enumerate(result["top"], start=1):
+        print(f"{rank}. {row['class']:<{width}}  {row['score']:.4f}")
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -179,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--views", help="CLIPSxCROPS, e.g. 2x3 (default: eval.* in config)")
     evaluate.add_argument("--out", help="where to write eval.json (default: beside the run)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="top classes of one video")
+    predict.add_argument("video", help="a video file")
+    predict.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
+    predict.add_argument("--views", help="CLIPSxCROPS (default: the checkpoint's eval.*)")
+    predict.add_argument("--top", type=int, default=5, help="how many classes to print")
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override the checkpoint's config, e.g. --set ifm.weights=/path (repeatable)",
+    )  # fmt: skip
+    predict.add_argument("--offline", action="store_true", help="never touch the network")
+    predict.set_defaults(func=cmd_predict)
 
     summary = commands.add_parser("summary", help="parameter and MAC counts of a config")
     _add_config_options(summary)

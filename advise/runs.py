@@ -9,6 +9,7 @@ import csv
 import json
 import random
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from advise import __version__
-from advise.config import Config, ConfigError, save_config
+from advise.config import Config, ConfigError, from_dict, parse_override, save_config
 from advise.data import loaders
 from advise.data.datasets import collate_clips
 from advise.data.formats import AnnotatedSplit
@@ -326,6 +327,72 @@ def write_predictions(
                     " ".join(class_names[index] for index in indices),
                 ]
             )
+
+
+def predict(
+    video: Path,
+    checkpoint: Path,
+    overrides: list[str] | None = None,
+    views: tuple[int, int] | None = None,
+    top: int = 5,
+) -> dict[str, Any]:
+    """Class scores of one video file from a fine-tuned checkpoint.
+
+    The model is rebuilt from the config saved in the checkpoint (`overrides` as in --set,
+    e.g. ifm.weights on another machine); the video is tested with the checkpoint's
+    multi-view protocol (or `views`), softmax averaged over views. Returns the `top` classes.
+    """
+    from advise.data.datasets import MultiViewDataset, SkippedVideo
+    from advise.data.formats import VideoRecord
+    from advise.data.transforms import test_views
+    from advise.data.video import VideoDecodeError
+
+    tensors, state = load_checkpoint(checkpoint)
+    if state.get("stage") != "finetune":
+        raise CheckpointError(
+            f"{checkpoint} is a {state.get('stage')} checkpoint; predict needs a fine-tuned one"
+        )
+    if not Path(video).is_file():
+        raise FileNotFoundError(2, "video not found", str(video))
+    config = from_dict(state["config"]).replace(parse_overrides(overrides or []))
+    class_names = state["class_names"]
+    run = setup(config)
+    _check_ifm(state, run, checkpoint)
+    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    model.load_trainable_state_dict(
+        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    model.eval()
+    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
+    dataset = MultiViewDataset(
+        [VideoRecord(Path(video), 0)],
+        config.data.num_frames,
+        num_clips,
+        test_views(*run.normalisation(), num_crops=num_crops),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a bad video is this command's error, not a warning
+        item = dataset[0]
+    if isinstance(item, SkippedVideo) or item is None:
+        reason = item.reason if isinstance(item, SkippedVideo) else "unreadable"
+        raise VideoDecodeError(video, f"cannot test it: {reason}")
+    with torch.no_grad():
+        probs = model(item["clips"].to(run.device)).float().softmax(dim=1).mean(0).cpu()
+    scores, indices = probs.topk(min(top, len(class_names)))
+    return {
+        "video": str(video),
+        "views": f"{num_clips}x{num_crops}",
+        "top": [
+            {"class": class_names[index], "score": round(float(score), 4)}
+            for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
+        ],
+        "checkpoint": str(checkpoint),
+        "ifm": ifm_record(run.ifm, config, run.device),
+    }
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    return dict(parse_override(item) for item in items)
 
 
 def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:

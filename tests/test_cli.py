@@ -36,7 +36,7 @@ def run_cli(*args: str) -> int:
     return main([str(arg) for arg in args])
 
 
-def test_pretrain_finetune_evaluate(tmp_path, config, capsys):
+def test_pretrain_finetune_evaluate_predict(tmp_path, config, tree, capsys):
     prp, ft = tmp_path / "prp", tmp_path / "ft"
     assert run_cli("pretrain", "--config", config, "--out", prp) == 0
     assert (prp / "config.yaml").exists()
@@ -69,6 +69,27 @@ def test_pretrain_finetune_evaluate(tmp_path, config, capsys):
     assert (ft / "eval_confusion.png").read_bytes()[:4] == b"\x89PNG"
     rows = (ft / "eval_predictions.csv").read_text().splitlines()
     assert rows[0] == "video,label,predicted,score,top5" and len(rows) == 5
+
+    # predict: one video, the checkpoint's own config and views; scores sum to 1 over classes
+    video = tree / "Right" / "v_Right_g03.mp4"
+    capsys.readouterr()
+    assert run_cli("predict", video, "--ckpt", checkpoint, "--json") == 0
+    prediction = json.loads(capsys.readouterr().out)
+    assert prediction["views"] == "2x1"  # tiny_config's eval.num_clips x eval.num_crops
+    assert sorted(row["class"] for row in prediction["top"]) == ["Left", "Right"]
+    assert sum(row["score"] for row in prediction["top"]) == pytest.approx(1, abs=1e-3)
+    by_class = {row["class"]: row["score"] for row in prediction["top"]}
+    predicted = next(
+        line.split(",")[2] for line in rows if line.startswith(str(video))
+    )  # the same video in evaluate's predictions, same views: the same winner
+    assert max(by_class, key=by_class.get) == predicted
+    assert run_cli("predict", video, "--ckpt", checkpoint) == 0
+    assert "1. " in capsys.readouterr().out
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    assert run_cli("predict", bad, "--ckpt", checkpoint) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert run_cli("predict", video, "--ckpt", init) == 2  # a pre-training checkpoint
 
 
 def test_finetune_inherits_the_temporal_module_only(tmp_path, config):
