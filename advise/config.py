@@ -1,7 +1,7 @@
 """One typed configuration: frozen dataclasses per section, YAML presets, dotted overrides.
 
 A preset is a small YAML file that overrides the defaults below (it may name another preset in
-`base:` and override that). `--set tmm.hidden=512` overrides a preset. Unknown keys and values of
+`base:`, or a list of them merged left to right, and override that). `--set tmm.hidden=512` overrides a preset. Unknown keys and values of
 the wrong type raise `ConfigError` naming the key (and the nearest valid key).
 """
 
@@ -333,9 +333,11 @@ def _read_yaml(source: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path} must hold a mapping of config sections")
     values.pop("description", None)
     base = values.pop("base", None)
-    if base is not None:
-        values = merge(_read_yaml(str(base), (*seen, str(path))), values)
-    return values
+    bases = [] if base is None else base if isinstance(base, list) else [base]
+    merged: dict = {}
+    for name in bases:  # a list merges left to right: later bases override earlier ones
+        merged = merge(merged, _read_yaml(str(name), (*seen, str(path))))
+    return merge(merged, values)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
