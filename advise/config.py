@@ -1,8 +1,9 @@
 """One typed configuration: frozen dataclasses per section, YAML presets, dotted overrides.
 
 A preset is a small YAML file that overrides the defaults below (it may name another preset in
-`base:`, or a list of them merged left to right, and override that). `--set tmm.hidden=512` overrides a preset. Unknown keys and values of
-the wrong type raise `ConfigError` naming the key (and the nearest valid key).
+`base:`, or a list of them merged left to right, and override that). `--set tmm.hidden=512`
+overrides a preset. Unknown keys and values of the wrong type raise `ConfigError` naming the
+key (and the nearest valid key).
 """
 
 from __future__ import annotations
