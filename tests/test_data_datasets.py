@@ -211,3 +211,46 @@ def test_records_hold_only_paths(records):
     """Nothing is decoded at construction: a dataset over missing files builds fine."""
     dataset = ClipDataset([VideoRecord(Path("/nonexistent/video.mp4"), 0)], 8, as_float)
     assert len(dataset) == 1
+
+
+def test_frame_ranges_bound_sampling(records):
+    """Samplers see only [start_frame, end_frame): frame numbers come out shifted by start_frame."""
+    ranged = VideoRecord(records[1].path, 1, start_frame=6, end_frame=22)  # 16 of 32 frames
+    centred = ClipDataset([ranged], 8, as_float, train=False)[0]["clips"][0]
+    np.testing.assert_array_equal(frame_numbers(centred), 6 + segment_indices(16, 8, None))
+    random = ClipDataset([ranged], 8, as_float, train=True, seed=2)[0]["clips"][0]
+    expected = 6 + segment_indices(16, 8, np.random.default_rng([2, 0, 0]))
+    np.testing.assert_array_equal(frame_numbers(random), expected)
+    views = MultiViewDataset([ranged], 4, 2, as_float)[0]["clips"]
+    for clip, indices in zip(views, multiview_indices(16, 4, 2), strict=True):
+        np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)
+    sampler = PlaybackRateSampler(num_frames=4, stride=2, clips_per_video=4)
+    item = PlaybackRateDataset([ranged], sampler, as_float, seed=3)[0]
+    expected_clips = sampler(16, np.random.default_rng([3, 0, 0]))  # what a 16-frame video gets
+    for clip, (indices, _) in zip(item["clips"], expected_clips, strict=True):
+        np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)
+        assert ((frame_numbers(clip) >= 6) & (frame_numbers(clip) < 22)).all()
+
+
+def test_frame_range_end_is_clamped_to_the_video(records):
+    past_end = VideoRecord(records[2].path, 2, start_frame=4, end_frame=100)  # 20-frame video
+    assert past_end.frame_range(LENGTHS[2]) == (4, 20)
+    clip = ClipDataset([past_end], 8, as_float, train=False)[0]["clips"][0]
+    np.testing.assert_array_equal(frame_numbers(clip), 4 + segment_indices(16, 8, None))
+
+
+def test_frame_range_past_the_video_is_skipped(records):
+    beyond = VideoRecord(records[0].path, 0, start_frame=30, end_frame=40)  # 24-frame video
+    assert beyond.frame_range(LENGTHS[0]) == (24, 24)
+    with pytest.warns(SkippedVideoWarning, match=r"only 0 frames in frames \[24, 24\) of 24"):
+        assert not ClipDataset([beyond], 8, as_float)[0]
+
+
+def test_frame_range_arguments():
+    path = Path("video.mp4")
+    assert VideoRecord(path, 0).frame_range(10) == (0, 10)
+    assert VideoRecord(path, 0, 3).frame_range(10) == (3, 10)
+    with pytest.raises(ValueError, match="start_frame"):
+        VideoRecord(path, 0, start_frame=-1)
+    with pytest.raises(ValueError, match="exclusive"):
+        VideoRecord(path, 0, start_frame=5, end_frame=5)

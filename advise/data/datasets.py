@@ -1,17 +1,22 @@
 """Torch datasets: a video record in, decoded and transformed clips out.
 
-Items are decoded lazily: a record holds only a path and a label; each `__getitem__` counts the
-video's frames (`count_frames`, cached per file in-process), samples frame numbers, decodes
-just those frames (`read_frames`, exact) and transforms each clip.
+Items are decoded lazily: a record holds only a path, a label and a frame range; each
+`__getitem__` counts the video's frames (`count_frames`, cached per file in-process), samples
+frame numbers, decodes just those frames (`read_frames`, exact) and transforms each clip.
+
+Frame ranges: a record's [start_frame, end_frame) (`VideoRecord.frame_range`, the end clamped
+to the file) is the video as far as sampling knows: samplers see a video of end - start frames
+and their frame numbers are shifted by start_frame before decoding, so no frame outside the
+range is ever read.
 
 Reproducibility: an item's randomness is a pure function of (seed, epoch, index). NumPy
 sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms run inside
 `torch.random.fork_rng` seeded from that generator, so the same item comes out the same in any
 worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of every epoch.
 
-Bad input: a video that fails to decode, or has fewer frames than a clip (`num_frames`), gives
-a `SkippedVideo` item (falsy, like None, and naming the file) and a `SkippedVideoWarning`;
-`collate_clips` drops such items and reports them in the batch.
+Bad input: a video that fails to decode, or whose range has fewer frames than a clip
+(`num_frames`), gives a `SkippedVideo` item (falsy, like None, and naming the file) and a
+`SkippedVideoWarning`; `collate_clips` drops such items and reports them in the batch.
 """
 
 from __future__ import annotations
@@ -93,18 +98,28 @@ class _VideoDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
     def _num_video_frames(self, record: VideoRecord) -> int:
-        num_video_frames = count_frames(record.path)
-        if num_video_frames < self.num_frames:
+        """Frames the samplers see: the length of the record's frame range (end clamped)."""
+        num_file_frames = count_frames(record.path)
+        start, stop = record.frame_range(num_file_frames)
+        if stop - start < self.num_frames:
+            where = ""
+            if (start, stop) != (0, num_file_frames):
+                where = f" in frames [{start}, {stop}) of {num_file_frames}"
             raise _VideoTooShortError(
-                f"{record.path}: only {num_video_frames} frames, a clip needs {self.num_frames}"
+                f"{record.path}: only {stop - start} frames{where}, a clip needs {self.num_frames}"
             )
-        return num_video_frames
+        return stop - start
 
     @staticmethod
     def _read_clips(record: VideoRecord, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
-        """Decode the union of the clips' frames once; uint8 [T, 3, H, W] per clip."""
+        """Decode the union of the clips' frames once; uint8 [T, 3, H, W] per clip.
+
+        `clip_indices` count from the record's start_frame (sampled within
+        `_num_video_frames`, so they stay inside the range).
+        """
         lengths = [len(indices) for indices in clip_indices]
-        frames = read_frames(record.path, np.concatenate(clip_indices))  # [sum T, H, W, 3]
+        file_indices = np.concatenate(clip_indices) + record.start_frame
+        frames = read_frames(record.path, file_indices)  # [sum T, H, W, 3]
         frames_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # -> [sum T, 3, H, W]
         return list(torch.split(frames_tensor, lengths))
 

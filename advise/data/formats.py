@@ -1,37 +1,140 @@
-"""Annotation readers: lists of (video file, class label) from dataset split files.
+"""Annotation readers: lists of (video file, class label, frame range) from dataset split files.
+
+One reader per `data.format` (`advise.data.loaders.read_split` picks it):
+
+    ucf101    read_ucf101           classInd.txt + trainlist0N.txt / testlist0N.txt
+    hmdb51    read_hmdb51           <class>_test_splitN.txt, markers 1 = train, 2 = test
+    diving48  read_diving48         Diving48_V2_{train,test}.json (+ Diving48_vocab.json)
+    ssv2      read_ssv2             labels.json + train.json / validation.json
+    k400      read_kinetics         Kinetics CSV: label,youtube_id,time_start,time_end,split
+    csv       read_csv_annotations  path,label rows
 
 Readers check everything they can at read time (start-up): a line that names a missing video,
 an unknown class or is malformed raises `AnnotationError` whose message is
-"<file>:<line>: <problem>", so a bad annotation never surfaces hours into a run. Video files may
-be .mp4, .avi or .webm (any container FFmpeg reads); the name listed is used as is.
+"<file>:<line>: <problem>", so a bad annotation never surfaces hours into a run. Kinetics is the
+one exception for missing videos: every copy of it lacks some clips (deleted from YouTube), so
+they are left out, listed in `AnnotatedSplit.missing` and reported in one `MissingVideosWarning`.
+Video files may be .mp4, .avi or .webm (any container FFmpeg reads); the name listed is used as
+is. Labels are 0-based class indices; `AnnotatedSplit.class_names[label]` names the class.
+
+`check_files=False` (every reader) parses and validates the annotations without looking at the
+videos: `read_split` uses it to read the other subset of a split cheaply for `check_disjoint`.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+# Official split sizes, (train, test) videos per split; every UCF101 split covers all 13,320.
+UCF101_SPLIT_SIZES = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
+UCF101_NUM_CLASSES = 101
+# HMDB51: 70 train and 30 test videos in each of the 51 classes, in every split.
+HMDB51_SPLIT_SIZES = {split: (3570, 1530) for split in (1, 2, 3)}
+HMDB51_NUM_CLASSES = 51
+HMDB51_MARKERS = {"1": "train", "2": "test", "0": "unused"}
+SSV2_LABEL_FILES = ("something-something-v2-labels.json", "labels.json")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+KINETICS_SUFFIXES = (".mp4", ".mkv", ".webm")
 
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One labelled video: `path` to the file, `label` the 0-based class index."""
+    """One labelled video: `path` to the file, `label` the 0-based class index.
+
+    `start_frame` and `end_frame` restrict it to the frames [start_frame, end_frame): 0-based
+    decoder frame numbers (`advise.data.video`), start inclusive, end EXCLUSIVE (Python slice
+    convention); `end_frame=None` runs to the last frame. An end past the file's last frame is
+    clamped to it (`frame_range`), so an approximate annotated end is harmless.
+    """
 
     path: Path
     label: int
+    start_frame: int = 0
+    end_frame: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start_frame < 0:
+            raise ValueError(f"start_frame must be >= 0, got {self.start_frame}")
+        if self.end_frame is not None and self.end_frame <= self.start_frame:
+            raise ValueError(
+                f"end_frame (exclusive) must be > start_frame, got "
+                f"[{self.start_frame}, {self.end_frame})"
+            )
+
+    def frame_range(self, num_video_frames: int) -> tuple[int, int]:
+        """[start, stop) within a file of `num_video_frames` frames, the end clamped to it.
+
+        Empty (start == stop) when the range starts at or after the file's last frame.
+        """
+        stop = num_video_frames if self.end_frame is None else min(self.end_frame, num_video_frames)
+        return min(self.start_frame, stop), stop
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """How many videos a split holds: in all, per class (name -> videos) and missing on disk."""
+
+    videos: int
+    classes: int
+    per_class: dict[str, int]
+    missing: int
 
 
 @dataclass
 class AnnotatedSplit:
-    """The videos of one split, the class names (index = label) and where they were read."""
+    """The videos of one split, the class names (index = label) and where they were read.
+
+    `source` names the annotation file (or, for HMDB51, the pattern of its files); `origins`
+    gives each record's (annotation file, 1-based line), in record order; `missing` lists
+    (line, expected path) of listed videos that are not on disk and were left out (Kinetics).
+    """
 
     records: list[VideoRecord]
     class_names: list[str]
     source: str
+    origins: list[tuple[str, int]] = field(default_factory=list)
+    missing: list[tuple[int, Path]] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def origin(self, index: int) -> tuple[str, int]:
+        """(annotation file, 1-based line) of record `index`; (source, 0) when not known."""
+        return self.origins[index] if index < len(self.origins) else (self.source, 0)
+
+    def counts(self) -> SplitCounts:
+        per_class = dict.fromkeys(self.class_names, 0)
+        for record in self.records:
+            per_class[self.class_names[record.label]] += 1
+        return SplitCounts(len(self.records), len(self.class_names), per_class, len(self.missing))
+
+    def summary(self) -> str:
+        """One line for logs, e.g. "9537 videos, 101 classes (70-121 per class) from <file>"."""
+        counts = self.counts()
+        sizes = list(counts.per_class.values())
+        text = _plural(counts.videos, "video", "videos")
+        text += ", " + _plural(counts.classes, "class", "classes")
+        if sizes:
+            text += f" ({min(sizes)}-{max(sizes)} per class"
+            empty = sizes.count(0)
+            text += f"; {empty} without videos)" if empty else ")"
+        if counts.missing:
+            listed = counts.videos + counts.missing
+            text += f", {counts.missing} of {listed} listed videos missing on disk (left out)"
+        return f"{text} from {self.source}"
+
+
+def _plural(count: int, singular: str, plural: str) -> str:
+    return f"{count} {singular if count == 1 else plural}"
 
 
 class AnnotationError(ValueError):
@@ -47,13 +150,128 @@ class AnnotationError(ValueError):
         super().__init__(f"{file}:{line}: {problem}")
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """(1-based line number, stripped text) of the non-blank lines of a text file."""
+class SplitSizeWarning(UserWarning):
+    """A split of an official dataset does not hold its official number of videos."""
+
+
+class MissingVideosWarning(UserWarning):
+    """Videos listed in an annotation file are not on disk and were left out (Kinetics)."""
+
+
+def check_disjoint(
+    train: AnnotatedSplit,
+    test: AnnotatedSplit,
+    key: Callable[[VideoRecord], object] | None = None,
+) -> None:
+    """Raise `AnnotationError` when a video is in both `train` and `test`.
+
+    Videos are compared by `key(record)`, by default the normalised path (no file is touched).
+    The error is located at the test list's line and names the train list's line too.
+    """
+    if key is None:
+        key = _path_key
+    train_index = {key(record): index for index, record in enumerate(train.records)}
+    for index, record in enumerate(test.records):
+        match = train_index.get(key(record))
+        if match is not None:
+            test_file, test_line = test.origin(index)
+            train_file, train_line = train.origin(match)
+            raise AnnotationError(
+                test_file,
+                test_line,
+                f"video {record.path} is in the test list and in the train list "
+                f"({train_file}:{train_line}); a split's train and test videos must not overlap",
+            )
+
+
+def _path_key(record: VideoRecord) -> str:
+    return os.path.normpath(record.path)
+
+
+def _check_subset_and_split(subset: str, split: int) -> None:
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+    if split not in (1, 2, 3):
+        raise ValueError(f"split must be 1, 2 or 3, got {split!r}")
+
+
+def _warn_size(
+    dataset: str, source: str | Path, split: int, subset: str, count: int, official: int
+) -> None:
+    if count != official:
+        warnings.warn(
+            f"{source}: {count} {subset} videos, but the official {dataset} split {split} has "
+            f"{official}: a partial or modified copy gives results not comparable to published "
+            "ones",
+            SplitSizeWarning,
+            stacklevel=3,
+        )
+
+
+def _read_text(path: Path) -> str:
     if not path.is_file():
         raise AnnotationError(path, 0, "annotation file not found")
-    text = path.read_text(encoding="utf-8-sig")
-    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
+    return path.read_text(encoding="utf-8-sig")
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, stripped text) of the non-blank lines of a text file."""
+    lines = [(number, line.strip()) for number, line in enumerate(_read_text(path).splitlines(), 1)]
     return [(number, line) for number, line in lines if line]
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _read_json_list(path: Path, what: str) -> list[tuple[int, Any]]:
+    """(1-based line where it starts, value) of each item of a JSON file holding one list.
+
+    Decodes item by item so every item's line is known; a syntax error names its line.
+    """
+    text = _read_text(path)
+    decoder = json.JSONDecoder()
+    position = _JSON_SPACE.match(text, 0).end()
+    if not text.startswith("[", position):
+        raise AnnotationError(path, _line_at(text, position), f"expected a JSON list of {what}")
+    position = _JSON_SPACE.match(text, position + 1).end()
+    items: list[tuple[int, Any]] = []
+    line, counted = 1, 0
+    if text.startswith("]", position):
+        position += 1
+    else:
+        while True:
+            try:
+                value, end = decoder.raw_decode(text, position)
+            except json.JSONDecodeError as error:
+                raise AnnotationError(path, error.lineno, f"not valid JSON: {error.msg}") from None
+            line += text.count("\n", counted, position)
+            counted = position
+            items.append((line, value))
+            position = _JSON_SPACE.match(text, end).end()
+            if text.startswith(",", position):
+                position = _JSON_SPACE.match(text, position + 1).end()
+            elif text.startswith("]", position):
+                position += 1
+                break
+            else:
+                raise AnnotationError(
+                    path, _line_at(text, position), "not valid JSON: expected ',' or ']'"
+                )
+    position = _JSON_SPACE.match(text, position).end()
+    if position != len(text):
+        raise AnnotationError(path, _line_at(text, position), "not valid JSON: extra data")
+    return items
+
+
+def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(1-based line number, stripped cells) of the non-blank rows of a CSV file."""
+    reader = csv.reader(_read_text(path).splitlines())
+    rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader]
+    return [(number, cells) for number, cells in rows if any(cells)]
+
+
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
 
 
 def _read_class_index(path: Path) -> list[str]:
@@ -91,29 +309,30 @@ def read_ucf101(
     split: int = 1,
     subset: str = "train",
     annotation_dir: str | Path | None = None,
+    check_files: bool = True,
 ) -> AnnotatedSplit:
     """Read a UCF101-style split (also the layout `advise synth` writes).
 
-    Layout: `<root>/<ClassName>/<video file>`; in `annotation_dir` (default: `root`, or
-    `root/ucfTrainTestlist` when classInd.txt is there) `classInd.txt` ("1 ApplyEyeMakeup",
-    1-based), `trainlist0<split>.txt` ("ClassName/video.avi 1", 1-based label) and
-    `testlist0<split>.txt` ("ClassName/video.avi"; the folder gives the class).
+    Layout: videos `<root>/<ClassName>/<video file>`; in `annotation_dir` (default: `root`, or
+    `root/ucfTrainTestlist` when classInd.txt is there) `classInd.txt` (lines
+    "1 ApplyEyeMakeup": 1-based, consecutive), `trainlist0<split>.txt` (lines
+    "ClassName/video.avi 1": path relative to root, 1-based class number) and
+    `testlist0<split>.txt` (lines "ClassName/video.avi"; the folder gives the class).
 
-    Returns an `AnnotatedSplit` with 0-based labels (classInd index - 1) in file order.
+    Returns an `AnnotatedSplit` with 0-based labels (classInd index - 1) in file order. With
+    the official 101 classes, a list whose length differs from the official split (train/test
+    9537/3783, 9586/3734, 9624/3696 for splits 1/2/3) gives a `SplitSizeWarning`.
     Raises `AnnotationError` ("<file>:<line>: <problem>") for a missing annotation file, a
     malformed line, an unknown class or class number, a label that disagrees with the class
-    folder, or a listed video that does not exist under `root`.
+    folder, or a listed video that does not exist under `root` (checked when `check_files`).
     """
-    if subset not in ("train", "test"):
-        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
-    if split not in (1, 2, 3):
-        raise ValueError(f"split must be 1, 2 or 3, got {split!r}")
+    _check_subset_and_split(subset, split)
     root = Path(root)
     annotations = Path(annotation_dir) if annotation_dir is not None else _find_annotation_dir(root)
     class_names = _read_class_index(annotations / "classInd.txt")
     label_of_class = {name: label for label, name in enumerate(class_names)}
     list_path = annotations / f"{subset}list0{split}.txt"
-    records = []
+    records, origins = [], []
     for number, line in _read_lines(list_path):
         fields = line.split()
         expected_fields = 2 if subset == "train" else 1
@@ -142,15 +361,407 @@ def read_ucf101(
                     f"video is in folder {class_name!r}",
                 )
         video_path = root / relative_path
-        if not video_path.is_file():
+        if check_files and not video_path.is_file():
             raise AnnotationError(list_path, number, f"video not found: {video_path}")
         records.append(VideoRecord(video_path, label))
+        origins.append((str(list_path), number))
     if not records:
         raise AnnotationError(list_path, 0, "no videos listed")
-    return AnnotatedSplit(records, class_names, source=str(list_path))
+    if len(class_names) == UCF101_NUM_CLASSES:
+        official = UCF101_SPLIT_SIZES[split][0 if subset == "train" else 1]
+        _warn_size("UCF101", list_path, split, subset, len(records), official)
+    return AnnotatedSplit(records, class_names, str(list_path), origins)
 
 
-def read_csv_annotations(csv_path: str | Path, root: str | Path | None = None) -> AnnotatedSplit:
+def _find_hmdb51_annotation_dir(root: Path) -> Path:
+    official = root / "testTrainMulti_7030_splits"
+    return official if official.is_dir() else root
+
+
+def read_hmdb51(
+    root: str | Path,
+    split: int = 1,
+    subset: str = "train",
+    annotation_dir: str | Path | None = None,
+    check_files: bool = True,
+) -> AnnotatedSplit:
+    """Read an HMDB51 split.
+
+    Layout: videos `<root>/<class>/<video file>` (the official .avi files, e.g.
+    `brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi`); in `annotation_dir` (default:
+    `root/testTrainMulti_7030_splits` when that folder exists, else `root`) one file
+    `<class>_test_split<split>.txt` per class, lines "<video file name> <marker>" with marker
+    1 = train, 2 = test, 0 = unused in this split.
+
+    Classes are the class names of the split's files, sorted; label = position. Records come
+    class by class in file order. With 51 classes, a subset whose size differs from the
+    official 3570 train / 1530 test (70 / 30 per class) gives a `SplitSizeWarning`.
+    Raises `AnnotationError` for no split files, a malformed line, a marker other than 0/1/2,
+    or a listed video of the subset that does not exist (checked when `check_files`).
+    """
+    _check_subset_and_split(subset, split)
+    root = Path(root)
+    annotations = (
+        Path(annotation_dir) if annotation_dir is not None else _find_hmdb51_annotation_dir(root)
+    )
+    suffix = f"_test_split{split}.txt"
+    pattern = annotations / f"*{suffix}"
+    files = {
+        path.name[: -len(suffix)]: path
+        for path in annotations.glob(f"*{suffix}")
+        if path.is_file() and len(path.name) > len(suffix)
+    }
+    if not files:
+        raise AnnotationError(pattern, 0, f"no HMDB51 split files <class>{suffix} found")
+    class_names = sorted(files)
+    records, origins = [], []
+    for label, class_name in enumerate(class_names):
+        list_path = files[class_name]
+        for number, line in _read_lines(list_path):
+            fields = line.split()
+            if len(fields) != 2:
+                raise AnnotationError(
+                    list_path, number, f"expected '<video file name> <marker>', got {line!r}"
+                )
+            name, marker = fields
+            if marker not in HMDB51_MARKERS:
+                raise AnnotationError(
+                    list_path,
+                    number,
+                    f"marker must be 1 (train), 2 (test) or 0 (unused), got {marker!r}",
+                )
+            if HMDB51_MARKERS[marker] != subset:
+                continue
+            video_path = root / class_name / name
+            if check_files and not video_path.is_file():
+                raise AnnotationError(list_path, number, f"video not found: {video_path}")
+            records.append(VideoRecord(video_path, label))
+            origins.append((str(list_path), number))
+    if not records:
+        raise AnnotationError(pattern, 0, f"no {subset} videos listed")
+    if len(class_names) == HMDB51_NUM_CLASSES:
+        official = HMDB51_SPLIT_SIZES[split][0 if subset == "train" else 1]
+        _warn_size("HMDB51", pattern, split, subset, len(records), official)
+    return AnnotatedSplit(records, class_names, str(pattern), origins)
+
+
+class _BadEntry(Exception):
+    """An item of a JSON list is wrong; the reader adds the file, line and index."""
+
+
+def _is_count(value: Any) -> bool:
+    """A JSON integer >= 0 (bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_diving48_vocab(path: Path) -> list[str]:
+    class_names = []
+    for index, (line, entry) in enumerate(_read_json_list(path, "class attribute lists")):
+        if not (isinstance(entry, list) and entry and all(isinstance(x, str) for x in entry)):
+            raise AnnotationError(
+                path, line, f"entry [{index}]: expected a list of attribute strings, got {entry!r}"
+            )
+        class_names.append("/".join(entry))
+    if not class_names:
+        raise AnnotationError(path, 0, "no classes listed")
+    return class_names
+
+
+def _diving48_entry(entry: Any, num_classes: int | None) -> tuple[str, int, int, int | None]:
+    """(vid_name, label, start frame, exclusive stop frame or None) of one Diving48 entry."""
+    if not isinstance(entry, dict):
+        raise _BadEntry(f"expected an object with vid_name and label, got {entry!r}")
+    name, label = entry.get("vid_name"), entry.get("label")
+    if not isinstance(name, str) or not name:
+        raise _BadEntry(f"'vid_name' must be a non-empty string, got {name!r}")
+    if not _is_count(label):
+        raise _BadEntry(f"'label' must be an integer >= 0, got {label!r}")
+    if num_classes is not None and label >= num_classes:
+        raise _BadEntry(f"label {label} is not a class (the vocabulary has 0..{num_classes - 1})")
+    start, end = entry.get("start_frame", 0), entry.get("end_frame")
+    if not _is_count(start) or not (end is None or _is_count(end)):
+        raise _BadEntry(
+            f"'start_frame' and 'end_frame' must be integers >= 0, got {start!r}, {end!r}"
+        )
+    if end is not None and end < start:
+        raise _BadEntry(f"end_frame {end} is before start_frame {start}")
+    return name, label, start, None if end is None else end + 1  # inclusive end -> stop
+
+
+def read_diving48(
+    root: str | Path,
+    annotation_file: str | Path,
+    vocab_file: str | Path | None = None,
+    check_files: bool = True,
+) -> AnnotatedSplit:
+    """Read a Diving48 (V2) split.
+
+    Layout: videos `<root>/<vid_name>.mp4`; `annotation_file` (Diving48_V2_train.json or
+    Diving48_V2_test.json) is a JSON list of {"vid_name": str, "label": int (0-based),
+    "start_frame": int, "end_frame": int}; start_frame and end_frame are optional (default:
+    the whole video) and 0-based, end_frame the LAST frame (inclusive). The record's range is
+    [start_frame, end_frame + 1), clamped to the file's frames when sampled.
+
+    Class names: from `vocab_file` (default: `Diving48_vocab.json` beside `annotation_file`,
+    when present), a JSON list with one list of attribute strings per class (e.g.
+    ["Back", "15som", "05Twis", "FREE"]), joined with "/" ("Back/15som/05Twis/FREE"); without
+    it "0", "1", ... up to the largest label in the file.
+    Raises `AnnotationError` for invalid JSON (at its line), a malformed entry, a label
+    outside the vocabulary or a missing video (checked when `check_files`); an entry's error
+    names its index ("entry [3]") and is located at the line where the entry starts.
+    """
+    root = Path(root)
+    annotation_file = Path(annotation_file)
+    entries = _read_json_list(annotation_file, "video entries")
+    if vocab_file is None and (annotation_file.parent / "Diving48_vocab.json").is_file():
+        vocab_file = annotation_file.parent / "Diving48_vocab.json"
+    class_names = _read_diving48_vocab(Path(vocab_file)) if vocab_file is not None else None
+    num_classes = None if class_names is None else len(class_names)
+    records, origins = [], []
+    for index, (line, entry) in enumerate(entries):
+        try:
+            name, label, start, stop = _diving48_entry(entry, num_classes)
+            video_path = root / f"{name}.mp4"
+            if check_files and not video_path.is_file():
+                raise _BadEntry(f"video not found: {video_path}")
+        except _BadEntry as error:
+            raise AnnotationError(annotation_file, line, f"entry [{index}]: {error}") from None
+        records.append(VideoRecord(video_path, label, start, stop))
+        origins.append((str(annotation_file), line))
+    if not records:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    if class_names is None:
+        class_names = [str(label) for label in range(max(r.label for r in records) + 1)]
+    return AnnotatedSplit(records, class_names, str(annotation_file), origins)
+
+
+def _find_ssv2_labels(annotation_file: Path) -> Path:
+    for name in SSV2_LABEL_FILES:
+        candidate = annotation_file.parent / name
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(SSV2_LABEL_FILES)
+    raise AnnotationError(
+        annotation_file.parent / SSV2_LABEL_FILES[-1], 0, f"labels file ({names}) not found"
+    )
+
+
+def _read_ssv2_labels(path: Path) -> list[str]:
+    """Templates ordered by class id from the labels JSON {template: "id", ...}."""
+    text = _read_text(path)
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AnnotationError(path, error.lineno, f"not valid JSON: {error.msg}") from None
+    if not isinstance(labels, dict) or not labels:
+        raise AnnotationError(path, 1, 'expected a JSON object {"<template>": "<id>", ...}')
+    template_of_id: dict[int, str] = {}
+    for template, value in labels.items():
+        line = _line_at(text, max(text.find(json.dumps(template)), 0))
+        number = value if _is_count(value) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None:
+            raise AnnotationError(
+                path, line, f"class id of {template!r} must be a number, got {value!r}"
+            )
+        if number in template_of_id:
+            raise AnnotationError(
+                path,
+                line,
+                f"class id {number} given to {template!r} and {template_of_id[number]!r}",
+            )
+        template_of_id[number] = template
+    expected = set(range(len(template_of_id)))
+    if set(template_of_id) != expected:
+        gaps = sorted(expected - set(template_of_id))
+        raise AnnotationError(
+            path, 0, f"class ids must be 0..{len(expected) - 1}; missing {gaps[:5]}"
+        )
+    return [template_of_id[number] for number in range(len(template_of_id))]
+
+
+def _ssv2_entry(entry: Any) -> tuple[str, str]:
+    """(video id, template without brackets) of one Something-Something V2 entry."""
+    if not isinstance(entry, dict):
+        raise _BadEntry(f"expected an object with id and template, got {entry!r}")
+    video_id, template = entry.get("id"), entry.get("template")
+    if _is_count(video_id):
+        video_id = str(video_id)
+    if not isinstance(video_id, str) or not video_id or "/" in video_id:
+        raise _BadEntry(f"'id' must be a video id such as \"78687\", got {video_id!r}")
+    if not isinstance(template, str):
+        raise _BadEntry("no 'template' string (test.json has no labels: use validation.json)")
+    return video_id, template.replace("[", "").replace("]", "")
+
+
+def read_ssv2(
+    root: str | Path,
+    annotation_file: str | Path,
+    labels_file: str | Path | None = None,
+    check_files: bool = True,
+) -> AnnotatedSplit:
+    """Read a Something-Something V2 split.
+
+    Layout: videos `<root>/<id>.webm`; `annotation_file` (train.json or validation.json; the
+    unlabelled test.json cannot be read) is a JSON list of {"id": "78687", "label": "...",
+    "template": "Holding [something] next to [something]", "placeholders": [...]}; only
+    "id" and "template" are used. `labels_file` (default: `something-something-v2-labels.json`
+    or else `labels.json` beside `annotation_file`) maps each template without brackets to
+    its class id: {"Holding something next to something": "30", ...}, ids 0..N-1.
+
+    The label is the id of the entry's template with "[" and "]" removed; class names are the
+    templates ordered by id. Raises `AnnotationError` for invalid JSON, bad or duplicate ids
+    in the labels file, a malformed entry, a template not in the labels file (naming the
+    entry's index and line), or a missing video (checked when `check_files`).
+    """
+    root = Path(root)
+    annotation_file = Path(annotation_file)
+    entries = _read_json_list(annotation_file, "video entries")
+    labels_path = (
+        Path(labels_file) if labels_file is not None else _find_ssv2_labels(annotation_file)
+    )
+    class_names = _read_ssv2_labels(labels_path)
+    label_of_template = {template: label for label, template in enumerate(class_names)}
+    records, origins = [], []
+    for index, (line, entry) in enumerate(entries):
+        try:
+            video_id, template = _ssv2_entry(entry)
+            if template not in label_of_template:
+                raise _BadEntry(f"template {template!r} is not in {labels_path}")
+            video_path = root / f"{video_id}.webm"
+            if check_files and not video_path.is_file():
+                raise _BadEntry(f"video not found: {video_path}")
+        except _BadEntry as error:
+            raise AnnotationError(annotation_file, line, f"entry [{index}]: {error}") from None
+        records.append(VideoRecord(video_path, label_of_template[template]))
+        origins.append((str(annotation_file), line))
+    if not records:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    return AnnotatedSplit(records, class_names, str(annotation_file), origins)
+
+
+class _Listing:
+    """Which file names each folder holds, one directory listing per folder (no per-file stat)."""
+
+    def __init__(self) -> None:
+        self.folders: dict[Path, frozenset[str]] = {}
+
+    def __contains__(self, path: Path) -> bool:
+        names = self.folders.get(path.parent)
+        if names is None:
+            try:
+                with os.scandir(path.parent) as entries:
+                    names = frozenset(entry.name for entry in entries if entry.is_file())
+            except OSError:
+                names = frozenset()
+            self.folders[path.parent] = names
+        return path.name in names
+
+
+def _time(text: str) -> int | None:
+    """A Kinetics time in whole seconds ("14", or "14.0" as some copies write it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and value >= 0 else None
+
+
+def read_kinetics(
+    root: str | Path, annotation_file: str | Path, check_files: bool = True
+) -> AnnotatedSplit:
+    """Read a Kinetics-400 split (the official CSV files; Kinetics-600/700 CSVs read the same).
+
+    Layout: `annotation_file` (train.csv or validate.csv) starts with the header
+    `label,youtube_id,time_start,time_end,split` (columns found by name; others, such as
+    `is_cc`, are ignored); rows like `abseiling,0347ZoDXyP0,14,24,train` (times in whole
+    seconds). The clip's video is `<root>/<youtube_id>_<time_start:06d>_<time_end:06d>.mp4`
+    (e.g. `0347ZoDXyP0_000014_000024.mp4`); also looked for in the class folder
+    `<root>/<label>/` (and `<root>/<label with _ for spaces>/`) and as .mkv or .webm.
+
+    Class names are the file's label strings sorted alphabetically (as mmaction2 and PySlowFast
+    do), counted over every row, present on disk or not. Clips not on disk are left out and
+    listed in `AnnotatedSplit.missing` as (line, <root>/<name>.mp4), with one
+    `MissingVideosWarning`; only when none is on disk is that an `AnnotationError`. Also raises
+    it for a missing header column or a malformed row. With `check_files=False` no folder is
+    read and every record's path is `<root>/<name>.mp4`.
+    """
+    root = Path(root)
+    annotation_file = Path(annotation_file)
+    rows = _read_csv_rows(annotation_file)
+    if not rows:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    header_line, header = rows.pop(0)
+    lowered = [name.lower() for name in header]
+    absent = [name for name in KINETICS_COLUMNS if name not in lowered]
+    if absent:
+        raise AnnotationError(
+            annotation_file,
+            header_line,
+            f"header {','.join(header)!r} lacks {', '.join(absent)}; expected "
+            f"'{','.join(KINETICS_COLUMNS)},split'",
+        )
+    columns = [lowered.index(name) for name in KINETICS_COLUMNS]
+    entries: list[tuple[int, str, str]] = []
+    for number, row in rows:
+        if len(row) != len(header):
+            raise AnnotationError(
+                annotation_file, number, f"expected {len(header)} fields like the header, got {row}"
+            )
+        label, youtube_id, start_text, end_text = (row[column] for column in columns)
+        start, end = _time(start_text), _time(end_text)
+        if not label or not youtube_id or start is None or end is None:
+            raise AnnotationError(
+                annotation_file,
+                number,
+                f"expected a label, a youtube_id and whole-second time_start, time_end; got {row}",
+            )
+        entries.append((number, label, f"{youtube_id}_{start:06d}_{end:06d}"))
+    if not entries:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    class_names = sorted({label for _, label, _ in entries})
+    label_of_class = {name: index for index, name in enumerate(class_names)}
+    listing = _Listing()
+    records, origins, missing = [], [], []
+    for number, label, name in entries:
+        expected = root / f"{name}.mp4"
+        video_path = _find_clip(root, label, name, listing) if check_files else expected
+        if video_path is None:
+            missing.append((number, expected))
+            continue
+        records.append(VideoRecord(video_path, label_of_class[label]))
+        origins.append((str(annotation_file), number))
+    if not records:
+        raise AnnotationError(
+            annotation_file,
+            0,
+            f"none of the {len(entries)} listed clips is under {root} (looked for e.g. "
+            f"{missing[0][1]}): is data.root right?",
+        )
+    if missing:
+        number, path = missing[0]
+        warnings.warn(
+            f"{annotation_file}: {len(missing)} of {len(entries)} listed clips are not on disk "
+            f"and are left out (first: line {number}, {path})",
+            MissingVideosWarning,
+            stacklevel=2,
+        )
+    return AnnotatedSplit(records, class_names, str(annotation_file), origins, missing)
+
+
+def _find_clip(root: Path, label: str, name: str, listing: _Listing) -> Path | None:
+    folders = dict.fromkeys([root, root / label, root / label.replace(" ", "_")])
+    for folder in folders:
+        for suffix in KINETICS_SUFFIXES:
+            if (candidate := folder / f"{name}{suffix}") in listing:
+                return candidate
+    return None
+
+
+def read_csv_annotations(
+    csv_path: str | Path, root: str | Path | None = None, check_files: bool = True
+) -> AnnotatedSplit:
     """Read a CSV of "path,label" rows (an optional header row names the columns).
 
     `path` is relative to `root` (default: the CSV's folder) unless absolute. `label` is either
@@ -160,18 +771,12 @@ def read_csv_annotations(csv_path: str | Path, root: str | Path | None = None) -
     found by name and other columns ignored; without one every row is exactly "path,label".
 
     Raises `AnnotationError` ("<file>:<line>: <problem>") for a missing file, a malformed row,
-    a negative class number, mixed numbers and names, or a listed video that does not exist.
+    a negative class number, mixed numbers and names, or a listed video that does not exist
+    (checked when `check_files`).
     """
     csv_path = Path(csv_path)
     root_path = Path(root) if root is not None else csv_path.parent
-    if not csv_path.is_file():
-        raise AnnotationError(csv_path, 0, "annotation file not found")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [
-            (number, [cell.strip() for cell in row])
-            for number, row in enumerate(csv.reader(handle), start=1)
-            if any(cell.strip() for cell in row)
-        ]
+    rows = _read_csv_rows(csv_path)
     path_column, label_column, expected_fields = 0, 1, 2
     if rows and "path" in [cell.lower() for cell in rows[0][1]]:
         number, header = rows.pop(0)
@@ -191,7 +796,7 @@ def read_csv_annotations(csv_path: str | Path, root: str | Path | None = None) -
         video_path = Path(row[path_column])
         if not video_path.is_absolute():
             video_path = root_path / video_path
-        if not video_path.is_file():
+        if check_files and not video_path.is_file():
             raise AnnotationError(csv_path, number, f"video not found: {video_path}")
         entries.append((number, video_path, row[label_column]))
     if not entries:
@@ -213,7 +818,8 @@ def read_csv_annotations(csv_path: str | Path, root: str | Path | None = None) -
         class_names = sorted({label for _, _, label in entries})
         label_of_class = {name: label for label, name in enumerate(class_names)}
         records = [VideoRecord(path, label_of_class[label]) for _, path, label in entries]
-    return AnnotatedSplit(records, class_names, source=str(csv_path))
+    origins = [(str(csv_path), number) for number, _, _ in entries]
+    return AnnotatedSplit(records, class_names, str(csv_path), origins)
 
 
 def _is_integer(text: str) -> bool:

@@ -2,30 +2,103 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 from advise.config import Config, ConfigError, DataConfig, PretextConfig
 from advise.data.datasets import ClipDataset, MultiViewDataset, PlaybackRateDataset
-from advise.data.formats import AnnotatedSplit, read_csv_annotations, read_ucf101
+from advise.data.formats import (
+    AnnotatedSplit,
+    AnnotationError,
+    VideoRecord,
+    check_disjoint,
+    read_csv_annotations,
+    read_diving48,
+    read_hmdb51,
+    read_kinetics,
+    read_ssv2,
+    read_ucf101,
+)
 from advise.data.sampling import PlaybackRateSampler
 from advise.data.transforms import test_views, train_transform
 
+# Formats whose train and test lists are two files named by data.annotations and
+# data.test_annotations (ucf101 and hmdb51 find both lists in one annotation folder).
+_FILE_FORMATS = ("diving48", "ssv2", "k400", "csv")
+
 
 def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
-    """The annotated videos of `subset` ("train" or "test"); errors name file and line."""
+    """The annotated videos of `subset` ("train" or "test"); errors name file and line.
+
+    `data.format` picks the reader (`advise.data.formats`); what `data.annotations` and
+    `data.test_annotations` name depends on it:
+
+        ucf101, hmdb51  data.annotations = the folder of the split lists (empty: found under
+                        data.root), data.split = 1, 2 or 3; data.test_annotations unused
+        diving48, ssv2, k400, csv
+                        data.annotations = the train file, data.test_annotations = the test
+                        (validation) file; videos are found under data.root
+
+    The other subset's list is read too, without touching its videos, and a video in both
+    raises `AnnotationError` at the test list's line (train/test overlap makes a test score
+    meaningless). The check is skipped when the other subset's list is not configured, absent
+    or empty; a malformed line in it is an error.
+    """
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
     if not data.root:
         raise ConfigError("data.root is empty: set it to the dataset folder (--set data.root=DIR)")
     root = Path(data.root).expanduser()
     if not root.is_dir():
         raise ConfigError(f"data.root {str(root)!r} is not a folder")
-    if data.format == "ucf101":
-        annotations = Path(data.annotations).expanduser() if data.annotations else None
-        return read_ucf101(root, split=data.split, subset=subset, annotation_dir=annotations)
-    csv_path = data.annotations if subset == "train" else data.test_annotations
-    if not csv_path:
+    split = _read(data, root, subset, check_files=True)
+    other_subset = "test" if subset == "train" else "train"
+    if data.format not in _FILE_FORMATS or _annotation_file(data, other_subset):
+        try:
+            with warnings.catch_warnings():  # its size or missing clips concern the other subset
+                warnings.simplefilter("ignore")
+                other = _read(data, root, other_subset, check_files=False)
+        except AnnotationError as error:
+            if error.line != 0:  # a malformed line: report it now, not after training
+                raise
+            return split  # no such list, or an empty one (`advise synth pool`): nothing overlaps
+        train, test = (split, other) if subset == "train" else (other, split)
+        # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
+        # paths follow from the annotation alone.
+        check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
+    return split
+
+
+def _annotation_file(data: DataConfig, subset: str) -> Path | None:
+    name = data.annotations if subset == "train" else data.test_annotations
+    return Path(name).expanduser() if name else None
+
+
+def _read(data: DataConfig, root: Path, subset: str, check_files: bool) -> AnnotatedSplit:
+    if data.format in ("ucf101", "hmdb51"):
+        folder = Path(data.annotations).expanduser() if data.annotations else None
+        reader = read_ucf101 if data.format == "ucf101" else read_hmdb51
+        return reader(
+            root, split=data.split, subset=subset, annotation_dir=folder, check_files=check_files
+        )
+    path = _annotation_file(data, subset)
+    if path is None:
         key = "data.annotations" if subset == "train" else "data.test_annotations"
-        raise ConfigError(f"{key} is empty: the csv format needs the {subset} CSV file")
-    return read_csv_annotations(Path(csv_path).expanduser(), root=root)
+        what = "train" if subset == "train" else "test (validation)"
+        raise ConfigError(f"{key} is empty: the {data.format} format needs the {what} file")
+    if data.format == "diving48":
+        return read_diving48(root, path, check_files=check_files)
+    if data.format == "ssv2":
+        return read_ssv2(root, path, check_files=check_files)
+    if data.format == "k400":
+        return read_kinetics(root, path, check_files=check_files)
+    return read_csv_annotations(path, root=root, check_files=check_files)
+
+
+def _clip_name(record: VideoRecord) -> str:
+    """A Kinetics clip's "<youtube_id>_<start>_<end>", wherever and however it is stored."""
+    return os.path.splitext(record.path.name)[0]
 
 
 def playback_rate_sampler(data: DataConfig, pretext: PretextConfig) -> PlaybackRateSampler:
