@@ -47,6 +47,17 @@ def cmd_synth(args: argparse.Namespace) -> None:
         print(f"{task}: {path}")
 
 
+def cmd_check_data(args: argparse.Namespace) -> None:
+    from advise.runs import check_data
+
+    report, paths = check_data(_config(args), Path(args.out), workers=args.workers)
+    print(
+        f"checked {len(report.videos)} videos: {len(report.failed)} failed (quarantined), "
+        f"{len(report.warned)} usable with warnings. Report: {paths['markdown']}\n"
+        f"Skip the failed ones in training with --set data.quarantine={paths['quarantine']}"
+    )
+
+
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from advise.runs import pretrain
 
@@ -185,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=int, help="number of videos (default: the demo's)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth)
+
+    check = commands.add_parser(
+        "check-data", help="decode every video of a dataset; report and quarantine bad ones"
+    )
+    _add_config_options(check)
+    check.add_argument("--out", required=True, help="folder for the report and quarantine.txt")
+    check.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="decoding processes (default: one per CPU; 0 = in this process)",
+    )  # fmt: skip
+    check.set_defaults(func=cmd_check_data)
 
     pretrain = commands.add_parser("pretrain", help="pre-train the temporal module with PRP")
     _add_run_options(pretrain)

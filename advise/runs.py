@@ -64,7 +64,18 @@ def setup(config: Config, ifm: FrozenIFM | None = None) -> Setup:
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
     ifm = ifm or build_frozen_ifm(config.ifm, device)
+    if config.ifm.random_init:
+        warnings.warn(
+            f"IFM {config.ifm.name!r} is randomly initialised (ifm.random_init=true): its "
+            f"tokens mean nothing, and every result file of this run records random_init",
+            RandomInitWarning,
+            stacklevel=2,
+        )
     return Setup(config, device, ifm.to(device))
+
+
+class RandomInitWarning(UserWarning):
+    """The run uses a randomly initialised IFM (only ever on explicit request)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -429,6 +440,28 @@ def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
         "tmm_macs": tmm_macs,
         "total_macs": total_macs,
     }
+
+
+def check_data(config: Config, out_dir: Path, workers: int) -> tuple[Any, dict[str, Path]]:
+    """Decode the first, last and a few random frames of every video of the train and test
+    splits (in `workers` processes); write check_report.{json,md} and quarantine.txt."""
+    from advise.data.check import check_videos, write_report
+    from advise.data.formats import AnnotationError
+
+    records = []
+    for subset in ("train", "test"):
+        try:
+            split = loaders.read_split(replace(config.data, quarantine=""), subset)
+        except (AnnotationError, ConfigError) as error:
+            # a dataset may have no test list (a PRP pool): check what there is
+            if subset == "train" or (isinstance(error, AnnotationError) and error.line != 0):
+                raise
+            print(f"test: not checked ({error})")
+            continue
+        print(f"{subset}: {split.summary()}")
+        records += split.records
+    report = check_videos(records, workers=workers)
+    return report, write_report(report, out_dir)
 
 
 def ifm_table() -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ def test_linear_probe_trains_only_the_head(tmp_path, config):
     for key in tmm_keys:
         assert torch.equal(prp_tensors[key], probe_tensors[key]), key
     head_keys = [key for key in probe_tensors if key.startswith("model.head.")]
-    assert head_keys == ["model.head.classifier.bias", "model.head.classifier.weight"]
+    assert sorted(head_keys) == ["model.head.classifier.bias", "model.head.classifier.weight"]
     assert result.steps > 0
 
 
@@ -283,3 +283,31 @@ def test_evaluate_refuses_a_checkpoint_of_another_architecture(tmp_path, config,
     checkpoint = tmp_path / "ft" / "checkpoints" / "last.safetensors"
     code = run_cli("evaluate", "--config", config, "--set", "tmm.hidden=12", "--ckpt", checkpoint)
     assert code == 2 and "does not fit" in capsys.readouterr().err
+
+
+def test_check_data_quarantines_a_bad_video_and_training_skips_it(tmp_path, capsys):
+    root = ucf_tree(tmp_path / "tree")
+    bad = root / "Left" / "v_Left_g01.mp4"
+    bad.write_bytes(bad.read_bytes()[:600])  # truncated mid-stream: not decodable
+    config = tiny_config(tmp_path / "tiny.yaml", data={"root": str(root)})
+    check = tmp_path / "check"
+    assert run_cli("check-data", "--config", config, "--out", check, "--workers", "0") == 0
+    out = capsys.readouterr().out
+    assert "train: 6 videos, 2 classes" in out and "1 failed" in out
+    listed = [
+        line for line in (check / "quarantine.txt").read_text().splitlines() if line[:1] != "#"
+    ]
+    assert listed == [str(bad)]
+    report = json.loads((check / "check_report.json").read_text())
+    assert len(report["videos"]) == 10  # 6 train + 4 test
+
+    quarantine = f"data.quarantine={check / 'quarantine.txt'}"
+    with pytest.warns(UserWarning, match="skipping 1 of 6 videos quarantined"):
+        assert (
+            run_cli("pretrain", "--config", config, "--set", quarantine, "--out", tmp_path / "p")
+            == 0
+        )
+    lines = (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    epochs = [record for record in records if "skipped_videos" in record]
+    assert epochs and all(record["skipped_videos"] == 0 for record in epochs)

@@ -128,8 +128,9 @@ def test_segment_indices_one_per_segment(num_video_frames, num_frames, seed):
     indices = segment_indices(num_video_frames, num_frames, rng)
     assert indices.dtype == np.int64 and indices.shape == (num_frames,)
     assert ((indices >= 0) & (indices < num_video_frames)).all()
-    assert (np.diff(indices) >= 0).all()
-    if num_video_frames >= num_frames:
+    if num_video_frames < num_frames:  # a short video loops
+        np.testing.assert_array_equal(indices, np.arange(num_frames) % num_video_frames)
+    else:
         assert (np.diff(indices) > 0).all()
         segment = np.arange(num_frames)
         starts = segment * num_video_frames // num_frames
@@ -160,13 +161,37 @@ def test_multiview_indices(num_video_frames, num_frames, num_clips):
         np.testing.assert_array_equal(view, view_again)
         assert view.dtype == np.int64 and view.shape == (num_frames,)
         assert ((view >= 0) & (view < num_video_frames)).all()
-        assert (np.diff(view) >= 0).all()
-    # Later views sit later in every segment.
+        if num_video_frames < num_frames:  # a short video loops
+            np.testing.assert_array_equal(view, np.arange(num_frames) % num_video_frames)
+        else:
+            assert (np.diff(view) >= 0).all()
+    # Later views sit later in every segment (the looped video's segments hold one frame).
     stacked = np.stack(views)  # [K, T]
     assert (np.diff(stacked, axis=0) >= 0).all()
     if num_video_frames >= num_frames * num_clips:
         assert len({tuple(view) for view in views}) == num_clips
         assert (np.diff(stacked, axis=0) > 0).all()
+
+
+def test_short_videos_loop():
+    """A video shorter than the clip plays in order and wraps to its start (documented rule)."""
+    looped = [0, 1, 2, 0, 1, 2, 0, 1]
+    np.testing.assert_array_equal(segment_indices(3, 8, None), looped)
+    np.testing.assert_array_equal(segment_indices(3, 8, np.random.default_rng(0)), looped)
+    for view in multiview_indices(3, 8, 3):
+        np.testing.assert_array_equal(view, looped)
+    np.testing.assert_array_equal(segment_indices(1, 4, None), [0, 0, 0, 0])
+    # Training draws advance the generator the same way for short and long videos.
+    short_rng, long_rng = np.random.default_rng(4), np.random.default_rng(4)
+    segment_indices(3, 8, short_rng)
+    segment_indices(LONG_VIDEO, 8, long_rng)
+    assert short_rng.random() == long_rng.random()
+    # Exactly a clip's length: every frame once, no loop.
+    np.testing.assert_array_equal(segment_indices(8, 8, None), np.arange(8))
+    with pytest.raises(ValueError, match="num_video_frames"):
+        segment_indices(0, 8, None)
+    with pytest.raises(ValueError, match="num_video_frames"):
+        multiview_indices(0, 8, 2)
 
 
 def test_multiview_single_view_is_the_test_clip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -263,3 +264,219 @@ def test_write_video_rejects_bad_input(tmp_path):
         write_video(tmp_path / "a.mp4", np.zeros((2, 8, 8, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="suffix"):
         write_video(tmp_path / "a.mkv", np.zeros((2, 8, 8, 3), dtype=np.uint8))
+
+
+# What real collections hold: variable frame rate, audio, odd sizes, phone rotation tags.
+
+
+def write_with_pyav(
+    path: Path,
+    frames: np.ndarray,
+    timestamps_ms: np.ndarray | None = None,
+    audio: bool = False,
+    keyframe_interval: int = 8,
+    display: tuple[int, bool] | None = None,
+) -> Path:
+    """H.264 (.mp4/.mkv) or VP9 (.webm) written frame by frame, for what `write_video` does not
+    make: `timestamps_ms` gives each frame's pts in milliseconds (variable frame rate),
+    `audio` adds a 2 s audio stream (AAC, or Opus in .webm), `display` = (degrees, hflip)
+    writes a display matrix (PyAV's `set_display_rotation`)."""
+    webm = path.suffix == ".webm"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libvpx-vp9" if webm else "libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.gop_size = keyframe_interval
+        if timestamps_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if display is not None:
+            stream.set_display_rotation(display[0], hflip=display[1])
+        sound = container.add_stream("libopus" if webm else "aac", rate=48000) if audio else None
+        for number, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if timestamps_ms is not None:
+                frame.pts, frame.time_base = int(timestamps_ms[number]), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+        if sound is not None:
+            tone = np.sin(np.arange(48000 * 2) / 10).astype(np.float32)[None]  # [1, samples]
+            for start in range(0, tone.shape[1], 960):
+                chunk = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(tone[:, start : start + 960]), format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts = 48000, start
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode())
+    return path
+
+
+def irregular_timestamps(num_frames: int, seed: int = 0) -> np.ndarray:
+    """Milliseconds with gaps from 8 to 120 ms, as phones and screen recorders write them."""
+    gaps = np.random.default_rng(seed).integers(8, 121, num_frames)
+    return np.concatenate([[0], np.cumsum(gaps[1:])])
+
+
+def check_exact_reads(path: Path, reference: np.ndarray, indexed: bool) -> None:
+    """Random, reversed and repeated reads equal the reference, with and without the index."""
+    video._index_cache.clear()
+    if indexed:
+        assert count_frames(path) == len(reference)
+    rng = np.random.default_rng(1)
+    for _ in range(8):
+        indices = rng.integers(0, len(reference), size=6)
+        np.testing.assert_array_equal(read_frames(path, indices), reference[indices])
+    everything = np.arange(len(reference))[::-1]
+    np.testing.assert_array_equal(read_frames(path, everything), reference[everything])
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+@pytest.mark.parametrize("indexed", [False, True], ids=["sequential", "indexed"])
+def test_variable_frame_rate_reads_decode_order(tmp_path, suffix, indexed):
+    """Irregular timestamps: frame i is still the i-th frame a full decode gives."""
+    source = indexed_frames(NUM_FRAMES)
+    timestamps = irregular_timestamps(NUM_FRAMES)
+    path = write_with_pyav(tmp_path / f"vfr{suffix}", source, timestamps_ms=timestamps)
+    reference = full_decode(path)
+    with av.open(str(path)) as container:  # the file really is VFR
+        times = [frame.time for frame in container.decode(video=0)]
+    gaps = np.diff(times)
+    assert gaps.max() > 5 * gaps.min()
+    assert len(reference) == NUM_FRAMES
+    distance = np.abs(reference[:, None].astype(np.int16) - source[None].astype(np.int16))
+    assert (distance.mean(axis=(2, 3, 4)).argmin(axis=1) == np.arange(NUM_FRAMES)).all()
+    check_exact_reads(path, reference, indexed)
+    if indexed:
+        assert video._index_cache[video._file_key(path)].seekable
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_audio_stream_is_ignored(tmp_path, suffix):
+    """A file with audio: only the video stream is decoded; counts and frames are exact."""
+    path = write_with_pyav(tmp_path / f"sound{suffix}", indexed_frames(NUM_FRAMES), audio=True)
+    with av.open(str(path)) as container:
+        assert len(container.streams.audio) == 1
+    reference = full_decode(path)
+    assert len(reference) == NUM_FRAMES
+    video._index_cache.clear()
+    assert count_frames(path) == NUM_FRAMES
+    for indexed in (False, True):
+        check_exact_reads(path, reference, indexed)
+    info = video.probe_video(path)
+    assert info.has_audio and info.num_frames == NUM_FRAMES and info.error is None
+    assert info.fps == pytest.approx(25) and info.decoded_duration == pytest.approx(1.6)
+    assert info.duration == pytest.approx(1.6 if suffix == ".mp4" else 2.0, abs=0.05)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".avi"])
+def test_odd_frame_sizes(tmp_path, suffix):
+    """33 x 47 frames: written (yuv444p, or yuv420p in .avi) and read back exactly."""
+    source = indexed_frames(24, size=48)[:, 5:38, :47]  # [24, 33, 47, 3]
+    path = write_video(tmp_path / f"odd{suffix}", np.ascontiguousarray(source), keyframe_interval=8)
+    reference = full_decode(path)
+    assert reference.shape == (24, 33, 47, 3)
+    error = np.abs(reference.astype(np.int16) - source.astype(np.int16))
+    assert error.mean() < (12 if suffix == ".avi" else 4)
+    for indexed in (False, True):
+        check_exact_reads(path, reference, indexed)
+    info = video.probe_video(path)
+    assert (info.height, info.width, info.rotation) == (33, 47, 0)
+    assert read_frames(path, []).shape == (0, 33, 47, 3)
+
+
+def corner_marked(num_frames: int, height: int = 32, width: int = 48) -> np.ndarray:
+    """[T, H, W, 3] frames with a white block in the top-left and a grey one top-right."""
+    frames = np.full((num_frames, height, width, 3), 40, dtype=np.uint8)
+    frames[:, :8, :8] = 250
+    frames[:, :8, -8:] = 140
+    return frames
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_rotated_phone_video_comes_out_upright(tmp_path, suffix, rotation):
+    """A display rotation tag: frames come out turned as a player shows them."""
+    source = corner_marked(12)
+    path = write_video(tmp_path / f"phone{suffix}", source, keyframe_interval=4, rotation=rotation)
+    stored = full_decode(path)  # as coded: not turned
+    assert stored.shape == (12, 32, 48, 3)
+    with av.open(str(path)) as container:
+        assert next(container.decode(video=0)).rotation % 360 == rotation  # PyAV agrees
+    shown = np.rot90(stored, k=rotation // 90, axes=(1, 2))  # counter-clockwise quarter turns
+    for indexed in (False, True):
+        check_exact_reads(path, shown, indexed)
+    frames = read_frames(path, [0, 11])
+    assert frames.flags.c_contiguous
+    # Where the white corner ends up: 90 counter-clockwise puts top-left at bottom-left.
+    white_corner = {90: (-1, 0), 180: (-1, -1), 270: (0, -1)}[rotation]
+    assert frames[0][white_corner].min() > 200
+    expected_shape = (48, 32) if rotation in (90, 270) else (32, 48)
+    assert frames.shape[1:3] == expected_shape
+    info = video.probe_video(path)
+    assert (info.height, info.width, info.rotation) == (*expected_shape, rotation)
+    video._index_cache.clear()
+    assert read_frames(path, []).shape == (0, *expected_shape, 3)
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_all_eight_display_orientations(tmp_path, degrees, hflip):
+    """Rotation then mirroring (PyAV's meaning of set_display_rotation) for all 8 EXIF cases."""
+    source = corner_marked(3, 16, 24)
+    path = write_with_pyav(tmp_path / "turned.mp4", source, display=(degrees, hflip))
+    stored = full_decode(path)
+    shown = np.rot90(stored, k=degrees // 90, axes=(1, 2))
+    if hflip:
+        shown = shown[:, :, ::-1]
+    np.testing.assert_array_equal(read_frames(path, [2, 0, 1]), shown[[2, 0, 1]])
+    assert video.probe_video(path).rotation in (0, 90, 180, 270)
+
+
+def test_upright_on_arrays():
+    """The transform straight from FFmpeg's display matrix layout (16.16 fixed point)."""
+    image = np.arange(6).reshape(2, 3)
+    one = 1 << 16
+
+    def matrix(a: int, b: int, c: int, d: int) -> list[int]:
+        return [a * one, b * one, 0, c * one, d * one, 0, 0, 0, 1 << 30]
+
+    np.testing.assert_array_equal(video.upright(image, None), image)
+    np.testing.assert_array_equal(video.upright(image, matrix(1, 0, 0, 1)), image)
+    # av_display_rotation_set(m, -90) is 90 degrees counter-clockwise (PyAV rotation 90).
+    np.testing.assert_array_equal(video.upright(image, matrix(0, -1, 1, 0)), np.rot90(image, 1))
+    np.testing.assert_array_equal(video.upright(image, matrix(0, 1, -1, 0)), np.rot90(image, -1))
+    np.testing.assert_array_equal(video.upright(image, matrix(-1, 0, 0, -1)), np.rot90(image, 2))
+    np.testing.assert_array_equal(video.upright(image, matrix(-1, 0, 0, 1)), image[:, ::-1])
+    np.testing.assert_array_equal(video.upright(image, matrix(1, 0, 0, -1)), image[::-1])
+    np.testing.assert_array_equal(video.upright(image, matrix(0, 1, 1, 0)), image.T)
+    assert video._rotation(matrix(0, -1, 1, 0)) == 90
+    assert video._rotation(matrix(0, 1, -1, 0)) == 270
+    assert video._rotation(matrix(-1, 0, 0, -1)) == 180
+    assert video._rotation(None) == video._rotation([0] * 9) == 0
+
+
+def test_probe_video_of_a_damaged_file(tmp_path):
+    source = np.clip(
+        indexed_frames(96).astype(np.int16)
+        + np.random.default_rng(0).integers(-12, 13, (96, 32, 32, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
+    whole = write_video(tmp_path / "whole.webm", source)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    info = video.probe_video(cut)
+    # Cut at a packet boundary: no decoding error, but the header states the whole length.
+    assert 0 < info.num_frames < 96 and info.error is None
+    assert info.duration == pytest.approx(96 / 25, abs=0.05)
+    assert info.decoded_duration == pytest.approx(info.num_frames / 25)
+    whole_info = video.probe_video(whole)
+    assert whole_info.num_frames == 96 and whole_info.decoded_duration == pytest.approx(96 / 25)
+    with pytest.raises(VideoDecodeError, match="missing.mp4"):
+        video.probe_video(tmp_path / "missing.mp4")
+
+
+def test_write_video_rejects_bad_rotation(tmp_path):
+    frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="multiple of 90"):
+        write_video(tmp_path / "a.mp4", frames, rotation=45)
+    with pytest.raises(ValueError, match="display rotation"):
+        write_video(tmp_path / "a.avi", frames, rotation=90)

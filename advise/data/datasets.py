@@ -14,9 +14,10 @@ sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms
 `torch.random.fork_rng` seeded from that generator, so the same item comes out the same in any
 worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of every epoch.
 
-Bad input: a video that fails to decode, or whose range has fewer frames than a clip
-(`num_frames`), gives a `SkippedVideo` item (falsy, like None, and naming the file) and a
-`SkippedVideoWarning`; `collate_clips` drops such items and reports them in the batch.
+Bad input: a video that fails to decode, or whose range holds no frame, gives a `SkippedVideo`
+item (falsy, like None, and naming the file) and a `SkippedVideoWarning`; `collate_clips` drops
+such items and reports them in the batch. A video (or range) shorter than a clip is used: it
+plays in a loop (`advise.data.sampling`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ClipTransform = Callable[[Tensor], Tensor]  # uint8 [T, 3, H, W] -> float [T, 3,
 
 
 class SkippedVideoWarning(UserWarning):
-    """A video was skipped because it could not be decoded or is too short."""
+    """A video was skipped because it could not be decoded or its frame range is empty."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,12 @@ class _VideoDataset(Dataset):
         """Frames the samplers see: the length of the record's frame range (end clamped)."""
         num_file_frames = count_frames(record.path)
         start, stop = record.frame_range(num_file_frames)
-        if stop - start < self.num_frames:
+        if stop == start:  # a range shorter than a clip loops (advise.data.sampling)
             where = ""
             if (start, stop) != (0, num_file_frames):
                 where = f" in frames [{start}, {stop}) of {num_file_frames}"
             raise _VideoTooShortError(
-                f"{record.path}: only {stop - start} frames{where}, a clip needs {self.num_frames}"
+                f"{record.path}: only 0 frames{where}, a clip needs at least 1"
             )
         return stop - start
 

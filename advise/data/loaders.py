@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from advise.config import Config, ConfigError, DataConfig, PretextConfig
+from advise.data.check import drop_quarantined
 from advise.data.datasets import ClipDataset, MultiViewDataset, PlaybackRateDataset
 from advise.data.formats import (
     AnnotatedSplit,
@@ -43,7 +44,8 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
     The other subset's list is read too, without touching its videos, and a video in both
     raises `AnnotationError` at the test list's line (train/test overlap makes a test score
     meaningless). The check is skipped when the other subset's list is not configured, absent
-    or empty; a malformed line in it is an error.
+    or empty; a malformed line in it is an error. Videos listed in `data.quarantine` (written
+    by `advise check-data`) are left out, with a warning saying how many.
     """
     if subset not in ("train", "test"):
         raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
@@ -53,21 +55,28 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
     if not root.is_dir():
         raise ConfigError(f"data.root {str(root)!r} is not a folder")
     split = _read(data, root, subset, check_files=True)
-    other_subset = "test" if subset == "train" else "train"
-    if data.format not in _FILE_FORMATS or _annotation_file(data, other_subset):
-        try:
-            with warnings.catch_warnings():  # its size or missing clips concern the other subset
-                warnings.simplefilter("ignore")
-                other = _read(data, root, other_subset, check_files=False)
-        except AnnotationError as error:
-            if error.line != 0:  # a malformed line: report it now, not after training
-                raise
-            return split  # no such list, or an empty one (`advise synth pool`): nothing overlaps
-        train, test = (split, other) if subset == "train" else (other, split)
-        # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
-        # paths follow from the annotation alone.
-        check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
+    _check_no_overlap(data, root, split, subset)
+    if data.quarantine:  # videos `advise check-data` found unusable
+        split = drop_quarantined(split, Path(data.quarantine).expanduser())
     return split
+
+
+def _check_no_overlap(data: DataConfig, root: Path, split: AnnotatedSplit, subset: str) -> None:
+    other_subset = "test" if subset == "train" else "train"
+    if data.format in _FILE_FORMATS and not _annotation_file(data, other_subset):
+        return
+    try:
+        with warnings.catch_warnings():  # its size or missing clips concern the other subset
+            warnings.simplefilter("ignore")
+            other = _read(data, root, other_subset, check_files=False)
+    except AnnotationError as error:
+        if error.line != 0:  # a malformed line: report it now, not after training
+            raise
+        return  # no such list, or an empty one (`advise synth pool`): nothing overlaps
+    train, test = (split, other) if subset == "train" else (other, split)
+    # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
+    # paths follow from the annotation alone.
+    check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
 
 
 def _annotation_file(data: DataConfig, subset: str) -> Path | None:

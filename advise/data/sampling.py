@@ -4,6 +4,13 @@ All indices and lengths here are in frames: positions in a video's decoded frame
 counted from 0 (see `advise.data.video.read_frames`). Every sampler returns int64 arrays and
 draws randomness only from the `numpy.random.Generator` it is given, so the same generator
 state gives the same clips.
+
+Short videos loop. Any video with at least one frame gives clips of any length: playback-rate
+clips wrap past the last frame to the first (`PlaybackRateSampler`), and a video with fewer
+frames than a clip (L < T) is played in a loop for segment and multi-view sampling, i.e.
+sampled as a video of T frames whose frame k is frame k mod L, so its clip is
+0, 1, ..., L - 1, 0, 1, ... (in order, jumping back to the start). Only a video with no
+decodable frame is unusable.
 """
 
 from __future__ import annotations
@@ -117,12 +124,17 @@ class PlaybackRateSampler:
 
 
 def _segment_bounds(num_video_frames: int, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer [start, end) of `num_frames` equal segments tiling [0, num_video_frames)."""
+    """Integer [start, end) of `num_frames` equal segments tiling [0, max(L, T)).
+
+    L = num_video_frames, T = num_frames. A video shorter than a clip is looped to T frames
+    (module docstring): every segment then holds one frame, and callers take indices mod L.
+    """
     if num_video_frames < 1:
         raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    edges = (np.arange(num_frames + 1, dtype=np.int64) * num_video_frames) // num_frames
+    looped_length = max(num_video_frames, num_frames)
+    edges = (np.arange(num_frames + 1, dtype=np.int64) * looped_length) // num_frames
     return edges[:-1], edges[1:]
 
 
@@ -134,10 +146,13 @@ def segment_indices(
     The video [0, num_video_frames) is cut into `num_frames` segments with integer bounds
     floor(k * num_video_frames / num_frames); the frame of segment k is uniform within it when
     `rng` is given (training) and its centre (start + length // 2) when `rng` is None (test).
+    A video shorter than the clip (num_video_frames < num_frames) loops: the result is
+    arange(num_frames) % num_video_frames, with or without `rng` (which still advances by
+    the same draws as for a long video).
 
     Returns:
-        [num_frames] int64 frame numbers, strictly increasing when
-        num_video_frames >= num_frames; a shorter video repeats frames (non-decreasing).
+        [num_frames] int64 frame numbers in [0, num_video_frames): strictly increasing when
+        num_video_frames >= num_frames; for a shorter video 0, 1, ..., L - 1, 0, 1, ...
     """
     starts, ends = _segment_bounds(num_video_frames, num_frames)
     lengths = ends - starts
@@ -145,7 +160,7 @@ def segment_indices(
         offsets = lengths // 2
     else:
         offsets = np.floor(rng.random(num_frames) * lengths).astype(np.int64)
-    return np.minimum(starts + offsets, num_video_frames - 1)
+    return (starts + offsets) % num_video_frames
 
 
 def multiview_indices(num_video_frames: int, num_frames: int, num_clips: int) -> list[np.ndarray]:
@@ -156,10 +171,13 @@ def multiview_indices(num_video_frames: int, num_frames: int, num_clips: int) ->
     shifts of the same uniform grid, together covering the whole video, and one view equals
     `segment_indices(num_video_frames, num_frames, None)` (the test-time single clip).
     Views are distinct when segments hold at least `num_clips` frames
-    (num_video_frames >= num_frames * num_clips); shorter videos give repeated views.
+    (num_video_frames >= num_frames * num_clips); shorter videos give repeated views, and a
+    video shorter than the clip (num_video_frames < num_frames) loops, so each of its views
+    is arange(num_frames) % num_video_frames.
 
     Returns:
-        num_clips arrays, each [num_frames] int64 frame numbers, non-decreasing.
+        num_clips arrays, each [num_frames] int64 frame numbers in [0, num_video_frames),
+        non-decreasing when num_video_frames >= num_frames (looping otherwise, as above).
     """
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -169,5 +187,5 @@ def multiview_indices(num_video_frames: int, num_frames: int, num_clips: int) ->
     for view in range(num_clips):
         # (2k + 1) * length // (2K) is floor((k + 0.5) / K * length) in exact integers.
         offsets = ((2 * view + 1) * lengths) // (2 * num_clips)
-        views.append(np.minimum(starts + offsets, num_video_frames - 1))
+        views.append((starts + offsets) % num_video_frames)
     return views

@@ -6,6 +6,12 @@ sequence is the ground truth: `read_frames(path, [i])` returns frame `i` of it, 
 raises. Decoders that seek by timestamp and take whatever frame lands nearest cost other video
 toolkits accuracy; for playback-rate perception a neighbouring frame is a wrong label, so this
 module only seeks when it can prove which frame it lands on (see `_FrameIndex`).
+
+What real collections hold is handled here, once: variable frame rate (frame numbers follow
+the decoder's output, never timestamps divided by a rate), audio and other streams (only the
+first video stream is demuxed), odd frame sizes, and phone videos whose container carries a
+display matrix (the "rotate" tag): frames come out upright, turned as players show them (see
+`upright`), and every frame size reported here is the upright one.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -54,12 +61,17 @@ def write_video(
     fps: int = 25,
     crf: int = 18,
     keyframe_interval: int | None = None,
+    rotation: int = 0,
 ) -> Path:
     """Encode `frames` ([T, H, W, 3] uint8 RGB) into `path`; the codec follows the suffix.
 
-    H and W must be even (yuv420p). `crf` sets quality for H.264 / VP9 (lower is better).
-    `keyframe_interval` (frames) caps the distance between key frames; None keeps the
-    encoder's default (250 for H.264, so short clips hold a single key frame).
+    Chroma is subsampled (yuv420p) when H and W are even; odd sizes are written in yuv444p
+    (H.264 / VP9; MPEG-4 Part 2 in .avi takes odd sizes in yuv420p). `crf` sets quality for
+    H.264 / VP9 (lower is better). `keyframe_interval` (frames) caps the distance between key
+    frames; None keeps the encoder's default (250 for H.264, so short clips hold a single key
+    frame). `rotation` (degrees, a multiple of 90) writes a display matrix telling players to
+    turn the frames that far counter-clockwise, as phones do (.mp4 / .webm only); reading the
+    file back then gives `frames` turned by `rotation`.
     """
     path = Path(path)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -67,13 +79,21 @@ def write_video(
     codec = CODECS.get(path.suffix.lower())
     if codec is None:
         raise ValueError(f"unsupported video suffix {path.suffix!r}; use one of {sorted(CODECS)}")
+    if rotation % 90 != 0:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    if rotation % 360 != 0 and codec == "mpeg4":
+        raise ValueError(f"{path.suffix} files cannot carry a display rotation; use .mp4 or .webm")
     height, width = frames.shape[1:3]
+    even = height % 2 == 0 and width % 2 == 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if even or codec == "mpeg4" else "yuv444p"
         if keyframe_interval is not None:
             stream.codec_context.gop_size = keyframe_interval
+        if rotation % 360 != 0:
+            stream.set_display_rotation(rotation)
         if codec == "libx264":
             stream.options = {"crf": str(crf), "preset": "veryfast"}
         elif codec == "libvpx-vp9":
@@ -84,6 +104,82 @@ def write_video(
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
+
+
+class _Orientation(NamedTuple):
+    """How to turn a decoded [H, W, ...] image upright: transpose, then flip rows / columns."""
+
+    transpose: bool
+    flip_rows: bool
+    flip_columns: bool
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        if self.transpose:
+            image = image.swapaxes(0, 1)  # [H, W, ...] -> [W, H, ...]
+        if self.flip_rows:
+            image = image[::-1]
+        if self.flip_columns:
+            image = image[:, ::-1]
+        return image
+
+
+_UPRIGHT = _Orientation(False, False, False)
+
+
+def _orientation(display_matrix: Sequence[int] | np.ndarray | None) -> _Orientation:
+    """The quarter-turn-and-mirror transform a display matrix asks for (nearest one).
+
+    FFmpeg's display matrix maps a decoded pixel (u, v) (column, row) to its displayed place
+    (x, y) = (a u + c v, b u + d v) with a, b, c, d = matrix[0], [1], [3], [4] (row-vector
+    convention). The same cases as FFmpeg's own `autorotate` (fftools), all eight orientations.
+    """
+    if display_matrix is None:
+        return _UPRIGHT
+    a, b, _, c, d = (int(value) for value in list(display_matrix)[:5])
+    if abs(a) + abs(d) >= abs(b) + abs(c):
+        if a == 0 and d == 0:
+            return _UPRIGHT  # not a transform (all zero)
+        return _Orientation(False, flip_rows=d < 0, flip_columns=a < 0)
+    # x follows v and y follows u: the picture is turned a quarter.
+    return _Orientation(True, flip_rows=b < 0, flip_columns=c < 0)
+
+
+def _rotation(display_matrix: Sequence[int] | np.ndarray | None) -> int:
+    """Degrees (0, 90, 180 or 270) a player turns the decoded frames counter-clockwise.
+
+    The rotation part of the matrix, as FFmpeg's `av_display_rotation_get` and PyAV's
+    `VideoFrame.rotation` give it (those in [-180, 180]), snapped to a quarter turn.
+    """
+    if display_matrix is None:
+        return 0
+    a, b = float(display_matrix[0]), float(display_matrix[1])
+    c, d = float(display_matrix[3]), float(display_matrix[4])
+    scale_x, scale_y = np.hypot(a, c), np.hypot(b, d)
+    if scale_x == 0 or scale_y == 0:
+        return 0
+    degrees = -np.degrees(np.arctan2(b / scale_y, a / scale_x))
+    return int(round(degrees / 90)) % 4 * 90
+
+
+def _display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
+    """The frame's display matrix (9 int32, 16.16 fixed point; FFmpeg layout), None if none."""
+    side_data = frame.side_data.get("DISPLAYMATRIX")
+    if side_data is None:
+        return None
+    matrix = np.frombuffer(bytes(side_data), dtype=np.int32)
+    return matrix if matrix.size == 9 else None
+
+
+def upright(image: np.ndarray, display_matrix: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    """`image` ([H, W, ...], as decoded) turned as a player shows it, given the display matrix.
+
+    `display_matrix` is FFmpeg's 3 x 3 matrix as 9 int32 values (16.16 fixed point; None:
+    upright already), e.g. what PyAV's `VideoStream.set_display_rotation` writes. Rotations
+    are quarter turns (other angles snap to the nearest one), mirrored matrices are mirrored
+    the same way FFmpeg's `autorotate` does. Returns a view of `image` (no copy), [W, H, ...]
+    for a quarter turn.
+    """
+    return _orientation(display_matrix).apply(image)
 
 
 @dataclass
@@ -102,6 +198,7 @@ class _FrameIndex:
     keyframes: np.ndarray  # [K] int64 frame numbers, sorted
     seekable: bool
     error: str | None  # why decoding stopped early, None when it reached the end of the file
+    display_matrix: np.ndarray | None  # frame 0's, None when it has none (or no frame decodes)
 
     @property
     def num_frames(self) -> int:
@@ -187,23 +284,31 @@ class _Decoder:
             yield from decoded
 
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """[H, W, 3] uint8 RGB; identical to `frame.to_ndarray(format="rgb24")`."""
-        return self.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        """[H, W, 3] uint8 RGB, C-contiguous, upright: `frame.to_ndarray(format="rgb24")`
+        turned by `upright` with the frame's display matrix ([W, H, 3] as coded then)."""
+        rgb = self.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        display_matrix = _display_matrix(frame)
+        if display_matrix is None:
+            return rgb
+        return np.ascontiguousarray(upright(rgb, display_matrix))
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except av.FFmpegError as error:
-        raise VideoDecodeError(path, f"not a readable video ({error})") from None
+        raise VideoDecodeError(path, f"not a readable video ({error.strerror or error})") from None
 
 
 def _build_index(path: str | Path, allow_threads: bool = True) -> _FrameIndex:
     timestamps: list[int] = []
     keyframes: list[int] = []
+    display_matrix = None
     with _open(path) as container:
         decoder = _Decoder(container, path, allow_threads)
         for number, frame in enumerate(decoder.frames()):
+            if number == 0:
+                display_matrix = _display_matrix(frame)
             timestamps.append(frame.pts if frame.pts is not None else -(2**62))
             if frame.key_frame:
                 keyframes.append(number)
@@ -222,6 +327,7 @@ def _build_index(path: str | Path, allow_threads: bool = True) -> _FrameIndex:
         keyframes=np.asarray(keyframes, dtype=np.int64),
         seekable=seekable,
         error=decoder.error,
+        display_matrix=display_matrix,
     )
 
 
@@ -260,6 +366,66 @@ def count_frames(path: str | Path) -> int:
         reason = f" ({index.error})" if index.error else ""
         raise VideoDecodeError(path, f"contains no decodable video frame{reason}")
     return index.num_frames
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What `probe_video` found out about a file (sizes as `read_frames` returns frames)."""
+
+    num_frames: int  # decodable frames (`count_frames`)
+    width: int  # of the upright frames, pixels
+    height: int
+    fps: float | None  # the container's average frame rate; None when it states none
+    duration: float | None  # seconds the file states (video stream, else container); None: none
+    decoded_duration: float | None  # seconds the decodable frames span (timestamps)
+    has_audio: bool  # the file also holds an audio stream (never decoded here)
+    rotation: int  # 0, 90, 180 or 270: degrees the decoded frames are turned counter-clockwise
+    error: str | None  # why decoding stopped before the end of the file, None when it did not
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Count `path`'s frames (as `count_frames`, cached) and read its stream properties.
+
+    A damaged file whose first frames decode gives their count and the reason decoding
+    stopped in `error`; a file cut at a packet boundary stops without an error, but its
+    `decoded_duration` then falls short of the `duration` its header states.
+
+    Raises `VideoDecodeError` (naming the file) when the file is missing, is not a video, or
+    has no decodable frame.
+    """
+    num_frames = count_frames(path)
+    index = _frame_index(path)
+    with _open(path) as container:
+        stream = _Decoder(container, path).stream
+        height, width = stream.codec_context.height, stream.codec_context.width
+        rate = stream.average_rate or stream.guessed_rate
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        timestamps = index.presentation_timestamps
+        if num_frames > 1 and index.seekable and stream.time_base is not None:
+            # The span of the frames' timestamps plus one average frame gap.
+            span = int(timestamps[-1] - timestamps[0]) * num_frames / (num_frames - 1)
+            decoded_duration = float(span * stream.time_base)
+        else:
+            decoded_duration = num_frames / float(rate) if rate else None
+        has_audio = len(container.streams.audio) > 0
+    if _orientation(index.display_matrix).transpose:
+        height, width = width, height
+    return VideoInfo(
+        num_frames=num_frames,
+        width=width,
+        height=height,
+        fps=float(rate) if rate else None,
+        duration=duration,
+        decoded_duration=decoded_duration,
+        has_audio=has_audio,
+        rotation=_rotation(index.display_matrix),
+        error=index.error,
+    )
 
 
 def _missing_frames_error(
@@ -361,6 +527,20 @@ def _read_indexed(
     return found
 
 
+def _frame_size(path: str | Path, index: _FrameIndex | None) -> tuple[int, int]:
+    """(height, width) of the upright frames, from the stream and the first frame's matrix."""
+    with _open(path) as container:
+        decoder = _Decoder(container, path)
+        context = decoder.stream.codec_context
+        if index is not None:
+            display_matrix = index.display_matrix
+        else:
+            first = next(decoder.frames(), None)
+            display_matrix = None if first is None else _display_matrix(first)
+        height, width = context.height, context.width
+    return (width, height) if _orientation(display_matrix).transpose else (height, width)
+
+
 def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.ndarray:
     """Frames `indices` of `path`, exactly as a full sequential decode gives them.
 
@@ -370,7 +550,9 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.nda
 
     Returns:
         [N, H, W, 3] uint8 RGB, N = len(indices), row n = frame indices[n]; bit-identical to
-        `frame.to_ndarray(format="rgb24")` for the frames of a decode from the first packet.
+        `frame.to_ndarray(format="rgb24")` for the frames of a decode from the first packet,
+        turned upright (`upright`) when the file carries a display matrix (phone videos): H
+        and W are then the displayed height and width.
 
     Decoding starts at the first frame and stops after the largest index. When the file has
     been indexed in this process (`count_frames` does it), decoding instead starts at the key
@@ -387,12 +569,10 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.nda
     if requested.size and requested.min() < 0:
         raise ValueError(f"frame indices must be >= 0, got {int(requested.min())}")
     key = _file_key(path)
-    if requested.size == 0:
-        with _open(path) as container:
-            context = _Decoder(container, path).stream.codec_context
-            return np.empty((0, context.height, context.width, 3), dtype=np.uint8)
-    wanted = np.unique(requested)  # sorted
     index = _cached_index(key)
+    if requested.size == 0:
+        return np.empty((0, *_frame_size(path, index), 3), dtype=np.uint8)
+    wanted = np.unique(requested)  # sorted
     if index is not None and int(wanted[-1]) >= index.num_frames:
         raise _missing_frames_error(path, wanted, index.num_frames, index.error)
     found: dict[int, np.ndarray] | None = None
