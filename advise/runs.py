@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import time
@@ -99,10 +100,59 @@ def _meta(run: Setup, stage: str, class_names: list[str], split: AnnotatedSplit)
         "stage": stage,
         "class_names": class_names,
         "ifm": ifm_record(run.ifm, run.config, run.device),
-        "data": {"source": split.source, "videos": len(split.records)},
+        "data": data_manifest(run.config, split),
         "config": run.config.to_dict(),
+        "environment": environment(),
         "advise_version": __version__,
         "torch_version": torch.__version__,
+    }
+
+
+def data_manifest(config: Config, split: AnnotatedSplit) -> dict[str, Any]:
+    """What a number was computed on: format, root, counts per class, missing and quarantined
+    videos, and a sha256 of every annotation file the split was read from."""
+    counts = split.counts()
+    files = sorted({file for file, _ in split.origins} | {split.source})
+    return {
+        "format": config.data.format,
+        "root": config.data.root,
+        "split": config.data.split if config.data.format in ("ucf101", "hmdb51") else None,
+        "source": split.source,
+        "videos": counts.videos,
+        "classes": counts.classes,
+        "per_class": counts.per_class,
+        "missing": counts.missing,
+        "quarantine": config.data.quarantine or None,
+        "annotation_sha256": {file: _sha256(Path(file)) for file in files if Path(file).is_file()},
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    """Package versions and the machine, so a result can be traced to what produced it."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("torch", "torchvision", "timm", "av", "numpy", "safetensors"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "advise": __version__,
+        "python": platform.python_version(),
+        "packages": packages,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
@@ -116,6 +166,13 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
+
+
+def _write_run_record(out_dir: Path, meta: dict[str, Any]) -> None:
+    """run.json: what this run is made of (IFM, data manifest, environment), for people;
+    checkpoints carry the same record."""
+    record = {key: value for key, value in meta.items() if key != "config"}
+    (out_dir / "run.json").write_text(json.dumps(record, indent=2))
 
 
 def speed_names(config: Config) -> list[str]:
@@ -136,6 +193,8 @@ def pretrain(
     class_names = speed_names(config)
     model = build_model(config, len(class_names), run.ifm).to(run.device)
     task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
+    meta = _meta(run, "pretrain", class_names, split)
+    _write_run_record(out_dir, meta)
     return train(
         model,
         task,
@@ -143,7 +202,7 @@ def pretrain(
         optim=config.optim,
         train_config=config.train,
         out_dir=out_dir,
-        meta=_meta(run, "pretrain", class_names, split),
+        meta=meta,
         resume=resume,
         num_workers=config.data.num_workers,
         max_bad_fraction=config.data.max_bad_fraction,
@@ -208,6 +267,7 @@ def finetune(
         load_init(model, init, run)
     meta = _meta(run, "finetune", split.class_names, split)
     meta["init"] = str(init) if init else None
+    _write_run_record(out_dir, meta)
     return train(
         model,
         ActionTask(label_smoothing=config.optim.label_smoothing),
@@ -296,7 +356,9 @@ def evaluate_checkpoint(
         confusion_matrix=confusion.tolist(),
         checkpoint=str(checkpoint),
         ifm=ifm_record(run.ifm, config, run.device),
-        data={"source": split.source, "videos": len(split.records)},
+        data=data_manifest(config, split),
+        config=config.to_dict(),
+        environment=environment(),
         seconds=round(time.perf_counter() - started, 2),
     )
     if out_file is not None:

@@ -18,7 +18,7 @@ from fabricate import tiny_config, ucf_tree
 from advise.cli import main
 from advise.config import load_config
 from advise.models.build import build_frozen_ifm
-from advise.runs import finetune, pretrain
+from advise.runs import RandomInitWarning, finetune, pretrain, setup
 from advise.train.checkpoint import load_checkpoint
 
 
@@ -53,11 +53,20 @@ def test_pretrain_finetune_evaluate_predict(tmp_path, config, tree, capsys):
     _, state = load_checkpoint(checkpoint)
     assert state["class_names"] == ["Left", "Right"]
     assert state["ifm"]["random_init"] is True
+    # the data manifest and environment travel with every checkpoint and result
+    manifest = state["data"]
+    assert (manifest["format"], manifest["videos"], manifest["classes"]) == ("ucf101", 6, 2)
+    assert manifest["per_class"] == {"Left": 3, "Right": 3}
+    assert set(manifest["annotation_sha256"]) == {str(tree / "trainlist01.txt")}
+    assert state["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert json.loads((ft / "run.json").read_text())["data"] == manifest
 
     assert run_cli("evaluate", "--config", config, "--ckpt", checkpoint, "--views", "2x3") == 0
     result = json.loads((ft / "eval.json").read_text())
     assert result["num_videos"] == 4  # 2 classes x 2 test videos, each counted once
     assert result["views"] == "2x3" and "mean of softmax" in result["views_combined"]
+    assert result["ifm"]["random_init"] is True and result["data"]["videos"] == 4
+    assert result["config"]["ifm"]["random_init"] is True and result["environment"]["python"]
     assert 0 <= result["top1"] <= 100 and result["top5"] == 100.0  # 2 classes
     assert "top-1" in capsys.readouterr().out
     # per-class accuracy, the confusion matrix and its figure, per-video predictions
@@ -90,6 +99,11 @@ def test_pretrain_finetune_evaluate_predict(tmp_path, config, tree, capsys):
     assert run_cli("predict", bad, "--ckpt", checkpoint) == 2
     assert "broken.mp4" in capsys.readouterr().err
     assert run_cli("predict", video, "--ckpt", init) == 2  # a pre-training checkpoint
+
+
+def test_a_random_ifm_is_announced(config):
+    with pytest.warns(RandomInitWarning, match="randomly initialised"):
+        setup(load_config(str(config)))
 
 
 def test_finetune_inherits_the_temporal_module_only(tmp_path, config):
