@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from fabricate import tiny_config, ucf_tree
+from safetensors.torch import save_file
 
 from advise.cli import main
 from advise.config import load_config
@@ -325,3 +326,58 @@ def test_check_data_quarantines_a_bad_video_and_training_skips_it(tmp_path, caps
     records = [json.loads(line) for line in lines]
     epochs = [record for record in records if "skipped_videos" in record]
     assert epochs and all(record["skipped_videos"] == 0 for record in epochs)
+
+
+def test_ifm_weights_file_round_trip_and_exit_2_when_missing_or_mismatched(
+    tmp_path, config, capsys
+):
+    """ifm.weights: a file written here is read back to the same tokens (and the same
+    weights hash in the checkpoint); a missing or mismatched file stops the run with exit 2."""
+    cfg = load_config(str(config))
+    source = build_frozen_ifm(cfg.ifm, torch.device("cpu"))  # the random mini IFM
+    path = tmp_path / "mini.safetensors"
+    save_file({key: value.contiguous() for key, value in source.model.state_dict().items()}, path)
+    loaded = build_frozen_ifm(
+        cfg.replace({"ifm.random_init": False, "ifm.weights": str(path)}).ifm, torch.device("cpu")
+    )
+    frames = torch.randn(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(frames), source(frames))
+    assert loaded.weights_hash() == source.weights_hash()
+
+    from_file = ["--set", "ifm.random_init=false", "--set", f"ifm.weights={path}"]
+    assert run_cli("pretrain", "--config", config, *from_file, "--out", tmp_path / "ok") == 0
+    _, state = load_checkpoint(tmp_path / "ok" / "checkpoints" / "last.safetensors")
+    assert state["ifm"]["weights_hash"] == source.weights_hash()
+    assert state["ifm"]["random_init"] is False
+
+    capsys.readouterr()
+    missing = ["--set", "ifm.random_init=false", "--set", f"ifm.weights={tmp_path / 'nope.pt'}"]
+    assert run_cli("pretrain", "--config", config, *missing, "--out", tmp_path / "a") == 2
+    assert "nope.pt does not exist" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"blocks.0.weight": torch.zeros(3)}, wrong)
+    mismatched = ["--set", "ifm.random_init=false", "--set", f"ifm.weights={wrong}"]
+    assert run_cli("pretrain", "--config", config, *mismatched, "--out", tmp_path / "b") == 2
+    assert "does not match IFM 'mini'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_ifms_lists_the_registry(capsys):
+    assert run_cli("ifms", "--json") == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert {
+        "mini",
+        "clip-b16",
+        "clip-l14",
+        "dinov2-b14",
+        "dinov2-l14",
+        "mae-b16",
+        "mae-l16",
+    } <= set(rows)
+    assert (rows["dinov2-l14"]["embed_dim"], rows["dinov2-l14"]["token_grid"]) == (1024, [16, 16])
+    assert (
+        rows["clip-b16"]["weights_source"] == "Hugging Face timm/vit_base_patch16_clip_224.openai"
+    )
+    assert rows["clip-b16"]["weights_cached"] is None  # the test cache is empty
+    assert run_cli("ifms") == 0
+    assert "clip-l14" in capsys.readouterr().out
