@@ -114,6 +114,7 @@ class TrainConfig:
     log_every: int = 10  # steps between metrics.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    precision: str = "fp32"  # the TMM and head: fp32, or bf16 autocast (ifm.precision is apart)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ CHOICES = {
     "head.kind": ("mlp", "linear"),
     "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16"),
 }
 
 

@@ -339,6 +339,7 @@ def evaluate_checkpoint(
         batch_size=config.eval.batch_size,
         num_workers=config.data.num_workers,
         meter=meter,
+        precision=config.train.precision,
     )
     video_ids, labels, probs = meter.video_scores()
     predictions = probs.argmax(dim=1) if len(video_ids) else labels

@@ -381,3 +381,32 @@ def test_ifms_lists_the_registry(capsys):
     assert rows["clip-b16"]["weights_cached"] is None  # the test cache is empty
     assert run_cli("ifms") == 0
     assert "clip-l14" in capsys.readouterr().out
+
+
+def test_bf16_for_the_temporal_module_only_when_asked(tmp_path, config):
+    """train.precision=bf16 runs the TMM and head under bf16 autocast; the IFM keeps its own
+    precision (fp32 here), and weights and checkpoints stay fp32."""
+    from advise.models.build import build_model
+    from advise.train.engine import trainable_autocast
+
+    cfg = load_config(str(config), ["train.precision=bf16"])
+    ifm = build_frozen_ifm(cfg.ifm, torch.device("cpu"))
+    model = build_model(cfg, 2, ifm)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen[name] = out.dtype  # returns None: the output is left alone
+
+        return hook
+
+    model.ifm.register_forward_hook(record("ifm"))
+    model.tmm.register_forward_hook(record("tmm"))
+    frames = torch.randn(2, 4, 3, 32, 32)
+    with trainable_autocast(torch.device("cpu"), cfg.train.precision):
+        model(frames)
+    assert seen == {"ifm": torch.float32, "tmm": torch.bfloat16}
+
+    result = pretrain(cfg, tmp_path / "bf16", ifm=ifm)
+    tensors, _ = load_checkpoint(result.checkpoint)
+    assert all(value.dtype in (torch.float32, torch.int64) for value in tensors.values())

@@ -244,7 +244,8 @@ def train(
             model.train()
             record: dict[str, Any] = {"step": step + 1, "epoch": epoch + 1, "lr": lr}
             if batch["labels"].numel() >= 2:  # BatchNorm needs two samples
-                out = task.step(model, to_device(batch, device))
+                with trainable_autocast(device, train_config.precision):
+                    out = task.step(model, to_device(batch, device))
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -315,6 +316,12 @@ def train(
 
 
 @torch.no_grad()
+def trainable_autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast for the TMM and head when `train.precision=bf16` (weights, optimiser
+    state and the loss stay fp32). The frozen IFM sets its own precision inside."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
@@ -323,6 +330,7 @@ def evaluate(
     num_workers: int = 0,
     description: str = "evaluate",
     meter: AccuracyMeter | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5: the softmax of every view of a video is averaged, and each
     video counts once. Also reports single-view top-1 (the first view of each video).
@@ -339,7 +347,8 @@ def evaluate(
         skipped += batch["skipped_paths"]
         if batch["labels"].numel() == 0:
             continue
-        logits = model(batch["clips"].to(device)).float().cpu()
+        with trainable_autocast(device, precision):
+            logits = model(batch["clips"].to(device)).float().cpu()
         meter.update(logits, batch["labels"], batch["video_of_clip"])
     result = meter.compute()
     result.update(views_combined="mean of softmax over views", skipped_videos=skipped)
