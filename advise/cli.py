@@ -20,13 +20,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean the user gave something unusable (exit 2)."""
     from advise.data.formats import AnnotationError
     from advise.data.video import VideoDecodeError
-    from advise.models.ifm import IFMWeightsError
+    from advise.models.ifm import IFMWeightsError, UnknownIFMError
     from advise.train.checkpoint import CheckpointError
 
     return (
         ConfigError,
         AnnotationError,
         IFMWeightsError,
+        UnknownIFMError,
         CheckpointError,
         FileNotFoundError,
         VideoDecodeError,  # only reaches here from `predict`: training skips bad videos
@@ -178,6 +179,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="advise",
@@ -203,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(check)
     check.add_argument("--out", required=True, help="folder for the report and quarantine.txt")
     check.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1,
+        "--workers", type=_non_negative_int, default=os.cpu_count() or 1,
         help="decoding processes (default: one per CPU; 0 = in this process)",
     )  # fmt: skip
     check.set_defaults(func=cmd_check_data)
@@ -228,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("video", help="a video file")
     predict.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
     predict.add_argument("--views", help="CLIPSxCROPS (default: the checkpoint's eval.*)")
-    predict.add_argument("--top", type=int, default=5, help="how many classes to print")
+    predict.add_argument("--top", type=_positive_int, default=5, help="classes to print")
     predict.add_argument("--json", action="store_true", help="print one JSON object")
     predict.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -254,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default", UserWarning)
+    offline_before = os.environ.get("HF_HUB_OFFLINE")
     if getattr(args, "offline", False):
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by advise.models.ifm and huggingface_hub
     try:
@@ -270,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             message = f"file not found: {error.filename}"
         print(f"advise: error: {message}", file=sys.stderr)
         return code
+    finally:  # --offline holds for this command only (main may be called again in-process)
+        if offline_before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = offline_before
     return 0
 
 

@@ -22,8 +22,10 @@ from torch import Tensor
 from advise import __version__
 from advise.config import Config, ConfigError, from_dict, parse_override, save_config
 from advise.data import loaders
+from advise.data.check import read_quarantine
 from advise.data.datasets import collate_clips
-from advise.data.formats import AnnotatedSplit
+from advise.data.formats import SSV2_LABEL_FILES, AnnotatedSplit
+from advise.data.transforms import Preprocessing
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
@@ -54,8 +56,10 @@ class Setup:
     def img_size(self) -> int:
         return self.ifm.img_size
 
-    def normalisation(self) -> tuple[int, tuple, tuple]:
-        return self.ifm.img_size, self.ifm.mean, self.ifm.std
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """Size, mean/std and interpolation of the IFM's own preprocessing."""
+        return Preprocessing(self.ifm.img_size, self.ifm.mean, self.ifm.std, self.ifm.interpolation)
 
 
 def setup(config: Config, ifm: FrozenIFM | None = None) -> Setup:
@@ -109,10 +113,26 @@ def _meta(run: Setup, stage: str, class_names: list[str], split: AnnotatedSplit)
 
 
 def data_manifest(config: Config, split: AnnotatedSplit) -> dict[str, Any]:
-    """What a number was computed on: format, root, counts per class, missing and quarantined
-    videos, and a sha256 of every annotation file the split was read from."""
+    """What a number was computed on: format, root, counts per class, missing videos, the
+    quarantine list (hash, entries), and a sha256 of every annotation file the split was read
+    from, the files that define the class labels included."""
     counts = split.counts()
-    files = sorted({file for file, _ in split.origins} | {split.source})
+    files = {file for file, _ in split.origins} | {split.source}
+    folder = Path(split.source).parent  # where the files that define the labels sit
+    label_files = {
+        "ucf101": ["classInd.txt"],
+        "diving48": ["Diving48_vocab.json"],
+        "ssv2": list(SSV2_LABEL_FILES),
+    }.get(config.data.format, [])
+    files |= {str(folder / name) for name in label_files if (folder / name).is_file()}
+    quarantine = None
+    if config.data.quarantine:
+        path = Path(config.data.quarantine).expanduser()
+        quarantine = {
+            "file": str(path),
+            "sha256": _sha256(path),
+            "listed": len(read_quarantine(path)),
+        }
     return {
         "format": config.data.format,
         "root": config.data.root,
@@ -122,8 +142,10 @@ def data_manifest(config: Config, split: AnnotatedSplit) -> dict[str, Any]:
         "classes": counts.classes,
         "per_class": counts.per_class,
         "missing": counts.missing,
-        "quarantine": config.data.quarantine or None,
-        "annotation_sha256": {file: _sha256(Path(file)) for file in files if Path(file).is_file()},
+        "quarantine": quarantine,
+        "annotation_sha256": {
+            file: _sha256(Path(file)) for file in sorted(files) if Path(file).is_file()
+        },
     }
 
 
@@ -168,6 +190,19 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
     save_config(config, out_dir / "config.yaml")
 
 
+def _check_same_data(checkpoint: Path, manifest: dict[str, Any]) -> None:
+    """--resume continues on the data the run started with, or not at all."""
+    _, state = load_checkpoint(checkpoint)
+    recorded = state.get("data") or {}
+    for key in ("annotation_sha256", "videos", "quarantine"):
+        if key in recorded and recorded[key] != manifest[key]:
+            raise ConfigError(
+                f"--resume: the data changed since {checkpoint} was written ({key} differs: "
+                f"annotation files edited, videos added or removed, or another quarantine "
+                f"list); start a new run with another --out"
+            )
+
+
 def _write_run_record(out_dir: Path, meta: dict[str, Any]) -> None:
     """run.json: what this run is made of (IFM, data manifest, environment), for people;
     checkpoints carry the same record."""
@@ -187,13 +222,16 @@ def pretrain(
 ) -> TrainResult:
     """Playback-rate perception: only the TMM and head train; the IFM stays frozen."""
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
+    print(f"pretrain on {split.summary()}")
     run = setup(config, ifm)
     _prepare_out(config, out_dir, resume)
-    dataset = loaders.pretrain_dataset(config, split, *run.normalisation())
+    dataset = loaders.pretrain_dataset(config, split, run.preprocessing)
     class_names = speed_names(config)
     model = build_model(config, len(class_names), run.ifm).to(run.device)
     task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
     meta = _meta(run, "pretrain", class_names, split)
+    if resume:
+        _check_same_data(out_dir / CHECKPOINT, meta["data"])
     _write_run_record(out_dir, meta)
     return train(
         model,
@@ -255,18 +293,26 @@ def finetune(
     ifm: FrozenIFM | None = None,
 ) -> TrainResult:
     """Action recognition: the TMM is inherited from `init` (or random), the head is new."""
+    if config.tmm.frozen and init is None and not resume:
+        raise ConfigError(
+            "tmm.frozen=true (linear probing) needs --init PRETRAIN_CKPT: a frozen random "
+            "temporal module would be probed"
+        )
     split = loaders.read_split(config.data, "train")
+    print(f"finetune on {split.summary()}")
     run = setup(config, ifm)
     if resume:
         _, state = load_checkpoint(out_dir / CHECKPOINT)
         _check_classes(state, split.class_names, out_dir / CHECKPOINT)
     _prepare_out(config, out_dir, resume)
-    dataset = loaders.finetune_dataset(config, split, *run.normalisation())
+    dataset = loaders.finetune_dataset(config, split, run.preprocessing)
     model = build_model(config, len(split.class_names), run.ifm).to(run.device)
     if init is not None and not resume:
         load_init(model, init, run)
     meta = _meta(run, "finetune", split.class_names, split)
     meta["init"] = str(init) if init else None
+    if resume:
+        _check_same_data(out_dir / CHECKPOINT, meta["data"])
     _write_run_record(out_dir, meta)
     return train(
         model,
@@ -318,6 +364,7 @@ def evaluate_checkpoint(
             f"{checkpoint} is a {state.get('stage')} checkpoint; evaluate a fine-tuned one"
         )
     split = loaders.read_split(config.data, "test")
+    print(f"evaluate on {split.summary()}")
     run = setup(config, ifm)
     _check_ifm(state, run, checkpoint)
     _check_classes(state, split.class_names, checkpoint)
@@ -330,7 +377,7 @@ def evaluate_checkpoint(
             f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
         ) from None
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
-    dataset = loaders.eval_dataset(config, split, *run.normalisation(), num_clips, num_crops)
+    dataset = loaders.eval_dataset(config, split, run.preprocessing, num_clips, num_crops)
     started = time.perf_counter()
     meter = AccuracyMeter()
     result = evaluate(
@@ -364,28 +411,30 @@ def evaluate_checkpoint(
     )
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps(result, indent=2))
         figure = out_file.with_name(out_file.stem + "_confusion.png")
+        predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
+        result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
         title = (
             f"{len(video_ids)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
             f"mean class {result['mean_class_top1']:.1f}"
         )
         plot_confusion(result["confusion_matrix"], split.class_names, figure, title)
         write_predictions(
-            out_file.with_name(out_file.stem + "_predictions.csv"),
+            predictions_file,
             [split.records[index].path for index in video_ids.tolist()],
             labels,
             probs,
             split.class_names,
         )
-        result["files"] = {"confusion": str(figure)}
+        out_file.write_text(json.dumps(result, indent=2))  # last: its files exist when it does
     return result
 
 
 def write_predictions(
     path: Path, videos: list[Path], labels: Tensor, probs: Tensor, class_names: list[str]
 ) -> None:
-    """One CSV row per test video: file, true class, predicted class, its score, top-5."""
+    """One CSV row per test video: file, true class, predicted class, its score, and the top-5
+    class names separated by " | " (Kinetics and SSv2 names contain spaces)."""
     top = probs.topk(min(5, probs.shape[1]), dim=1) if len(videos) else None
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -398,7 +447,7 @@ def write_predictions(
                     class_names[int(labels[row])],
                     class_names[indices[0]],
                     f"{float(top.values[row, 0]):.4f}",
-                    " ".join(class_names[index] for index in indices),
+                    " | ".join(class_names[index] for index in indices),
                 ]
             )
 
@@ -418,7 +467,6 @@ def predict(
     """
     from advise.data.datasets import MultiViewDataset, SkippedVideo
     from advise.data.formats import VideoRecord
-    from advise.data.transforms import test_views
     from advise.data.video import VideoDecodeError
 
     tensors, state = load_checkpoint(checkpoint)
@@ -442,7 +490,7 @@ def predict(
         [VideoRecord(Path(video), 0)],
         config.data.num_frames,
         num_clips,
-        test_views(*run.normalisation(), num_crops=num_crops),
+        loaders.views_transform(run.preprocessing, num_crops),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a bad video is this command's error, not a warning
@@ -576,7 +624,7 @@ def evaluate_pretext(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     )
     model.eval()
-    dataset = loaders.pretext_eval_dataset(config, split, *run.normalisation())
+    dataset = loaders.pretext_eval_dataset(config, split, run.preprocessing)
     dataset.index_videos()
     correct = total = 0
     for batch in torch.utils.data.DataLoader(

@@ -58,7 +58,10 @@ def test_pretrain_finetune_evaluate_predict(tmp_path, config, tree, capsys):
     manifest = state["data"]
     assert (manifest["format"], manifest["videos"], manifest["classes"]) == ("ucf101", 6, 2)
     assert manifest["per_class"] == {"Left": 3, "Right": 3}
-    assert set(manifest["annotation_sha256"]) == {str(tree / "trainlist01.txt")}
+    assert set(manifest["annotation_sha256"]) == {
+        str(tree / "trainlist01.txt"),
+        str(tree / "classInd.txt"),  # it defines the labels
+    }
     assert state["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
     assert json.loads((ft / "run.json").read_text())["data"] == manifest
 
@@ -410,3 +413,35 @@ def test_bf16_for_the_temporal_module_only_when_asked(tmp_path, config):
     result = pretrain(cfg, tmp_path / "bf16", ifm=ifm)
     tensors, _ = load_checkpoint(result.checkpoint)
     assert all(value.dtype in (torch.float32, torch.int64) for value in tensors.values())
+
+
+def test_the_ifm_preprocessing_reaches_the_transforms(config):
+    """Size, mean/std and interpolation come from the IFM (CLIP and DINOv2 resize bicubic)."""
+    from advise.data import loaders
+    from advise.data.transforms import Preprocessing
+
+    run = setup(load_config(str(config)))
+    run.ifm.interpolation = "bicubic"
+    prep = run.preprocessing
+    assert prep == Preprocessing(32, run.ifm.mean, run.ifm.std, "bicubic")
+    assert loaders.views_transform(prep, 1).interpolation.value == "bicubic"
+    train = loaders.finetune_dataset(run.config, loaders.read_split(run.config.data, "train"), prep)
+    crops = [step for step in train.transform.transform.transforms if hasattr(step, "scale")]
+    assert crops and crops[0].interpolation.value == "bicubic"
+
+
+def test_linear_probe_without_init_and_resume_on_changed_data_exit_2(tmp_path, tree, capsys):
+    config = tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})
+    probe = ["--set", "tmm.frozen=true", "--set", "head.kind=linear"]
+    assert run_cli("finetune", "--config", config, *probe, "--out", tmp_path / "lp") == 2
+    assert "needs --init" in capsys.readouterr().err
+
+    copy = tmp_path / "copy"
+    ucf_tree(copy)
+    config = tiny_config(tmp_path / "copy.yaml", data={"root": str(copy)})
+    assert run_cli("pretrain", "--config", config, "--out", tmp_path / "prp") == 0
+    lines = (copy / "trainlist01.txt").read_text().splitlines()
+    (copy / "trainlist01.txt").write_text("\n".join(lines[:-1]) + "\n")  # one video fewer
+    capsys.readouterr()
+    assert run_cli("pretrain", "--config", config, "--out", tmp_path / "prp", "--resume") == 2
+    assert "the data changed" in capsys.readouterr().err

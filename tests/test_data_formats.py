@@ -620,3 +620,27 @@ def test_json_lines_are_found_in_one_line_files(tmp_path):
     annotations.write_text('[{"vid_name": "a", "label": 1}]')
     split = read_diving48(root, annotations)
     assert split.class_names == ["0", "1"] and split.records == [VideoRecord(root / "a.mp4", 1)]
+
+
+def test_train_and_test_share_one_class_list(tmp_path):
+    """A test CSV without the class "jump" must not renumber "run" and "walk"."""
+    root = tmp_path / "csv"
+    for name in ("jump/a.mp4", "run/b.mp4", "walk/c.mp4", "run/d.mp4", "walk/e.mp4"):
+        write_video(root / name, np.zeros((4, 16, 16, 3), np.uint8))
+    (root / "train.csv").write_text("path,label\njump/a.mp4,jump\nrun/b.mp4,run\nwalk/c.mp4,walk\n")
+    (root / "test.csv").write_text("path,label\nrun/d.mp4,run\nwalk/e.mp4,walk\n")
+    overrides = {
+        "data.format": "csv",
+        "data.root": str(root),
+        "data.annotations": str(root / "train.csv"),
+        "data.test_annotations": str(root / "test.csv"),
+    }
+    data = load_config("demo", overrides).data
+    train, test = read_split(data, "train"), read_split(data, "test")
+    assert train.class_names == test.class_names == ["jump", "run", "walk"]
+    assert [record.label for record in test.records] == [1, 2]
+
+    (root / "train.csv").write_text("path,label\njump/a.mp4,0\nrun/b.mp4,1\nwalk/c.mp4,2\n")
+    (root / "test.csv").write_text("path,label\nrun/d.mp4,1\n")
+    test = read_split(data, "test")
+    assert test.class_names == ["0", "1", "2"] and test.records[0].label == 1

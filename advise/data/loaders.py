@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from advise.data.formats import (
     read_ucf101,
 )
 from advise.data.sampling import PlaybackRateSampler
-from advise.data.transforms import test_views, train_transform
+from advise.data.transforms import Preprocessing, test_views, train_transform
 
 # Formats whose train and test lists are two files named by data.annotations and
 # data.test_annotations (ucf101 and hmdb51 find both lists in one annotation folder).
@@ -55,16 +56,19 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
     if not root.is_dir():
         raise ConfigError(f"data.root {str(root)!r} is not a folder")
     split = _read(data, root, subset, check_files=True)
-    _check_no_overlap(data, root, split, subset)
+    split = _check_against_other_subset(data, root, split, subset)
     if data.quarantine:  # videos `advise check-data` found unusable
         split = drop_quarantined(split, Path(data.quarantine).expanduser())
     return split
 
 
-def _check_no_overlap(data: DataConfig, root: Path, split: AnnotatedSplit, subset: str) -> None:
+def _check_against_other_subset(
+    data: DataConfig, root: Path, split: AnnotatedSplit, subset: str
+) -> AnnotatedSplit:
+    """Refuse a video in both subsets; give both subsets one class list."""
     other_subset = "test" if subset == "train" else "train"
     if data.format in _FILE_FORMATS and not _annotation_file(data, other_subset):
-        return
+        return split
     try:
         with warnings.catch_warnings():  # its size or missing clips concern the other subset
             warnings.simplefilter("ignore")
@@ -72,11 +76,36 @@ def _check_no_overlap(data: DataConfig, root: Path, split: AnnotatedSplit, subse
     except AnnotationError as error:
         if error.line != 0:  # a malformed line: report it now, not after training
             raise
-        return  # no such list, or an empty one (`advise synth pool`): nothing overlaps
+        return split  # no such list, or an empty one (`advise synth pool`): nothing overlaps
     train, test = (split, other) if subset == "train" else (other, split)
     # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
     # paths follow from the annotation alone.
     check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
+    return with_shared_classes(split, other)
+
+
+def with_shared_classes(split: AnnotatedSplit, other: AnnotatedSplit) -> AnnotatedSplit:
+    """`split` relabelled over the classes of both subsets.
+
+    Formats that take their classes from each list itself (CSV, Kinetics, Diving48 without
+    its vocabulary file) can give a test list that lacks a class another numbering than the
+    train list: "run" would be class 1 in train and 0 in test. Both subsets therefore use the
+    union: 0..max for class numbers, sorted names otherwise. Formats with a class file
+    (UCF101, HMDB51, SSv2, Diving48 with its vocabulary) already agree and pass unchanged.
+    """
+    if split.class_names == other.class_names:
+        return split
+    names = set(split.class_names) | set(other.class_names)
+    if all(name.isdigit() for name in names):
+        shared = [str(number) for number in range(max(int(name) for name in names) + 1)]
+    else:
+        shared = sorted(names)
+    position = {name: index for index, name in enumerate(shared)}
+    records = [
+        dataclasses.replace(record, label=position[split.class_names[record.label]])
+        for record in split.records
+    ]
+    return dataclasses.replace(split, records=records, class_names=shared)
 
 
 def _annotation_file(data: DataConfig, subset: str) -> Path | None:
@@ -121,34 +150,42 @@ def playback_rate_sampler(data: DataConfig, pretext: PretextConfig) -> PlaybackR
     )
 
 
-def _train_transform(config: Config, size: int, mean, std):
+def _train_transform(config: Config, prep: Preprocessing):
     data = config.data
     return train_transform(
-        size,
-        mean,
-        std,
+        prep.size,
+        prep.mean,
+        prep.std,
         scale=(data.scale_min, 1.0),
         flip=data.flip,
         color_jitter_p=data.color_jitter_p,
         grayscale_p=data.grayscale_p,
+        interpolation=prep.interpolation,
+    )
+
+
+def views_transform(prep: Preprocessing, num_crops: int):
+    """The deterministic test views (`num_crops` spatial crops) of the IFM's preprocessing."""
+    return test_views(
+        prep.size, prep.mean, prep.std, num_crops=num_crops, interpolation=prep.interpolation
     )
 
 
 def pretrain_dataset(
-    config: Config, split: AnnotatedSplit, size: int, mean, std
+    config: Config, split: AnnotatedSplit, prep: Preprocessing
 ) -> PlaybackRateDataset:
     """Playback-rate clips of every video in `split` (labels in the split are ignored)."""
     sampler = playback_rate_sampler(config.data, config.pretext)
-    transform = _train_transform(config, size, mean, std)
+    transform = _train_transform(config, prep)
     return PlaybackRateDataset(split.records, sampler, transform, seed=config.train.seed)
 
 
 def pretext_eval_dataset(
-    config: Config, split: AnnotatedSplit, size: int, mean, std
+    config: Config, split: AnnotatedSplit, prep: Preprocessing
 ) -> PlaybackRateDataset:
     """Playback-rate clips with the deterministic centre-crop view, for measuring speed accuracy."""
     sampler = playback_rate_sampler(config.data, config.pretext)
-    centre = test_views(size, mean, std, num_crops=1)
+    centre = views_transform(prep, num_crops=1)
     return PlaybackRateDataset(
         split.records, sampler, SingleView(centre), seed=config.train.seed + 1
     )
@@ -164,15 +201,15 @@ class SingleView:
         return self.views(clip)[0]
 
 
-def finetune_dataset(config: Config, split: AnnotatedSplit, size: int, mean, std) -> ClipDataset:
-    transform = _train_transform(config, size, mean, std)
+def finetune_dataset(config: Config, split: AnnotatedSplit, prep: Preprocessing) -> ClipDataset:
+    transform = _train_transform(config, prep)
     return ClipDataset(
         split.records, config.data.num_frames, transform, train=True, seed=config.train.seed
     )
 
 
 def eval_dataset(
-    config: Config, split: AnnotatedSplit, size: int, mean, std, num_clips: int, num_crops: int
+    config: Config, split: AnnotatedSplit, prep: Preprocessing, num_clips: int, num_crops: int
 ) -> MultiViewDataset:
-    views = test_views(size, mean, std, num_crops=num_crops)
+    views = views_transform(prep, num_crops)
     return MultiViewDataset(split.records, config.data.num_frames, num_clips, views)

@@ -12,12 +12,24 @@ Tensor contract: in, uint8 [T, 3, H, W] (RGB, 0..255); out, float32 normalised
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How frames must be prepared for an IFM, as its weights were trained: square `size` in
+    pixels, RGB `mean`/`std` for [0, 1] pixels, and the resize `interpolation`."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
 
 
 def _check_clip(clip: Tensor) -> None:

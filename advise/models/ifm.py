@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -208,9 +209,16 @@ class FrozenIFM(nn.Module):
         return super().train(False)
 
     def grid_size(self, img_size: int | None = None) -> tuple[int, int]:
-        """Token grid (h, w) for square frames of `img_size` pixels (default: `self.img_size`)."""
+        """Token grid (h, w) for square frames of `img_size` pixels (default: `self.img_size`).
+
+        A ViT cuts whole patches (floor); a CNN's padded strided convolutions keep a partial
+        last cell (ceil: the mini IFM gives 4 x 4 at 28 px)."""
         size = self.img_size if img_size is None else img_size
-        return size // self.patch_size, size // self.patch_size
+        if self.num_prefix_tokens or isinstance(self.model, VisionTransformer):
+            cells = size // self.patch_size
+        else:
+            cells = -(-size // self.patch_size)
+        return cells, cells
 
     def memoize(self, enabled: bool = True) -> FrozenIFM:
         """Remember the tokens of every frame seen, keyed by a hash of its pixels.
@@ -308,9 +316,25 @@ class FrozenIFM(nn.Module):
         return f"name={self.name!r}, embed_dim={self.embed_dim}, precision={self.precision!r}"
 
 
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip whose entries include compiled code (`<name>/code/...`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a safetensors file, or of a torch state dict (loaded with weights_only=True;
     a dict holding it under "state_dict" or "model" is unwrapped)."""
+    if _is_torchscript(path):
+        raise IFMWeightsError(
+            f"IFM weights file {path} is a TorchScript archive (as OpenAI's original CLIP "
+            f"release): loading it would run its code, so it is refused. Use a state dict of the "
+            f"same model instead: open_clip's open_clip_pytorch_model.bin, or the timm weights "
+            f"in the Hugging Face cache"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -318,7 +342,10 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             return load_file(str(path), device="cpu")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise IFMWeightsError(f"cannot read IFM weights file {path}: {error}") from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise IFMWeightsError(
+            f"cannot read IFM weights file {path}: {type(error).__name__}: {first_line[:200]}"
+        ) from error
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -409,11 +436,17 @@ def build_ifm(
     offline = is_offline() if offline is None else offline
     names = name.split("+")
     if len(names) > 1:
-        files = str(weights).split(",") if weights is not None else [None] * len(names)
+        for part in names:
+            _spec(part)  # every name known before any model is built
+        # one entry per model; an empty entry takes that model's weights from its usual source
+        files = [entry.strip() or None for entry in str(weights or "").split(",")]
+        if weights is None:
+            files = [None] * len(names)
         if len(files) != len(names):
             raise IFMWeightsError(
                 f"IFM {name!r} combines {len(names)} models but ifm.weights lists "
-                f"{len(files)} files: give one per model, separated by commas"
+                f"{len(files)} files: give one per model, separated by commas (an empty entry "
+                f"uses that model's usual source)"
             )
         size = img_size or _spec(names[0]).img_size
         parts = [
@@ -466,12 +499,17 @@ def build_ifm(
     )
 
 
+class UnknownIFMError(ValueError):
+    """ifm.name names no registry model (the message suggests the nearest)."""
+
+
 def _spec(name: str) -> IFMSpec:
     spec = IFM_REGISTRY.get(name)
     if spec is None:
         close = difflib.get_close_matches(name, IFM_REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown IFM {name!r}{hint}; known: {', '.join(IFM_REGISTRY)}")
+        known = ", ".join(IFM_REGISTRY)
+        raise UnknownIFMError(f"unknown IFM {name!r}{hint}; known: {known} (join two with '+')")
     return spec
 
 
