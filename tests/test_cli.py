@@ -445,3 +445,9 @@ def test_linear_probe_without_init_and_resume_on_changed_data_exit_2(tmp_path, t
     capsys.readouterr()
     assert run_cli("pretrain", "--config", config, "--out", tmp_path / "prp", "--resume") == 2
     assert "the data changed" in capsys.readouterr().err
+
+
+def test_unknown_ifm_names_exit_2_with_a_suggestion(capsys):
+    for name in ("clip-b17", "clip-l14+mae-l61", "clip-b16+"):
+        assert run_cli("summary", "--config", "default", "--set", f"ifm.name={name}") == 2
+        assert "unknown IFM" in capsys.readouterr().err

@@ -454,3 +454,23 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, device, nat
     assert build.resolve_precision("auto", torch.device(device)) == expected
     assert build.resolve_precision("fp32", torch.device(device)) == "fp32"
     assert build.resolve_precision("bf16", torch.device(device)) == "bf16"
+
+
+def test_torchscript_archives_are_refused_without_running_them(tiny_registered, tmp_path):
+    """OpenAI's original CLIP .pt files are TorchScript: loading one would run its code."""
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(path))
+    with pytest.raises(IFMWeightsError, match="TorchScript archive.*open_clip") as error:
+        build_ifm("tiny", weights=path)
+    assert "\n" not in str(error.value)
+
+
+def test_combined_weights_entries_may_be_empty_or_spaced(monkeypatch, tmp_path):
+    monkeypatch.setitem(IFM_REGISTRY, "tiny", TINY_SPEC)
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_file(tiny_vit().state_dict(), path)
+    combined = build_ifm("tiny+tiny", weights=f"{path}, {path}")
+    assert combined.parts[0].weights_hash() == combined.parts[1].weights_hash()
+    with pytest.raises(IFMWeightsError, match="no weights for IFM 'tiny'"):
+        build_ifm("tiny+tiny", weights=f"{path},")  # empty: the registry's source (none here)
