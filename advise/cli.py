@@ -19,6 +19,7 @@ from advise.config import ConfigError, load_config, preset_description, preset_n
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean the user gave something unusable (exit 2)."""
     from advise.data.formats import AnnotationError
+    from advise.data.store import StoreError
     from advise.data.video import VideoDecodeError
     from advise.models.ifm import IFMWeightsError, UnknownIFMError
     from advise.train.checkpoint import CheckpointError
@@ -28,6 +29,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         AnnotationError,
         IFMWeightsError,
         UnknownIFMError,
+        StoreError,
         CheckpointError,
         FileNotFoundError,
         VideoDecodeError,  # only reaches here from `predict`: training skips bad videos
@@ -57,6 +59,21 @@ def cmd_check_data(args: argparse.Namespace) -> None:
         f"{len(report.warned)} usable with warnings. Report: {paths['markdown']}\n"
         f"Skip the failed ones in training with --set data.quarantine={paths['quarantine']}"
     )
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from advise.runs import extract
+
+    out = extract(
+        _config(args),
+        Path(args.out),
+        subset=args.subset,
+        views=args.views,
+        frame_stride=args.frame_stride,
+        dtype=args.dtype,
+        pool=args.pool,
+    )
+    print(f"feature store: {out} (train from it with --set data.source=store:{out})")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -222,6 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding processes (default: one per CPU; 0 = in this process)",
     )  # fmt: skip
     check.set_defaults(func=cmd_check_data)
+
+    extract = commands.add_parser(
+        "extract", help="run the frozen IFM once over a dataset and store its tokens"
+    )
+    _add_config_options(extract)
+    extract.add_argument("--out", required=True, help="store folder (an existing one resumes)")
+    extract.add_argument("--subset", choices=["train", "test", "all"], default="all")
+    extract.add_argument(
+        "--views", type=int, choices=[1, 3], default=1,
+        help="deterministic spatial views per frame: 1 centre crop, or 3 crops (default 1)",
+    )  # fmt: skip
+    extract.add_argument(
+        "--frame-stride", type=_positive_int, default=1, help="store every k-th frame (default 1)"
+    )
+    extract.add_argument(
+        "--dtype", choices=["fp16", "fp32", "int8"], default="fp16",
+        help="stored precision; int8 uses per-channel scales (default fp16)",
+    )  # fmt: skip
+    extract.add_argument(
+        "--pool", action="store_true", help="apply the config's SFU pooling before storing"
+    )
+    extract.set_defaults(func=cmd_extract)
 
     pretrain = commands.add_parser("pretrain", help="pre-train the temporal module with PRP")
     _add_run_options(pretrain)

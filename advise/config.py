@@ -73,6 +73,7 @@ class DataConfig:
     test_annotations: str = ""  # diving48/ssv2/k400/csv: the test (validation) file
     split: int = 1  # ucf101 / hmdb51 split 1-3
     quarantine: str = ""  # a list of videos to skip (written by `advise check-data`)
+    source: str = "video"  # video (decode + IFM online) | store:PATH (tokens of `advise extract`)
     num_frames: int = 8  # frames per clip
     stride: int = 2  # frames between clip frames at playback rate 1 (PRP)
     flip: bool = True  # random horizontal flip (never for direction-dependent labels)
@@ -277,6 +278,9 @@ def check(config: Config) -> None:
         raise ConfigError(f"train.epochs must be >= 0, got {config.train.epochs}")
     if config.data.split not in (1, 2, 3):
         raise ConfigError(f"data.split must be 1, 2 or 3, got {config.data.split}")
+    source = config.data.source
+    if source != "video" and not (source.startswith("store:") and len(source) > len("store:")):
+        raise ConfigError(f"data.source must be 'video' or 'store:PATH', got {source!r}")
     if config.data.format == "ssv2" and config.data.flip:
         raise ConfigError(
             'data.flip=true with data.format=ssv2: a horizontal flip turns "left" into "right" '

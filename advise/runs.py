@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from advise import __version__
 from advise.config import Config, ConfigError, from_dict, parse_override, save_config
@@ -25,11 +27,12 @@ from advise.data import loaders
 from advise.data.check import read_quarantine
 from advise.data.datasets import collate_clips
 from advise.data.formats import SSV2_LABEL_FILES, AnnotatedSplit
+from advise.data.store import FeatureStore, StoreError, StoreSpec, encode_views
 from advise.data.transforms import Preprocessing
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
-from advise.models.ifm import FrozenIFM, build_ifm
+from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
 from advise.report import plot_confusion
 from advise.train.checkpoint import CheckpointError, load_checkpoint
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
@@ -46,28 +49,69 @@ CHECKPOINT = Path("checkpoints") / "last"
 
 @dataclass
 class Setup:
-    """What every command needs before it starts: device, frozen IFM, input size."""
+    """What every command needs before it starts: device, and where tokens come from: the
+    frozen IFM (online) or a feature store (`data.source=store:PATH`, no IFM built)."""
 
     config: Config
     device: torch.device
-    ifm: FrozenIFM
-
-    @property
-    def img_size(self) -> int:
-        return self.ifm.img_size
+    ifm: FrozenIFM | CombinedIFM | None
+    store: FeatureStore | None = None
 
     @property
     def preprocessing(self) -> Preprocessing:
         """Size, mean/std and interpolation of the IFM's own preprocessing."""
+        if self.ifm is None:
+            raise RuntimeError("a run from a feature store has no frame preprocessing")
         return Preprocessing(self.ifm.img_size, self.ifm.mean, self.ifm.std, self.ifm.interpolation)
 
+    @property
+    def frame_preprocessing(self) -> Preprocessing | None:
+        """The IFM's preprocessing, or None when tokens come from a store."""
+        return None if self.ifm is None else self.preprocessing
 
-def setup(config: Config, ifm: FrozenIFM | None = None) -> Setup:
-    """Threads, seeds (the trainable modules' initialisation follows `train.seed`), device, IFM."""
+    @property
+    def token_dim(self) -> int:
+        """Channels of the tokens the model receives (before its SFU)."""
+        return self.store.spec.token_shape[0] if self.store else self.ifm.embed_dim
+
+    def ifm_record(self) -> dict[str, Any]:
+        """The IFM behind this run's tokens, and whether they were stored or computed online
+        (stored views are fixed, which can change an evaluation)."""
+        if self.store is not None:
+            spec = self.store.spec
+            return {
+                "name": spec.ifm,
+                "weights_hash": spec.weights_hash,
+                "random_init": spec.random_init,
+                "precision": spec.precision,
+                "img_size": spec.img_size,
+                "features": f"store:{self.store.path}",
+                "store": {"views": spec.views, "frame_stride": spec.frame_stride,
+                          "dtype": spec.dtype, "spatial": spec.spatial,
+                          "channels": spec.channels},
+            }  # fmt: skip
+        return {
+            "name": self.ifm.name,
+            "weights_hash": self.ifm.weights_hash(),
+            "random_init": self.config.ifm.random_init,
+            "precision": resolve_precision(self.config.ifm.precision, self.device),
+            "img_size": self.ifm.img_size,
+            "features": "online",
+        }
+
+
+def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup:
+    """Threads, seeds (the trainable modules' initialisation follows `train.seed`), device, and
+    the IFM, or the feature store (checked against the config; `views` it must offer)."""
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
+    store_path = store_source(config)
+    if store_path is not None:
+        store = FeatureStore(store_path)
+        store.check_matches(expected_store_spec(config, store.spec, views), "the config")
+        return Setup(config, device, None, store)
     ifm = ifm or build_frozen_ifm(config.ifm, device)
     if config.ifm.random_init:
         warnings.warn(
@@ -77,6 +121,30 @@ def setup(config: Config, ifm: FrozenIFM | None = None) -> Setup:
             stacklevel=2,
         )
     return Setup(config, device, ifm.to(device))
+
+
+def store_source(config: Config) -> Path | None:
+    """The feature store `data.source` names, or None for decoded videos."""
+    source = config.data.source
+    return Path(source[len("store:") :]).expanduser() if source.startswith("store:") else None
+
+
+def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreSpec:
+    """The spec a store must have to serve `config`: its IFM and input size, the pooling the
+    store applied must be the config's SFU, and at least `views` views. Fields a config does
+    not decide (weights hash, dtype, frame stride, token shape) are taken from the store."""
+    from advise.models.ifm import IFM_REGISTRY
+
+    first = config.ifm.name.split("+")[0]
+    default_size = IFM_REGISTRY[first].img_size if first in IFM_REGISTRY else None
+    return replace(
+        stored,
+        ifm=config.ifm.name,
+        img_size=config.ifm.img_size or default_size,
+        views=views,
+        spatial=config.sfu.spatial if stored.spatial is not None else None,
+        channels=config.sfu.channels if stored.channels is not None else None,
+    )
 
 
 class RandomInitWarning(UserWarning):
@@ -89,21 +157,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def ifm_record(ifm: FrozenIFM, config: Config, device: torch.device) -> dict[str, Any]:
-    return {
-        "name": ifm.name,
-        "weights_hash": ifm.weights_hash(),
-        "random_init": config.ifm.random_init,
-        "precision": resolve_precision(config.ifm.precision, device),
-        "img_size": ifm.img_size,
-    }
-
-
 def _meta(run: Setup, stage: str, class_names: list[str], split: AnnotatedSplit) -> dict:
     return {
         "stage": stage,
         "class_names": class_names,
-        "ifm": ifm_record(run.ifm, run.config, run.device),
+        "ifm": run.ifm_record(),
         "data": data_manifest(run.config, split),
         "config": run.config.to_dict(),
         "environment": environment(),
@@ -225,9 +283,9 @@ def pretrain(
     print(f"pretrain on {split.summary()}")
     run = setup(config, ifm)
     _prepare_out(config, out_dir, resume)
-    dataset = loaders.pretrain_dataset(config, split, run.preprocessing)
+    dataset = loaders.pretrain_dataset(config, split, run.frame_preprocessing, run.store)
     class_names = speed_names(config)
-    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
     meta = _meta(run, "pretrain", class_names, split)
     if resume:
@@ -250,7 +308,7 @@ def pretrain(
 
 def _check_ifm(state: dict, run: Setup, path: Path) -> None:
     recorded = state.get("ifm", {})
-    current = ifm_record(run.ifm, run.config, run.device)
+    current = run.ifm_record()
     for key in ("name", "weights_hash"):
         if recorded.get(key) != current[key]:
             raise CheckpointError(
@@ -305,8 +363,8 @@ def finetune(
         _, state = load_checkpoint(out_dir / CHECKPOINT)
         _check_classes(state, split.class_names, out_dir / CHECKPOINT)
     _prepare_out(config, out_dir, resume)
-    dataset = loaders.finetune_dataset(config, split, run.preprocessing)
-    model = build_model(config, len(split.class_names), run.ifm).to(run.device)
+    dataset = loaders.finetune_dataset(config, split, run.frame_preprocessing, run.store)
+    model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
     if init is not None and not resume:
         load_init(model, init, run)
     meta = _meta(run, "finetune", split.class_names, split)
@@ -365,10 +423,11 @@ def evaluate_checkpoint(
         )
     split = loaders.read_split(config.data, "test")
     print(f"evaluate on {split.summary()}")
-    run = setup(config, ifm)
+    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
+    run = setup(config, ifm, views=num_crops)
     _check_ifm(state, run, checkpoint)
     _check_classes(state, split.class_names, checkpoint)
-    model = build_model(config, len(split.class_names), run.ifm).to(run.device)
+    model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_trainable_state_dict(weights)
@@ -376,8 +435,9 @@ def evaluate_checkpoint(
         raise CheckpointError(
             f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
         ) from None
-    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
-    dataset = loaders.eval_dataset(config, split, run.preprocessing, num_clips, num_crops)
+    dataset = loaders.eval_dataset(
+        config, split, run.frame_preprocessing, num_clips, num_crops, run.store
+    )
     started = time.perf_counter()
     meter = AccuracyMeter()
     result = evaluate(
@@ -403,7 +463,7 @@ def evaluate_checkpoint(
         ],
         confusion_matrix=confusion.tolist(),
         checkpoint=str(checkpoint),
-        ifm=ifm_record(run.ifm, config, run.device),
+        ifm=run.ifm_record(),
         data=data_manifest(config, split),
         config=config.to_dict(),
         environment=environment(),
@@ -477,10 +537,11 @@ def predict(
     if not Path(video).is_file():
         raise FileNotFoundError(2, "video not found", str(video))
     config = from_dict(state["config"]).replace(parse_overrides(overrides or []))
+    config = config.replace({"data.source": "video"})  # a new video: never in a store
     class_names = state["class_names"]
     run = setup(config)
     _check_ifm(state, run, checkpoint)
-    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     model.load_trainable_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     )
@@ -509,7 +570,7 @@ def predict(
             for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
         ],
         "checkpoint": str(checkpoint),
-        "ifm": ifm_record(run.ifm, config, run.device),
+        "ifm": run.ifm_record(),
     }
 
 
@@ -575,6 +636,151 @@ def check_data(config: Config, out_dir: Path, workers: int) -> tuple[Any, dict[s
     return report, write_report(report, out_dir)
 
 
+def extract(
+    config: Config,
+    out_dir: Path,
+    subset: str = "all",
+    views: int = 1,
+    frame_stride: int = 1,
+    dtype: str = "fp16",
+    pool: bool = False,
+    ifm: FrozenIFM | CombinedIFM | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    chunk_frames: int = 32,
+    progress: bool | None = None,
+) -> Path:
+    """Run the frozen IFM once over every video of `subset` ("train", "test" or "all") and
+    store its tokens in `out_dir` (see `advise.data.store`). Resumable: videos already stored
+    are skipped. `pool=True` applies the config's SFU before storing. With several processes,
+    process `rank` of `world_size` takes every world_size-th video; the last to finish its
+    share and find every other share done writes the manifest."""
+    from tqdm import tqdm
+
+    from advise.data.store import DTYPES, FrameViewsDataset, video_file, write_video_tokens
+    from advise.models.sfu import SFU
+
+    if views not in (1, 3):
+        raise ConfigError(f"--views must be 1 or 3 (centre, or three crops), got {views}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if frame_stride < 1:
+        raise ConfigError(f"--frame-stride must be >= 1, got {frame_stride}")
+    config = config.replace({"data.source": "video"})
+    records = _records_of(config, ["train", "test"] if subset == "all" else [subset])
+    run = setup(config, ifm)
+    pooled = pool and (config.sfu.spatial is not None or config.sfu.channels is not None)
+    sfu = SFU(config.sfu.spatial, config.sfu.channels) if pooled else nn.Identity()
+    size = run.ifm.img_size
+    probe = sfu(run.ifm(torch.zeros(1, 1, 3, size, size, device=run.device)))  # [1, D, 1, h, w]
+    spec = StoreSpec(
+        ifm=run.ifm.name,
+        weights_hash=run.ifm.weights_hash(),
+        random_init=config.ifm.random_init,
+        img_size=size,
+        precision=resolve_precision(config.ifm.precision, run.device),
+        interpolation=run.ifm.interpolation,
+        views=views,
+        frame_stride=frame_stride,
+        dtype=dtype,
+        spatial=config.sfu.spatial if pooled else None,
+        channels=config.sfu.channels if pooled else None,
+        token_shape=(probe.shape[1], probe.shape[3], probe.shape[4]),
+    )
+    _start_store(out_dir, spec, config)
+    todo = [
+        (index, record)
+        for index, record in enumerate(records)
+        if index % world_size == rank and not (out_dir / video_file(index)).is_file()
+    ]
+    dataset = FrameViewsDataset(
+        todo, frame_stride, loaders.views_transform(run.preprocessing, views)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=config.data.num_workers
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    failed = 0
+    for item in tqdm(loader, total=len(todo), desc="extract", disable=not show):
+        if not isinstance(item, dict):
+            failed += 1
+            continue
+        tokens = encode_views(run.ifm, sfu, item["views"], chunk_frames)
+        write_video_tokens(out_dir, item["index"], tokens, dtype)
+    (out_dir / f"done.{rank}-of-{world_size}").write_text(f"{len(todo) - failed}\n")
+    if all((out_dir / f"done.{r}-of-{world_size}").is_file() for r in range(world_size)):
+        _write_manifest(out_dir, spec, config, records)
+    return out_dir
+
+
+def _records_of(config: Config, subsets: list[str]) -> list:
+    """The videos of the subsets, each once, in a stable order (train first)."""
+    from advise.data.formats import AnnotationError
+
+    records, seen = [], set()
+    for subset in subsets:
+        try:
+            split = loaders.read_split(config.data, subset)
+        except (AnnotationError, ConfigError) as error:
+            if subset == "train" or (isinstance(error, AnnotationError) and error.line != 0):
+                raise
+            print(f"test: no videos ({error})")
+            continue
+        print(f"{subset}: {split.summary()}")
+        for record in split.records:
+            if (record.path, record.start_frame, record.end_frame) not in seen:
+                seen.add((record.path, record.start_frame, record.end_frame))
+                records.append(record)
+    return records
+
+
+def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
+    """Write store.json, or check that a store being resumed was started with this spec."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "videos").mkdir(exist_ok=True)
+    for stale in (out_dir / "videos").glob(".*.tmp"):  # half-written by a killed extraction
+        stale.unlink(missing_ok=True)
+    path = out_dir / "store.json"
+    record = {"spec": spec.to_dict(), "data_root": config.data.root}
+    if path.is_file():
+        started = json.loads(path.read_text())
+        if started != record:
+            differences = [
+                key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]
+            ] + (["data_root"] if started.get("data_root") != record["data_root"] else [])
+            raise StoreError(
+                f"{out_dir} holds a store started with other settings ({', '.join(differences)} "
+                f"differ); resume with the same ones or choose another --out"
+            )
+        return
+    path.write_text(json.dumps(record, indent=2))
+
+
+def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: list) -> None:
+    from advise.data.store import STORE_VERSION, _relative_key, video_file
+
+    videos, failed = [], []
+    for index, record in enumerate(records):
+        key = _relative_key(record.path, config.data.root)
+        file = out_dir / video_file(index)
+        if not file.is_file():
+            failed.append(key)
+            continue
+        frames = int(np.load(file, mmap_mode="r").shape[1])
+        videos.append({"path": key, "label": record.label, "frames": frames,
+                       "file": video_file(index)})  # fmt: skip
+    manifest = {
+        "version": STORE_VERSION,
+        "spec": spec.to_dict(),
+        "data_root": config.data.root,
+        "videos": videos,
+        "failed": failed,
+    }
+    temporary = out_dir / f".manifest.json.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=1))
+    os.replace(temporary, out_dir / "manifest.json")
+
+
 def ifm_table() -> list[dict[str, Any]]:
     """One row per registry IFM: sizes read from the architecture (built on the meta device,
     so nothing is downloaded or allocated) and where its weights come from."""
@@ -619,12 +825,12 @@ def evaluate_pretext(
     run = setup(config, ifm)
     _check_ifm(state, run, checkpoint)
     class_names = speed_names(config)
-    model = build_model(config, len(class_names), run.ifm).to(run.device)
+    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     model.load_trainable_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     )
     model.eval()
-    dataset = loaders.pretext_eval_dataset(config, split, run.preprocessing)
+    dataset = loaders.pretext_eval_dataset(config, split, run.frame_preprocessing, run.store)
     dataset.index_videos()
     correct = total = 0
     for batch in torch.utils.data.DataLoader(

@@ -63,15 +63,28 @@ class _VideoTooShortError(Exception):
 
 
 class _VideoDataset(Dataset):
-    """Shared parts: records, seed/epoch randomness, decoding with skip-and-warn."""
+    """Shared parts: records, seed/epoch randomness, decoding with skip-and-warn.
 
-    def __init__(self, records: Sequence[VideoRecord], num_frames: int, seed: int) -> None:
+    With a `store` (`advise.data.store.FeatureStore`) clips come from stored IFM tokens
+    instead of decoded frames: the same frame sampling, over the store's frames, and the
+    transform receives float [V, T, D, h, w] (every stored view) instead of uint8 frames;
+    items then carry "tokens" in place of "clips". A video the store lacks is skipped.
+    """
+
+    def __init__(
+        self, records: Sequence[VideoRecord], num_frames: int, seed: int, store: Any = None
+    ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.records = list(records)
         self.num_frames = num_frames
         self.seed = seed
         self.epoch = 0
+        self.store = store
+        self.key = "clips" if store is None else "tokens"
+        self._store_indices = (
+            None if store is None else [store.index_of(record.path) for record in self.records]
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws `__getitem__` makes (call once per epoch)."""
@@ -89,6 +102,8 @@ class _VideoDataset(Dataset):
         inherit the cache instead of decoding every file again. Bad videos are left for
         `__getitem__` to skip and report.
         """
+        if self.store is not None:
+            return  # stored frame counts are in the store's manifest
         for record in self.records:
             try:
                 count_frames(record.path)
@@ -97,6 +112,25 @@ class _VideoDataset(Dataset):
 
     def _generator(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _store_index(self, index: int) -> int:
+        store_index = self._store_indices[index]
+        if store_index is None:
+            raise VideoDecodeError(self.records[index].path, "not in the feature store")
+        return store_index
+
+    def _num_frames_of(self, index: int) -> int:
+        """Frames the samplers see: the store's frames, or the record's frame range."""
+        if self.store is not None:
+            return self.store.num_frames(self._store_index(index))
+        return self._num_video_frames(self.records[index])
+
+    def _read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
+        """Each clip's frames: uint8 [T, 3, H, W] decoded, or float [V, T, D, h, w] stored."""
+        if self.store is not None:
+            store_index = self._store_index(index)
+            return [self.store.read(store_index, indices) for indices in clip_indices]
+        return self._read_clips(self.records[index], clip_indices)
 
     def _num_video_frames(self, record: VideoRecord) -> int:
         """Frames the samplers see: the length of the record's frame range (end clamped)."""
@@ -165,18 +199,18 @@ class PlaybackRateDataset(_VideoDataset):
         sampler: PlaybackRateSampler,
         transform: ClipTransform,
         seed: int = 0,
+        store: Any = None,
     ) -> None:
-        super().__init__(records, sampler.num_frames, seed)
+        super().__init__(records, sampler.num_frames, seed, store)
         self.sampler = sampler
         self.transform = transform
 
     def _item(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
         rng = self._generator(index)
-        clips = self.sampler(self._num_video_frames(record), rng)
-        frames = self._read_clips(record, [indices for indices, _ in clips])
+        clips = self.sampler(self._num_frames_of(index), rng)
+        frames = self._read(index, [indices for indices, _ in clips])
         return {
-            "clips": self._transform_clips(self.transform, frames, rng),
+            self.key: self._transform_clips(self.transform, frames, rng),
             "labels": torch.tensor([label for _, label in clips], dtype=torch.long),
             "index": index,
         }
@@ -197,19 +231,20 @@ class ClipDataset(_VideoDataset):
         transform: ClipTransform,
         train: bool = True,
         seed: int = 0,
+        store: Any = None,
     ) -> None:
-        super().__init__(records, num_frames, seed)
+        super().__init__(records, num_frames, seed, store)
         self.transform = transform
         self.train = train
 
     def _item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         rng = self._generator(index)
-        num_video_frames = self._num_video_frames(record)
+        num_video_frames = self._num_frames_of(index)
         indices = segment_indices(num_video_frames, self.num_frames, rng if self.train else None)
-        frames = self._read_clips(record, [indices])
+        frames = self._read(index, [indices])
         return {
-            "clips": self._transform_clips(self.transform, frames, rng),
+            self.key: self._transform_clips(self.transform, frames, rng),
             "labels": torch.tensor([record.label], dtype=torch.long),
             "index": index,
         }
@@ -231,8 +266,9 @@ class MultiViewDataset(_VideoDataset):
         num_clips: int,
         views_transform: ClipTransform,
         seed: int = 0,
+        store: Any = None,
     ) -> None:
-        super().__init__(records, num_frames, seed)
+        super().__init__(records, num_frames, seed, store)
         self.num_clips = num_clips
         self.views_transform = views_transform
 
@@ -240,11 +276,11 @@ class MultiViewDataset(_VideoDataset):
         record = self.records[index]
         rng = self._generator(index)
         clip_indices = multiview_indices(
-            self._num_video_frames(record), self.num_frames, self.num_clips
+            self._num_frames_of(index), self.num_frames, self.num_clips
         )
-        frames = self._read_clips(record, clip_indices)
+        frames = self._read(index, clip_indices)
         return {
-            "clips": self._transform_clips(self.views_transform, frames, rng),
+            self.key: self._transform_clips(self.views_transform, frames, rng),
             "labels": torch.tensor([record.label], dtype=torch.long),
             "index": index,
         }
@@ -254,7 +290,8 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
     """Batch dataset items, dropping skipped videos (`SkippedVideo` or None).
 
     Returns:
-        {"clips": float [C, T, 3, H, W] (all clips of all good items, item by item),
+        {"clips": float [C, T, 3, H, W] (all clips of all good items, item by item; items of a
+         feature store give "tokens" [C, D, T, h, w] instead),
          "labels": long [C] (an item's single label is repeated for each of its clips),
          "index": long [B] (dataset index of each good item),
          "video_of_clip": long [C] (dataset index of the video each clip comes from),
@@ -273,9 +310,10 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
             "skipped": len(skipped),
             "skipped_paths": skipped_paths,
         }
+    key = "tokens" if "tokens" in good[0] else "clips"  # stored tokens or decoded frames
     labels, video_of_clip = [], []
     for item in good:
-        num_clips = item["clips"].shape[0]
+        num_clips = item[key].shape[0]
         item_labels = item["labels"].reshape(-1)
         if item_labels.numel() == 1:
             item_labels = item_labels.expand(num_clips)
@@ -286,7 +324,7 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
         labels.append(item_labels)
         video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
     return {
-        "clips": torch.cat([item["clips"] for item in good]),  # [C, T, 3, H, W]
+        key: torch.cat([item[key] for item in good]),  # [C, T, 3, H, W] or [C, D, T, h, w]
         "labels": torch.cat(labels).to(torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "video_of_clip": torch.cat(video_of_clip),

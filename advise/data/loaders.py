@@ -6,6 +6,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from advise.config import Config, ConfigError, DataConfig, PretextConfig
 from advise.data.check import drop_quarantined
@@ -23,6 +24,7 @@ from advise.data.formats import (
     read_ucf101,
 )
 from advise.data.sampling import PlaybackRateSampler
+from advise.data.store import CentreTokens, TokenViews, TrainTokens
 from advise.data.transforms import Preprocessing, test_views, train_transform
 
 # Formats whose train and test lists are two files named by data.annotations and
@@ -172,22 +174,28 @@ def views_transform(prep: Preprocessing, num_crops: int):
 
 
 def pretrain_dataset(
-    config: Config, split: AnnotatedSplit, prep: Preprocessing
+    config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
 ) -> PlaybackRateDataset:
-    """Playback-rate clips of every video in `split` (labels in the split are ignored)."""
+    """Playback-rate clips of every video in `split` (labels in the split are ignored).
+
+    From a feature store (`store`), speeds index its stored frames and the token-grid
+    augmentation (`TrainTokens`: view, grid crop, flip) replaces the frame transform.
+    """
     sampler = playback_rate_sampler(config.data, config.pretext)
-    transform = _train_transform(config, prep)
-    return PlaybackRateDataset(split.records, sampler, transform, seed=config.train.seed)
+    transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
+    return PlaybackRateDataset(
+        split.records, sampler, transform, seed=config.train.seed, store=store
+    )
 
 
 def pretext_eval_dataset(
-    config: Config, split: AnnotatedSplit, prep: Preprocessing
+    config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
 ) -> PlaybackRateDataset:
     """Playback-rate clips with the deterministic centre-crop view, for measuring speed accuracy."""
     sampler = playback_rate_sampler(config.data, config.pretext)
-    centre = views_transform(prep, num_crops=1)
+    centre = CentreTokens() if store is not None else SingleView(views_transform(prep, 1))
     return PlaybackRateDataset(
-        split.records, sampler, SingleView(centre), seed=config.train.seed + 1
+        split.records, sampler, centre, seed=config.train.seed + 1, store=store
     )
 
 
@@ -201,15 +209,31 @@ class SingleView:
         return self.views(clip)[0]
 
 
-def finetune_dataset(config: Config, split: AnnotatedSplit, prep: Preprocessing) -> ClipDataset:
-    transform = _train_transform(config, prep)
+def finetune_dataset(
+    config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
+) -> ClipDataset:
+    transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
     return ClipDataset(
-        split.records, config.data.num_frames, transform, train=True, seed=config.train.seed
+        split.records,
+        config.data.num_frames,
+        transform,
+        train=True,
+        seed=config.train.seed,
+        store=store,
     )
 
 
 def eval_dataset(
-    config: Config, split: AnnotatedSplit, prep: Preprocessing, num_clips: int, num_crops: int
+    config: Config,
+    split: AnnotatedSplit,
+    prep: Preprocessing | None,
+    num_clips: int,
+    num_crops: int,
+    store: Any = None,
 ) -> MultiViewDataset:
-    views = views_transform(prep, num_crops)
-    return MultiViewDataset(split.records, config.data.num_frames, num_clips, views)
+    views = TokenViews(num_crops) if store is not None else views_transform(prep, num_crops)
+    return MultiViewDataset(split.records, config.data.num_frames, num_clips, views, store=store)
+
+
+def _train_tokens(config: Config) -> TrainTokens:
+    return TrainTokens(flip=config.data.flip, scale_min=config.data.scale_min)

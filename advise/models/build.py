@@ -51,18 +51,24 @@ def build_frozen_ifm(config: IFMConfig, device: torch.device) -> FrozenIFM | Com
     return ifm.to(device)
 
 
-def build_model(config: Config, num_classes: int, ifm: FrozenIFM | CombinedIFM | None) -> AdViSe:
-    """IFM -> SFU -> TMM -> head, sized from the IFM's embedding width.
+def build_model(
+    config: Config,
+    num_classes: int,
+    ifm: FrozenIFM | CombinedIFM | None,
+    token_dim: int | None = None,
+) -> AdViSe:
+    """IFM -> SFU -> TMM -> head, sized from the token width.
 
     `ifm` is built by the caller (it is shared between runs in the demo, and absent when the
-    model only ever sees stored tokens); its width is read once here.
+    model only ever sees stored tokens); the width is read from it once, or given as
+    `token_dim` (the channels of stored tokens) when there is no IFM.
     """
-    if ifm is None:
-        raise ValueError("build_model needs the IFM (its width sizes the temporal module)")
+    if ifm is None and token_dim is None:
+        raise ValueError("build_model needs the IFM or token_dim (the width sizes the TMM)")
     sfu_config, tmm_config = config.sfu, config.tmm
     has_sfu = sfu_config.spatial is not None or sfu_config.channels is not None
     sfu = SFU(sfu_config.spatial, sfu_config.channels) if has_sfu else nn.Identity()
-    width = sfu_config.channels or ifm.embed_dim
+    width = sfu_config.channels or (token_dim if ifm is None else ifm.embed_dim)
     if tmm_config.kind == "bottleneck":
         tmm: nn.Module = BottleneckTMM(
             width,

@@ -348,7 +348,10 @@ def evaluate(
         if batch["labels"].numel() == 0:
             continue
         with trainable_autocast(device, precision):
-            logits = model(batch["clips"].to(device)).float().cpu()
+            if "tokens" in batch:  # from a feature store
+                logits = model.forward_tokens(batch["tokens"].to(device)).float().cpu()
+            else:
+                logits = model(batch["clips"].to(device)).float().cpu()
         meter.update(logits, batch["labels"], batch["video_of_clip"])
     result = meter.compute()
     result.update(views_combined="mean of softmax over views", skipped_videos=skipped)

@@ -1,0 +1,353 @@
+"""The feature store: the frozen IFM's tokens of every video, computed once, read many times.
+
+The IFM never changes, so a video's tokens under a deterministic view never change either.
+`extract` runs the IFM once over every video of a dataset (every `frame_stride`-th frame, one
+or three deterministic spatial views, optionally pooled by the config's SFU) and stores them;
+training and evaluation then read tokens instead of decoding and encoding frames
+(`data.source=store:PATH`), which removes the IFM from every later epoch and run.
+
+Layout of a store folder:
+
+    store.json          what the tokens are (`StoreSpec`): IFM name and weights hash, input
+                        size, precision, views, frame stride, dtype, pooling, token shape
+    videos/0000017.npy  tokens of video 17: [V, T, D, h, w] (V views, T stored frames), fp16,
+                        fp32 or int8; memory-mapped on read, so reading any frames of any video
+                        touches only those frames (no per-read decompression)
+    videos/0000017.scale.npy   int8 only: float32 [V, D] per-channel scales (value = q * scale)
+    manifest.json       written when extraction completes: the spec, and per video its path
+                        (relative to data.root), label, stored frame count and file; the
+                        videos that failed to decode
+
+Resumable: every video file is written to a temporary name, flushed and renamed, so a killed
+extraction leaves only whole files; a rerun skips them and produces a store identical to an
+uninterrupted one (the IFM runs the same frames in the same chunks). Several processes
+(`rank`, `world_size`) split the videos between them; the manifest is written once all are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+STORE_VERSION = 1
+DTYPES = ("fp16", "fp32", "int8")
+_NUMPY_DTYPES = {"fp16": np.float16, "fp32": np.float32, "int8": np.int8}
+
+
+class StoreError(ValueError):
+    """A store is missing, incomplete, or does not match the config that wants to use it."""
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a store's tokens are; two stores with equal specs hold interchangeable tokens."""
+
+    ifm: str
+    weights_hash: str
+    random_init: bool
+    img_size: int
+    precision: str
+    interpolation: str
+    views: int  # 1 = centre crop; 3 = start / centre / end of the long side
+    frame_stride: int  # every frame_stride-th frame of the video is stored
+    dtype: str  # fp16 | fp32 | int8 (symmetric, per view and channel)
+    spatial: int | None  # SFU pooling applied before storing (None = the IFM's grid)
+    channels: int | None
+    token_shape: tuple[int, int, int]  # (D, h, w) as stored
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["token_shape"] = list(self.token_shape)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StoreSpec:
+        return cls(**{**values, "token_shape": tuple(values["token_shape"])})
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def quantize_int8(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[V, T, D, h, w] float -> (int8 of the same shape, float32 scales [V, D]).
+
+    Symmetric per view and channel: scale = max |x| / 127 over (T, h, w), so
+    `q * scale` is within scale / 2 of x.
+    """
+    peak = np.abs(tokens).max(axis=(1, 3, 4)).astype(np.float32)  # [V, D]
+    scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    quantized = np.rint(tokens / scales[:, None, :, None, None])
+    return np.clip(quantized, -127, 127).astype(np.int8), scales
+
+
+def _write_atomic(path: Path, array: np.ndarray) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def video_file(index: int) -> str:
+    return f"videos/{index:07d}.npy"
+
+
+def write_video_tokens(store: Path, index: int, tokens: np.ndarray, dtype: str) -> None:
+    """Store one video's tokens [V, T, D, h, w] (the scales first, so the token file's
+    presence means the video is complete)."""
+    path = store / video_file(index)
+    if dtype == "int8":
+        quantized, scales = quantize_int8(tokens)
+        _write_atomic(path.with_suffix(".scale.npy"), scales)
+        _write_atomic(path, quantized)
+    else:
+        _write_atomic(path, tokens.astype(_NUMPY_DTYPES[dtype]))
+
+
+def encode_views(ifm: nn.Module, sfu: nn.Module, views: Tensor, chunk_frames: int) -> np.ndarray:
+    """Normalised views [V, T, 3, H, W] -> tokens [V, T, D, h, w] float32 (pooled by `sfu`).
+
+    Frames go through the IFM `chunk_frames` at a time, always in the same chunks, so the
+    result does not depend on anything but the video.
+    """
+    device = next(ifm.parameters()).device
+    num_frames = views.shape[1]
+    chunks = []
+    for start in range(0, num_frames, chunk_frames):
+        frames = views[:, start : start + chunk_frames].to(device)  # [V, t, 3, H, W]
+        with torch.no_grad():
+            tokens = sfu(ifm(frames))  # [V, D, t, h, w]
+        chunks.append(tokens.float().cpu())
+    tokens = torch.cat(chunks, dim=2)  # [V, D, T, h, w]
+    return tokens.permute(0, 2, 1, 3, 4).contiguous().numpy()  # -> [V, T, D, h, w]
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+class FeatureStore:
+    """Read a complete store: tokens of any frames of any video, memory-mapped.
+
+    `index_of(path)` finds a video by its path (absolute, or relative to the data root the
+    store was extracted from); `read(index, frame_indices)` returns float32 tensors
+    [V, T, D, h, w] of those stored frames, all views.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            hint = (
+                " (extraction has not finished: rerun `advise extract` with the same --out)"
+                if (self.path / "store.json").is_file()
+                else ""
+            )
+            raise StoreError(f"{self.path} is not a feature store: no manifest.json{hint}")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("version") != STORE_VERSION:
+            raise StoreError(
+                f"{self.path}: store version {manifest.get('version')}, this advise reads "
+                f"{STORE_VERSION}; extract it again"
+            )
+        self.manifest = manifest
+        self.spec = StoreSpec.from_dict(manifest["spec"])
+        self.root = manifest["data_root"]
+        self.videos = manifest["videos"]
+        self.failed = manifest.get("failed", [])
+        self._index = {entry["path"]: index for index, entry in enumerate(self.videos)}
+        self._open: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def index_of(self, path: str | Path) -> int | None:
+        """The store index of a video file, or None when the store lacks it."""
+        key = _relative_key(path, self.root)
+        return self._index.get(key)
+
+    def num_frames(self, index: int) -> int:
+        return int(self.videos[index]["frames"])
+
+    def read(self, index: int, frame_indices: Sequence[int] | np.ndarray) -> Tensor:
+        """float32 [V, len(frame_indices), D, h, w]: the stored frames, every view."""
+        tokens, scales = self._arrays(index)
+        picked = np.asarray(tokens[:, np.asarray(frame_indices, dtype=np.int64)])
+        values = picked.astype(np.float32)
+        if scales is not None:
+            values *= scales[:, None, :, None, None]
+        return torch.from_numpy(values)
+
+    def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if index not in self._open:
+            file = self.path / self.videos[index]["file"]
+            tokens = np.load(file, mmap_mode="r")
+            scales = None
+            if self.spec.dtype == "int8":
+                scales = np.load(file.with_suffix(".scale.npy"))
+            if len(self._open) > 4096:  # bound open memory maps (file handles) per process
+                self._open.clear()
+            self._open[index] = (tokens, scales)
+        return self._open[index]
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers reopen their own maps
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
+
+    def check_matches(self, expected: StoreSpec, what: str = "this config") -> None:
+        """Refuse a store whose tokens are not those `expected` describes, saying what differs.
+
+        Views: a store with 3 views serves 1-view uses too (its centre view), not the reverse.
+        """
+        differences = []
+        for key in (
+            "ifm", "weights_hash", "img_size", "frame_stride", "spatial", "channels",
+            "token_shape",
+        ):  # fmt: skip
+            have, want = getattr(self.spec, key), getattr(expected, key)
+            if have != want:
+                differences.append(f"{key}: store {have!r}, {what} {want!r}")
+        if expected.views > self.spec.views:
+            differences.append(f"views: store {self.spec.views}, {what} needs {expected.views}")
+        if differences:
+            raise StoreError(
+                f"feature store {self.path} does not match {what}: " + "; ".join(differences)
+            )
+
+
+def _relative_key(path: str | Path, root: str) -> str:
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    root = os.path.abspath(os.path.expanduser(root))
+    relative = os.path.relpath(path, root)
+    return path if relative.startswith("..") else relative
+
+
+# ---------------------------------------------------------------------- token transforms
+
+
+class TrainTokens:
+    """Training augmentation on stored token grids, clip-consistent (one draw per clip).
+
+    [V, T, D, h, w] (every stored view) -> [D, T, h, w]: a random stored view; a random crop
+    of the grid covering a fraction of its area in [scale_min, 1] (aspect 3/4..4/3), resized
+    back to h x w (bilinear), like RandomResizedCrop on frames; a horizontal flip of the grid
+    with p = 0.5 when `flip`. Colour augmentation has no meaning on tokens and is not offered.
+    """
+
+    def __init__(self, flip: bool = True, scale_min: float = 1.0) -> None:
+        self.flip = flip
+        self.scale_min = scale_min
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        view = int(torch.randint(tokens.shape[0], ()))
+        clip = tokens[view].permute(1, 0, 2, 3)  # [T, D, h, w] -> [D, T, h, w]
+        height, width = clip.shape[-2:]
+        if self.scale_min < 1.0:
+            clip = self._crop(clip, height, width)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            clip = clip.flip(-1)
+        return clip.contiguous()
+
+    def _crop(self, clip: Tensor, height: int, width: int) -> Tensor:
+        area = float(torch.empty(()).uniform_(self.scale_min, 1.0)) * height * width
+        log_ratio = float(torch.empty(()).uniform_(np.log(3 / 4), np.log(4 / 3)))
+        crop_h = int(round(np.sqrt(area / np.exp(log_ratio))))
+        crop_w = int(round(np.sqrt(area * np.exp(log_ratio))))
+        crop_h, crop_w = min(max(crop_h, 1), height), min(max(crop_w, 1), width)
+        top = int(torch.randint(height - crop_h + 1, ()))
+        left = int(torch.randint(width - crop_w + 1, ()))
+        cropped = clip[..., top : top + crop_h, left : left + crop_w]  # [D, T, ch, cw]
+        if (crop_h, crop_w) == (height, width):
+            return cropped
+        return functional.interpolate(
+            cropped, size=(height, width), mode="bilinear", align_corners=False
+        )  # [D, T, ch, cw] -> [D, T, h, w] (T acts as the batch of 2D maps)
+
+    def __repr__(self) -> str:
+        return f"TrainTokens(flip={self.flip}, scale_min={self.scale_min})"
+
+
+class TokenViews:
+    """Deterministic test views from stored tokens: [V, T, D, h, w] -> [S, D, T, h, w].
+
+    `num_crops` = the stored view count gives every view; 1 gives the centre view (index
+    V // 2: the centre crop of a 3-view store, the only view of a 1-view store).
+    """
+
+    def __init__(self, num_crops: int = 1) -> None:
+        self.num_crops = num_crops
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        num_views = tokens.shape[0]
+        if self.num_crops == 1:
+            tokens = tokens[num_views // 2 : num_views // 2 + 1]
+        elif self.num_crops != num_views:
+            raise StoreError(f"{self.num_crops} test crops asked of a {num_views}-view store")
+        return tokens.permute(0, 2, 1, 3, 4).contiguous()  # [S, T, D, h, w] -> [S, D, T, h, w]
+
+    def __repr__(self) -> str:
+        return f"TokenViews(num_crops={self.num_crops})"
+
+
+class CentreTokens:
+    """One deterministic view, [V, T, D, h, w] -> [D, T, h, w] (pretext evaluation)."""
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        return TokenViews(1)(tokens)[0]
+
+
+def missing_from_store(store: FeatureStore, paths: Sequence[str | Path]) -> list[str]:
+    """The paths of `paths` the store has no tokens for."""
+    return [str(path) for path in paths if store.index_of(path) is None]
+
+
+def warn_missing(store: FeatureStore, missing: list[str], total: int) -> None:
+    if missing:
+        warnings.warn(
+            f"feature store {store.path} lacks {len(missing)} of {total} videos of this split "
+            f"(first: {missing[0]}); they are skipped",
+            stacklevel=3,
+        )
+
+
+class FrameViewsDataset(torch.utils.data.Dataset):
+    """Every `frame_stride`-th frame of each video, as deterministic views, for extraction.
+
+    Item: {"index": store index, "views": float [V, T, 3, H, W] normalised for the IFM}, or a
+    `SkippedVideo` for a video that cannot be decoded (warned, and absent from the store).
+    """
+
+    def __init__(self, entries: Sequence[tuple[int, Any]], frame_stride: int, views) -> None:
+        self.entries = list(entries)  # (store index, VideoRecord)
+        self.frame_stride = frame_stride
+        self.views = views
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, position: int) -> dict[str, Any] | Any:
+        from advise.data.datasets import SkippedVideo, SkippedVideoWarning
+        from advise.data.video import VideoDecodeError, count_frames, read_frames
+
+        index, record = self.entries[position]
+        try:
+            start, stop = record.frame_range(count_frames(record.path))
+            if stop <= start:
+                raise VideoDecodeError(record.path, "no frame in its range")
+            frames = read_frames(record.path, np.arange(start, stop, self.frame_stride))
+        except VideoDecodeError as error:
+            warnings.warn(f"skipping video {error}", SkippedVideoWarning, stacklevel=2)
+            return SkippedVideo(index=index, path=str(record.path), reason=str(error))
+        clip = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, H, W, 3] -> [T, 3, H, W]
+        return {"index": index, "views": self.views(clip)}  # [V, T, 3, H, W]

@@ -1,0 +1,182 @@
+"""The feature store: extraction equals the online IFM, reads any frames, resumes to an
+identical store, refuses a store that does not match, and feeds training and evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fabricate import tiny_config, ucf_tree
+
+from advise.cli import main
+from advise.config import load_config
+from advise.data import loaders
+from advise.data import store as store_module
+from advise.data.store import (
+    FeatureStore,
+    StoreError,
+    TokenViews,
+    TrainTokens,
+    quantize_int8,
+)
+from advise.models.build import build_frozen_ifm
+from advise.runs import evaluate_checkpoint, extract, finetune, pretrain
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
+
+
+@pytest.fixture
+def config(tmp_path, tree):
+    return load_config(str(tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})))
+
+
+@pytest.fixture
+def ifm(config):
+    return build_frozen_ifm(config.ifm, torch.device("cpu"))
+
+
+def store_files(path: Path) -> dict[str, bytes]:
+    return {
+        str(file.relative_to(path)): file.read_bytes()
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and not file.name.startswith("done.")
+    }
+
+
+def test_stored_tokens_are_the_online_tokens(tmp_path, config, ifm):
+    out = extract(config, tmp_path / "store", views=3, dtype="fp32", ifm=ifm, progress=False)
+    store = FeatureStore(out)
+    assert len(store) == 10 and store.spec.views == 3 and store.spec.token_shape == (96, 4, 4)
+    # the PRP sampling of the store and of the decoded videos pick the same frames; the
+    # centre view's tokens are those the online IFM computes for the centre-crop frames
+    split = loaders.read_split(config.data, "train")
+    online = loaders.pretext_eval_dataset(config, split, _prep(ifm))
+    stored = loaders.pretext_eval_dataset(config, split, None, store)
+    for index in range(len(split.records)):
+        frames, tokens = online[index], stored[index]
+        assert torch.equal(frames["labels"], tokens["labels"])
+        expected = ifm(frames["clips"])  # [N, D, T, h, w]
+        # equal up to float summation order (the IFM saw other batch sizes)
+        torch.testing.assert_close(tokens["tokens"], expected, rtol=1e-4, atol=1e-5)
+
+
+def _prep(ifm):
+    from advise.data.transforms import Preprocessing
+
+    return Preprocessing(ifm.img_size, ifm.mean, ifm.std, ifm.interpolation)
+
+
+def test_any_frames_of_any_video_read_back(tmp_path, config, ifm):
+    store = FeatureStore(extract(config, tmp_path / "s", dtype="fp16", ifm=ifm, progress=False))
+    full = np.load(store.path / store.videos[3]["file"])  # [V, T, D, h, w] fp16
+    indices = np.array([5, 0, 23, 5, 11])
+    torch.testing.assert_close(store.read(3, indices), torch.from_numpy(full[:, indices]).float())
+    assert store.num_frames(3) == full.shape[1] == 24
+
+
+def test_frame_stride_keeps_every_kth_frame(tmp_path, config, ifm):
+    every = FeatureStore(extract(config, tmp_path / "a", dtype="fp32", ifm=ifm, progress=False))
+    third = extract(config, tmp_path / "b", frame_stride=3, dtype="fp32", ifm=ifm, progress=False)
+    third = FeatureStore(third)
+    assert third.num_frames(0) == 8  # frames 0, 3, ..., 21 of 24
+    torch.testing.assert_close(third.read(0, range(8)), every.read(0, range(0, 24, 3)))
+
+
+def test_int8_is_within_half_a_step_of_fp32():
+    tokens = np.random.default_rng(0).normal(size=(3, 5, 8, 2, 2)).astype(np.float32)
+    quantized, scales = quantize_int8(tokens)
+    assert quantized.dtype == np.int8 and scales.shape == (3, 8)
+    restored = quantized * scales[:, None, :, None, None]
+    assert np.all(np.abs(restored - tokens) <= scales[:, None, :, None, None] / 2 + 1e-7)
+
+
+def test_a_killed_extraction_resumes_to_an_identical_store(tmp_path, config, ifm, monkeypatch):
+    whole = extract(config, tmp_path / "whole", dtype="int8", ifm=ifm, progress=False)
+    written = []
+    real_write = store_module.write_video_tokens
+
+    def crash_after_four(store, index, tokens, dtype):
+        if len(written) == 4:
+            raise KeyboardInterrupt("killed")
+        written.append(index)
+        real_write(store, index, tokens, dtype)
+
+    monkeypatch.setattr("advise.data.store.write_video_tokens", crash_after_four)
+    monkeypatch.setattr("advise.runs.write_video_tokens", crash_after_four, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        extract(config, tmp_path / "resumed", dtype="int8", ifm=ifm, progress=False)
+    assert not (tmp_path / "resumed" / "manifest.json").exists()
+    with pytest.raises(StoreError, match="extraction has not finished"):
+        FeatureStore(tmp_path / "resumed")
+    (tmp_path / "resumed" / "videos" / ".0000004.npy.123.tmp").write_bytes(b"half")
+    monkeypatch.undo()
+    extract(config, tmp_path / "resumed", dtype="int8", ifm=ifm, progress=False)
+    assert store_files(tmp_path / "resumed") == store_files(whole)
+    with pytest.raises(StoreError, match="other settings.*dtype"):
+        extract(config, tmp_path / "resumed", dtype="fp16", ifm=ifm, progress=False)
+
+
+def test_token_transforms():
+    tokens = torch.arange(3 * 4 * 2 * 3 * 3, dtype=torch.float32).view(3, 4, 2, 3, 3)
+    views = TokenViews(3)(tokens)
+    assert views.shape == (3, 2, 4, 3, 3) and torch.equal(views[1], tokens[1].transpose(0, 1))
+    assert torch.equal(TokenViews(1)(tokens)[0], tokens[1].transpose(0, 1))  # the centre view
+    torch.manual_seed(0)
+    flipped = {bool(torch.equal(TrainTokens(flip=True)(tokens[:1]), tokens[0].transpose(0, 1)))
+               for _ in range(20)}  # fmt: skip
+    assert flipped == {True, False}  # flips about half the time
+    cropped = TrainTokens(flip=False, scale_min=0.3)(tokens)
+    assert cropped.shape == (2, 4, 3, 3)
+
+
+def test_training_and_evaluation_from_the_store(tmp_path, config, ifm, capsys):
+    out = extract(config, tmp_path / "store", views=3, dtype="fp16", ifm=ifm, progress=False)
+    from_store = config.replace({"data.source": f"store:{out}"})
+    prp = pretrain(from_store, tmp_path / "prp")
+    ft = finetune(from_store, tmp_path / "ft", init=prp.checkpoint)
+    stored = evaluate_checkpoint(from_store, ft.checkpoint, views=(2, 3))
+    online = evaluate_checkpoint(config, ft.checkpoint, views=(2, 3), ifm=ifm)  # same IFM hash
+    assert stored["ifm"]["features"] == f"store:{out}" and online["ifm"]["features"] == "online"
+    assert stored["num_videos"] == online["num_videos"] == 4
+    assert abs(stored["top1"] - online["top1"]) <= 25.0  # fp16 tokens: at most one video apart
+    _, state = __import__("advise.train.checkpoint", fromlist=["x"]).load_checkpoint(ft.checkpoint)
+    assert state["ifm"]["weights_hash"] == ifm.weights_hash()
+
+
+def test_a_store_that_does_not_match_is_refused(tmp_path, config, ifm, capsys):
+    out = extract(config, tmp_path / "store", views=1, ifm=ifm, progress=False)
+    from_store = config.replace({"data.source": f"store:{out}"})
+    prp = pretrain(from_store, tmp_path / "prp")
+    ft = finetune(from_store, tmp_path / "ft", init=prp.checkpoint)
+    with pytest.raises(StoreError, match="views: store 1, the config needs 3"):
+        evaluate_checkpoint(from_store, ft.checkpoint, views=(1, 3))
+    with pytest.raises(StoreError, match="img_size: store 32, the config 64"):
+        pretrain(from_store.replace({"ifm.img_size": 64}), tmp_path / "other")
+    pooled = extract(config.replace({"sfu.spatial": 2}), tmp_path / "pooled", pool=True, ifm=ifm,
+                     progress=False)  # fmt: skip
+    assert FeatureStore(pooled).spec.token_shape == (96, 2, 2)
+    with pytest.raises(StoreError, match="spatial: store 2, the config None"):
+        pretrain(config.replace({"data.source": f"store:{pooled}"}), tmp_path / "p2")
+    with pytest.raises(StoreError, match="not a feature store"):
+        pretrain(config.replace({"data.source": f"store:{tmp_path}"}), tmp_path / "p3")
+    # through the command line: exit 2 with the message
+    cfg_file = tiny_config(tmp_path / "c.yaml", data={"root": config.data.root,
+                           "source": f"store:{out}"}, ifm={"img_size": 64})  # fmt: skip
+    assert main(["pretrain", "--config", str(cfg_file), "--out", str(tmp_path / "p4")]) == 2
+    assert "does not match the config" in capsys.readouterr().err
+
+
+def test_extract_command(tmp_path, tree, capsys):
+    cfg = tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})
+    out = tmp_path / "store"
+    assert main(["extract", "--config", str(cfg), "--out", str(out), "--dtype", "int8"]) == 0
+    assert f"data.source=store:{out}" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spec"]["dtype"] == "int8" and len(manifest["videos"]) == 10
+    assert (out / manifest["videos"][0]["file"]).with_suffix(".scale.npy").is_file()
