@@ -62,7 +62,7 @@ def cmd_check_data(args: argparse.Namespace) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from advise.runs import extract
+    from advise.runs import extract, say
 
     out = extract(
         _config(args),
@@ -73,32 +73,32 @@ def cmd_extract(args: argparse.Namespace) -> None:
         dtype=args.dtype,
         pool=args.pool,
     )
-    print(f"feature store: {out} (train from it with --set data.source=store:{out})")
+    say(f"feature store: {out} (train from it with --set data.source=store:{out})")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from advise.runs import pretrain
+    from advise.runs import pretrain, say
 
     result = pretrain(_config(args), Path(args.out), resume=args.resume)
-    print(f"pre-training done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
+    say(f"pre-training done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from advise.runs import finetune
+    from advise.runs import finetune, say
 
     init = Path(args.init) if args.init else None
     result = finetune(_config(args), Path(args.out), init=init, resume=args.resume)
-    print(f"fine-tuning done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
+    say(f"fine-tuning done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from advise.runs import evaluate_checkpoint, parse_views
+    from advise.runs import evaluate_checkpoint, parse_views, say
 
     views = parse_views(args.views) if args.views else None
     checkpoint = Path(args.ckpt)
     out_file = Path(args.out) if args.out else checkpoint.parent.parent / "eval.json"
     result = evaluate_checkpoint(_config(args), checkpoint, views=views, out_file=out_file)
-    print(
+    say(
         f"{result['num_videos']} videos, {result['views']} views ({result['views_combined']}): "
         f"top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
         f"single-view top-1 {result['single_view_top1']:.2f}  -> {out_file}"
@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     offline_before = os.environ.get("HF_HUB_OFFLINE")
     if getattr(args, "offline", False):
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by advise.models.ifm and huggingface_hub
+    from advise.train import distributed
+
     try:
+        distributed.init_from_env()  # launched by torchrun: join the process group
         args.func(args)
     except KeyboardInterrupt:
         print("advise: interrupted", file=sys.stderr)
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advise: error: {message}", file=sys.stderr)
         return code
     finally:  # --offline holds for this command only (main may be called again in-process)
+        distributed.shutdown()
         if offline_before is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:

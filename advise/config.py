@@ -116,6 +116,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     precision: str = "fp32"  # the TMM and head: fp32, or bf16 autocast (ifm.precision is apart)
+    sync_bn: bool = False  # DDP: batch-norm statistics over the global batch, not per process
 
 
 @dataclass(frozen=True)

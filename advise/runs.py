@@ -34,6 +34,7 @@ from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
 from advise.report import plot_confusion
+from advise.train import distributed
 from advise.train.checkpoint import CheckpointError, load_checkpoint
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
 from advise.train.metrics import (
@@ -106,7 +107,7 @@ def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
-    device = resolve_device(config.train.device)
+    device = distributed.local_device(resolve_device(config.train.device))
     store_path = store_source(config)
     if store_path is not None:
         store = FeatureStore(store_path)
@@ -149,6 +150,12 @@ def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreS
 
 class RandomInitWarning(UserWarning):
     """The run uses a randomly initialised IFM (only ever on explicit request)."""
+
+
+def say(message: str) -> None:
+    """Print once per run (rank 0 of a distributed run)."""
+    if distributed.is_main():
+        print(message, flush=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -244,8 +251,10 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
         raise ConfigError(
             f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
+    if distributed.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+    distributed.barrier()
 
 
 def _check_same_data(checkpoint: Path, manifest: dict[str, Any]) -> None:
@@ -265,7 +274,8 @@ def _write_run_record(out_dir: Path, meta: dict[str, Any]) -> None:
     """run.json: what this run is made of (IFM, data manifest, environment), for people;
     checkpoints carry the same record."""
     record = {key: value for key, value in meta.items() if key != "config"}
-    (out_dir / "run.json").write_text(json.dumps(record, indent=2))
+    if distributed.is_main():
+        (out_dir / "run.json").write_text(json.dumps(record, indent=2))
 
 
 def speed_names(config: Config) -> list[str]:
@@ -280,7 +290,7 @@ def pretrain(
 ) -> TrainResult:
     """Playback-rate perception: only the TMM and head train; the IFM stays frozen."""
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
-    print(f"pretrain on {split.summary()}")
+    say(f"pretrain on {split.summary()}")
     run = setup(config, ifm)
     _prepare_out(config, out_dir, resume)
     dataset = loaders.pretrain_dataset(config, split, run.frame_preprocessing, run.store)
@@ -357,7 +367,7 @@ def finetune(
             "temporal module would be probed"
         )
     split = loaders.read_split(config.data, "train")
-    print(f"finetune on {split.summary()}")
+    say(f"finetune on {split.summary()}")
     run = setup(config, ifm)
     if resume:
         _, state = load_checkpoint(out_dir / CHECKPOINT)
@@ -422,7 +432,7 @@ def evaluate_checkpoint(
             f"{checkpoint} is a {state.get('stage')} checkpoint; evaluate a fine-tuned one"
         )
     split = loaders.read_split(config.data, "test")
-    print(f"evaluate on {split.summary()}")
+    say(f"evaluate on {split.summary()}")
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     run = setup(config, ifm, views=num_crops)
     _check_ifm(state, run, checkpoint)
@@ -469,7 +479,7 @@ def evaluate_checkpoint(
         environment=environment(),
         seconds=round(time.perf_counter() - started, 2),
     )
-    if out_file is not None:
+    if out_file is not None and distributed.is_main():
         out_file.parent.mkdir(parents=True, exist_ok=True)
         figure = out_file.with_name(out_file.stem + "_confusion.png")
         predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
@@ -645,8 +655,8 @@ def extract(
     dtype: str = "fp16",
     pool: bool = False,
     ifm: FrozenIFM | CombinedIFM | None = None,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
     chunk_frames: int = 32,
     progress: bool | None = None,
 ) -> Path:
@@ -666,6 +676,8 @@ def extract(
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if frame_stride < 1:
         raise ConfigError(f"--frame-stride must be >= 1, got {frame_stride}")
+    rank = distributed.rank() if rank is None else rank
+    world_size = distributed.world_size() if world_size is None else world_size
     config = config.replace({"data.source": "video"})
     records = _records_of(config, ["train", "test"] if subset == "all" else [subset])
     run = setup(config, ifm)
@@ -687,7 +699,10 @@ def extract(
         channels=config.sfu.channels if pooled else None,
         token_shape=(probe.shape[1], probe.shape[3], probe.shape[4]),
     )
-    _start_store(out_dir, spec, config)
+    if rank == 0:
+        _start_store(out_dir, spec, config)
+    distributed.barrier()
+    _start_store(out_dir, spec, config)  # every rank checks what it resumes
     todo = [
         (index, record)
         for index, record in enumerate(records)
@@ -708,8 +723,12 @@ def extract(
         tokens = encode_views(run.ifm, sfu, item["views"], chunk_frames)
         write_video_tokens(out_dir, item["index"], tokens, dtype)
     (out_dir / f"done.{rank}-of-{world_size}").write_text(f"{len(todo) - failed}\n")
-    if all((out_dir / f"done.{r}-of-{world_size}").is_file() for r in range(world_size)):
+    distributed.barrier()
+    if rank == 0 and all(
+        (out_dir / f"done.{r}-of-{world_size}").is_file() for r in range(world_size)
+    ):
         _write_manifest(out_dir, spec, config, records)
+    distributed.barrier()
     return out_dir
 
 
@@ -724,9 +743,9 @@ def _records_of(config: Config, subsets: list[str]) -> list:
         except (AnnotationError, ConfigError) as error:
             if subset == "train" or (isinstance(error, AnnotationError) and error.line != 0):
                 raise
-            print(f"test: no videos ({error})")
+            say(f"test: no videos ({error})")
             continue
-        print(f"{subset}: {split.summary()}")
+        say(f"{subset}: {split.summary()}")
         for record in split.records:
             if (record.path, record.start_frame, record.end_frame) not in seen:
                 seen.add((record.path, record.start_frame, record.end_frame))

@@ -81,7 +81,9 @@ def test_model_without_ifm_runs_on_tokens_only():
     torch.manual_seed(0)
     model = AdViSe(None, nn.Identity(), BottleneckTMM(DIM, 8, 16), LinearHead(16, 3))
     assert model.forward_tokens(torch.randn(BATCH, DIM, FRAMES, GRID, GRID)).shape == (BATCH, 3)
-    with pytest.raises(RuntimeError, match="forward_tokens"):
+    tokens = torch.randn(BATCH, DIM, FRAMES, GRID, GRID)
+    assert torch.equal(model(tokens=tokens), model.forward_tokens(tokens))
+    with pytest.raises(RuntimeError, match="tokens="):
         model(clips())
 
 

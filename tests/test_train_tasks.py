@@ -18,13 +18,12 @@ class TinyModel(nn.Module):
         self.from_tokens = nn.Linear(math.prod(token_shape), num_classes)
         self.frame_calls = self.token_calls = 0
 
-    def forward(self, clips):
+    def forward(self, clips=None, *, tokens=None):  # as AdViSe: frames, or tokens=
+        if tokens is not None:
+            self.token_calls += 1
+            return self.from_tokens(tokens.flatten(1))  # [N, D*T*h*w] -> [N, C]
         self.frame_calls += 1
         return self.from_frames(clips.flatten(1))  # [N, T*3*H*W] -> [N, C]
-
-    def forward_tokens(self, tokens):
-        self.token_calls += 1
-        return self.from_tokens(tokens.flatten(1))  # [N, D*T*h*w] -> [N, C]
 
 
 class FixedLogits(nn.Module):

@@ -33,9 +33,14 @@ class AdViSe(nn.Module):
         self.tmm = tmm
         self.head = head
 
-    def forward(self, frames: Tensor) -> Tensor:  # [B, T, 3, H, W] -> [B, num_classes]
+    def forward(self, frames: Tensor | None = None, *, tokens: Tensor | None = None) -> Tensor:
+        """frames [B, T, 3, H, W], or stored `tokens` [B, D, T, h, w] -> [B, num_classes].
+
+        Both through `forward`, so a DistributedDataParallel wrapper sees every call."""
+        if tokens is not None:
+            return self.forward_tokens(tokens)
         if self.ifm is None:
-            raise RuntimeError("this AdViSe model has no IFM: call forward_tokens(tokens)")
+            raise RuntimeError("this AdViSe model has no IFM: pass stored tokens=")
         return self.forward_tokens(self.ifm(frames))
 
     def forward_tokens(self, tokens: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, num_classes]

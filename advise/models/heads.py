@@ -23,7 +23,9 @@ class MLPHead(nn.Module):
         super().__init__()
         self.in_dim = in_dim
         self.num_classes = num_classes
-        self.hidden = nn.Linear(in_dim, hidden)
+        # no bias: the batch norm after it removes any constant, so a bias would get a true
+        # gradient of zero, whose float noise AdamW would turn into full-size random steps
+        self.hidden = nn.Linear(in_dim, hidden, bias=False)
         self.norm = nn.BatchNorm1d(hidden)
         self.activation = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from advise.config import OptimConfig, TrainConfig
 from advise.data.datasets import collate_clips
+from advise.train import distributed
 from advise.train.checkpoint import (
     load_checkpoint,
     optimizer_from_tensors,
@@ -46,10 +47,23 @@ class TooManyBadVideos(RuntimeError):
 
 
 class EpochSampler(Sampler[int]):
-    """Indices in an order that is a pure function of (seed, epoch); can start mid-epoch."""
+    """Indices in an order that is a pure function of (seed, epoch); can start mid-epoch.
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    With `batch_size` in a distributed run, each process yields only its share of every
+    global batch (`distributed.rank_slice`), and a last partial batch is dropped when
+    `drop_last`: together the processes see exactly what one process would.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.batch_size, self.drop_last = batch_size, drop_last
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -63,10 +77,18 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.size, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order()[self.start :])
+        return iter(self._indices())
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return len(self._indices())
+
+    def _indices(self) -> list[int]:
+        indices = self.order()[self.start :]
+        if self.batch_size is None or distributed.world_size() == 1:
+            return indices
+        if self.drop_last:
+            indices = indices[: len(indices) // self.batch_size * self.batch_size]
+        return distributed.rank_slice(indices, self.batch_size)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,8 +115,11 @@ class RunLog:
     """metrics.jsonl: one JSON object per logged step or epoch, appended and flushed."""
 
     path: Path
+    enabled: bool = True  # only rank 0 writes in a distributed run
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
 
@@ -106,6 +131,17 @@ class TrainResult:
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
     checkpoint: Path | None = None
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP over the trainable parts; the frozen IFM is neither broadcast nor reduced."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    frozen = [name for name, _ in model.named_parameters() if name.startswith("ifm.")]
+    frozen += [name for name, _ in model.named_buffers() if name.startswith("ifm.")]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def _trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -146,18 +182,25 @@ def train(
     RNG) so the run ends as an uninterrupted run would.
     """
     device = next(model.parameters()).device
-    batch_size = train_config.batch_size
+    batch_size = train_config.batch_size  # global: split between processes in a DDP run
+    world = distributed.world_size()
+    main_process = distributed.is_main()
+    if batch_size % world:
+        raise ValueError(f"train.batch_size={batch_size} must be divisible by {world} processes")
     steps_per_epoch = len(dataset) // batch_size if len(dataset) >= batch_size else 1
     drop_last = len(dataset) >= batch_size
     total_steps = steps_per_epoch * train_config.epochs
     warmup_steps = round(optim.warmup_epochs * steps_per_epoch)
     peak_lr = scaled_lr(optim.base_lr, batch_size, optim.reference_batch)
+    if world > 1 and train_config.sync_bn:
+        distributed.convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(_trainable_named_parameters(model), peak_lr, optim.weight_decay)
+    forward_model = _data_parallel(model, device) if world > 1 else model
 
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_stem = out_dir / "checkpoints" / "last"
     checkpoint_stem.parent.mkdir(exist_ok=True)
-    log = RunLog(out_dir / "metrics.jsonl")
+    log = RunLog(out_dir / "metrics.jsonl", enabled=main_process)
 
     step = 0
     history: list[dict[str, Any]] = []
@@ -182,11 +225,16 @@ def train(
         set_rng_state(state["rng"])
         step = state["step"]
         history = state.get("history", [])
-        _truncate_log(log.path, step)
-    elif log.path.exists():
+        if main_process:
+            _truncate_log(log.path, step)
+    elif log.path.exists() and main_process:
         log.path.unlink()
+    distributed.barrier()  # nobody starts before the log is reset
 
     def save() -> Path:
+        if not main_process:  # rank 0 writes; the others wait until the files are whole
+            distributed.barrier()
+            return checkpoint_stem
         optim_tensors, optim_meta = optimizer_to_tensors(optimizer)
         tensors = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
         tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})
@@ -200,10 +248,13 @@ def train(
             **meta,
         }
         save_checkpoint(checkpoint_stem, tensors, state)
+        distributed.barrier()
         return checkpoint_stem
 
     dataset.index_videos()
-    sampler = EpochSampler(len(dataset), train_config.seed)
+    sampler = EpochSampler(
+        len(dataset), train_config.seed, batch_size=batch_size, drop_last=drop_last
+    )
     started = time.perf_counter()
     bad_paths: set[str] = set()
     while step < total_steps:
@@ -212,7 +263,7 @@ def train(
         sampler.set_epoch(epoch, start=step_in_epoch * batch_size)
         loader = DataLoader(
             dataset,
-            batch_size=batch_size,
+            batch_size=batch_size // world,
             sampler=sampler,
             drop_last=drop_last,
             num_workers=num_workers,
@@ -225,15 +276,18 @@ def train(
             total=steps_per_epoch,
             initial=step_in_epoch,
             desc=f"{description} epoch {epoch + 1}/{train_config.epochs}",
-            disable=not _show_progress(),
+            disable=not (_show_progress() and main_process),
             leave=False,
             dynamic_ncols=True,
         )
         tick = time.perf_counter()
         for batch in loader:
             data_seconds = time.perf_counter() - tick
-            epoch_skipped += batch["skipped"]
-            bad_paths.update(batch["skipped_paths"])
+            skipped_paths = batch["skipped_paths"]
+            if world > 1 and distributed.all_reduce_sum([batch["skipped"]])[0]:
+                skipped_paths = sum(distributed.all_gather_objects(skipped_paths), [])
+            epoch_skipped += len(skipped_paths) if world > 1 else batch["skipped"]
+            bad_paths.update(skipped_paths)
             if len(bad_paths) > max_bad_fraction * len(dataset):
                 raise TooManyBadVideos(
                     f"{len(bad_paths)} of {len(dataset)} videos failed to decode (more than "
@@ -243,9 +297,13 @@ def train(
             set_lr(optimizer, lr)
             model.train()
             record: dict[str, Any] = {"step": step + 1, "epoch": epoch + 1, "lr": lr}
-            if batch["labels"].numel() >= 2:  # BatchNorm needs two samples
+            # BatchNorm needs two samples; in DDP every process must step, or none
+            enough = batch["labels"].numel() >= 2
+            if world > 1:
+                enough = distributed.all_reduce_sum([0.0 if enough else 1.0])[0] == 0
+            if enough:
                 with trainable_autocast(device, train_config.precision):
-                    out = task.step(model, to_device(batch, device))
+                    out = task.step(forward_model, to_device(batch, device))
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -257,10 +315,14 @@ def train(
                 if optim.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
                 optimizer.step()
-                record.update(loss=loss.item(), acc=out["acc"], num=out["num"])
-                sums["loss"] += loss.item() * out["num"]
-                sums["acc"] += out["acc"] * out["num"]
-                sums["num"] += out["num"]
+                # the global batch's loss and accuracy (a sum over processes in DDP)
+                loss_sum, acc_sum, num = distributed.all_reduce_sum(
+                    [loss.item() * out["num"], out["acc"] * out["num"], out["num"]]
+                )
+                record.update(loss=loss_sum / num, acc=acc_sum / num, num=int(num))
+                sums["loss"] += loss_sum
+                sums["acc"] += acc_sum
+                sums["num"] += int(num)
             elif batch["skipped"]:
                 warnings.warn(
                     f"step {step + 1}: fewer than 2 clips left after skipping bad videos; "
@@ -274,7 +336,7 @@ def train(
             record.update(data_seconds=round(data_seconds, 4), step_seconds=round(step_seconds, 4))
             if step % train_config.log_every == 0 or step == total_steps:
                 log.write(record)
-                if not _show_progress():
+                if main_process and not _show_progress():
                     print(
                         f"{description} step {step}/{total_steps} "
                         f"loss {record.get('loss', float('nan')):.4f} "
@@ -304,6 +366,7 @@ def train(
                 save()
             tick = time.perf_counter()
         progress.close()
+    distributed.barrier()
     if total_steps == 0 or not checkpoint_stem.with_suffix(".json").exists():
         save()
     return TrainResult(
@@ -315,13 +378,13 @@ def train(
     )
 
 
-@torch.no_grad()
 def trainable_autocast(device: torch.device, precision: str) -> torch.autocast:
     """bf16 autocast for the TMM and head when `train.precision=bf16` (weights, optimiser
     state and the loss stay fp32). The frozen IFM sets its own precision inside."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
@@ -334,14 +397,23 @@ def evaluate(
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5: the softmax of every view of a video is averaged, and each
     video counts once. Also reports single-view top-1 (the first view of each video).
-    Pass a `meter` to read per-video scores afterwards (`meter.video_scores()`)."""
+    Pass a `meter` to read per-video scores afterwards (`meter.video_scores()`). In a DDP run
+    the processes split the videos and gather their scores by video: every process returns
+    the exact result of one process."""
     device = next(model.parameters()).device
     model.eval()
+    # in DDP each process tests every world_size-th video: no padding, no video twice
+    share = list(range(distributed.rank(), len(dataset), distributed.world_size()))
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips
+        dataset,
+        batch_size=batch_size,
+        sampler=share,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
     )
     dataset.index_videos()
     meter = meter if meter is not None else AccuracyMeter()
+    local = AccuracyMeter()
     skipped: list[str] = []
     for batch in tqdm(loader, desc=description, disable=not _show_progress(), leave=False):
         skipped += batch["skipped_paths"]
@@ -352,7 +424,10 @@ def evaluate(
                 logits = model.forward_tokens(batch["tokens"].to(device)).float().cpu()
             else:
                 logits = model(batch["clips"].to(device)).float().cpu()
-        meter.update(logits, batch["labels"], batch["video_of_clip"])
+        local.update(logits, batch["labels"], batch["video_of_clip"])
+    for tensors in distributed.all_gather_objects(local.to_tensors()):  # by video id
+        meter.merge_tensors(tensors)
+    skipped = sum(distributed.all_gather_objects(skipped), [])
     result = meter.compute()
     result.update(views_combined="mean of softmax over views", skipped_videos=skipped)
     return result

@@ -16,7 +16,7 @@ class ClassificationTask:
     """Cross-entropy clip classification over a collated batch.
 
     The batch holds `labels` (long [N]) and either `tokens` ([N, D, T, h, w] stored IFM
-    tokens, fed to `model.forward_tokens`) or `clips` ([N, T, 3, H, W] normalised frames, fed
+    tokens, fed as `model(tokens=...)`) or `clips` ([N, T, 3, H, W] normalised frames, fed
     to `model(...)`); tokens win when both are present. Inputs are expected on the model's
     device already (the loop moves them); labels follow the logits.
     """
@@ -32,7 +32,7 @@ class ClassificationTask:
         """Model scores for the batch: [N, num_classes]."""
         tokens = batch.get("tokens")
         if tokens is not None:
-            return model.forward_tokens(tokens)
+            return model(tokens=tokens)
         return model(batch["clips"])
 
     def step(self, model: nn.Module, batch: dict) -> dict[str, Tensor | float | int]:
