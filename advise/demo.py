@@ -68,9 +68,22 @@ def _config(root: Path, stage: dict[str, Any], quick: bool, extra: dict[str, Any
     return load_config("demo", overrides)
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+FEATURES = ("store", "online", "fp16", "int8")  # store = an fp32 feature store
+
+
+def run_demo(
+    out: Path, quick: bool = False, seed: int = 0, features: str = "store"
+) -> dict[str, Any]:
+    """`features`: "store" (default) extracts every video's tokens once into an fp32 feature
+    store and trains from it, the same tokens as online to float rounding; "online" decodes
+    and encodes frames in every epoch (memoising the IFM's tokens); "fp16" / "int8" train
+    from a store of that precision (to measure what quantised tokens cost)."""
     from advise.data.synthetic import generate
     from advise.mini_ifm import ensure_mini_ifm
+    from advise.runs import extract
+
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
 
     out.mkdir(parents=True, exist_ok=True)
     # One compute thread: the data worker takes the other core. Two threads beside a busy
@@ -93,11 +106,23 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         base = _config(roots["pool"], PRETRAIN, quick, {"train.seed": seed})
         # The demo's transforms are deterministic, so the frozen IFM's tokens are memoised.
         ifm = build_frozen_ifm(base.ifm, torch.device("cpu")).memoize()
+    sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
+    if features != "online":
+        dtype = "fp32" if features == "store" else features
+        with watch.time("extract"):
+            for name, root in roots.items():
+                config = _config(root, PRETRAIN, quick, {"train.seed": seed})
+                store = extract(config, data / "stores" / f"{name}-{dtype}", dtype=dtype,
+                                ifm=ifm.memoize(False), progress=False)  # fmt: skip
+                sources[name] = {"data.source": f"store:{store}"}
+        base = base.replace(sources["pool"])
     runs = out / "runs"
     with watch.time("pretrain"):
         prp = pretrain(base, runs / "prp", ifm=ifm)
         prp_checkpoint = prp.checkpoint.with_suffix(".safetensors")
-        heldout = _config(roots["heldout"], PRETRAIN, quick, {"train.seed": seed})
+        heldout = _config(
+            roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]}
+        )
         speed = evaluate_pretext(heldout, prp_checkpoint, ifm=ifm)
     results: dict[str, Any] = {"tasks": {}}
     curves: dict[str, dict[str, list]] = {"PRP pre-training": {"prp": read_history(runs / "prp")}}
@@ -107,7 +132,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         evaluations = {}
         for name, (overrides, from_prp) in VARIANTS.items():
             run_dir = runs / task / name
-            config = _config(roots[task], FINETUNE, quick, {**overrides, "train.seed": seed})
+            extra = {**overrides, "train.seed": seed, **sources[task]}
+            config = _config(roots[task], FINETUNE, quick, extra)
             with watch.time(f"finetune_{task}"):
                 result = finetune(
                     config, run_dir, init=prp_checkpoint if from_prp else None, ifm=ifm
@@ -136,6 +162,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         views_combined=evaluations["scratch"]["views_combined"],
         quick=quick,
         seed=seed,
+        features=features,
         machine={
             "platform": platform.platform(),
             "processor": platform.processor(),
@@ -167,7 +194,7 @@ def _report(table: str, results: dict[str, Any], figure: str) -> str:
 Top-1 accuracy (%) on each task's test split, {results["views"]} views per video
 ({results["views_combined"]}), each video counted once. The IFM is the mini IFM (trained
 on still images only, frozen). PRP speed accuracy is measured on held-out pool videos
-(chance 25%).
+(chance 25%). Tokens: {results["features"]} (see `advise demo --features`).
 
 {table}
 

@@ -860,7 +860,10 @@ def evaluate_pretext(
     ):
         if batch["labels"].numel() == 0:
             continue
-        logits = model(batch["clips"].to(run.device))
+        if "tokens" in batch:  # from a feature store
+            logits = model(tokens=batch["tokens"].to(run.device))
+        else:
+            logits = model(batch["clips"].to(run.device))
         correct += (logits.argmax(1).cpu() == batch["labels"]).sum().item()
         total += batch["labels"].numel()
     return {
