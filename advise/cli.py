@@ -170,7 +170,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from advise.demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick)
+    run_demo(Path(args.out), quick=args.quick, features=args.features)
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole method on the built-in benchmark")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster demo")
+    demo.add_argument(
+        "--features", choices=["store", "online", "fp16", "int8"], default="store",
+        help="store: extract tokens once (fp32) and train from them (default); online: "
+        "encode frames every epoch; fp16/int8: a store of that precision",
+    )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     synth = commands.add_parser("synth", help="write the built-in benchmark as video files")
