@@ -17,6 +17,7 @@ group (NCCL on CUDA, gloo on CPU). Everything else asks this module who it is:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,7 +140,9 @@ class GlobalBatchNorm(_BatchNorm):
         dims = [0, *range(2, input.dim())]
         count = torch.tensor([input.numel() / channels], dtype=input.dtype)
         stats = torch.cat([input.sum(dims), (input * input).sum(dims), count])
-        stats = all_reduce(stats)  # sum over processes, with a gradient
+        with warnings.catch_warnings():  # deprecated in favour of a collective without autograd
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats)  # sum over processes, with a gradient
         total = stats[-1]
         mean = stats[:channels] / total
         var = stats[channels : 2 * channels] / total - mean * mean  # biased, as batch norm
