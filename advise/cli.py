@@ -173,6 +173,18 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), quick=args.quick, features=args.features)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from advise.bench import default_settings, run_bench
+
+    settings = default_settings(
+        args.device, args.ifm_online, batch=args.batch, frames=args.frames, size=args.size,
+        iters=args.iters, warmup=args.warmup, threads=args.threads, workers=args.workers,
+        variants=args.variants, isolate=not args.in_process, ifm_precision=args.ifm_precision,
+    )  # fmt: skip
+    run_bench(settings, Path(args.out))
+    print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}")
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="preset name or YAML file")
     parser.add_argument(
@@ -304,6 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     ifms = commands.add_parser("ifms", help="list the image foundation models and their weights")
     ifms.add_argument("--json", action="store_true", help="print a JSON list")
     ifms.set_defaults(func=cmd_ifms)
+
+    bench = commands.add_parser(
+        "bench", help="measure the training cost per iteration of Table 6's variants"
+    )
+    bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    bench.add_argument("--batch", type=_positive_int, help="clips per step (cuda 8, cpu 2)")
+    bench.add_argument("--frames", type=_positive_int, help="frames per clip (default 8)")
+    bench.add_argument("--size", type=_positive_int, help="frame size (224; mini IFM 64)")
+    bench.add_argument("--iters", type=_positive_int, help="timed iterations (default 5)")
+    bench.add_argument("--warmup", type=_non_negative_int, help="warm-up iterations (default 2)")
+    bench.add_argument("--variants", nargs="+", help="a-b16-256 a-l14-256 a-b16-2048 r3d50 "
+                       "a-b16-256-store mini mini-store (default: by --ifm-online)")  # fmt: skip
+    bench.add_argument(
+        "--ifm-online", choices=["vit", "mini"], default="vit",
+        help="IFM of the default online-vs-store pair: vit (Table 6) or mini (demo preset)",
+    )  # fmt: skip
+    bench.add_argument("--threads", type=_non_negative_int, help="torch threads (0: default)")
+    bench.add_argument("--workers", type=_non_negative_int, help="store DataLoader workers (0)")
+    bench.add_argument("--in-process", action="store_true", help="no process per variant")
+    bench.add_argument(
+        "--ifm-precision",
+        choices=["auto", "fp32", "bf16"],
+        help="IFM precision for every variant (default: each preset's, auto)",
+    )
+    bench.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    bench.set_defaults(func=cmd_bench)
 
     presets = commands.add_parser("presets", help="list the built-in presets")
     presets.set_defaults(func=cmd_presets)
