@@ -451,3 +451,11 @@ def test_unknown_ifm_names_exit_2_with_a_suggestion(capsys):
     for name in ("clip-b17", "clip-l14+mae-l61", "clip-b16+"):
         assert run_cli("summary", "--config", "default", "--set", f"ifm.name={name}") == 2
         assert "unknown IFM" in capsys.readouterr().err
+
+
+def test_cuda_asked_for_without_a_gpu_exits_2(tmp_path, config, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error cannot happen")
+    assert run_cli("pretrain", "--config", config, "--set", "train.device=cuda",
+                   "--out", tmp_path / "run") == 2  # fmt: skip
+    assert "no CUDA device" in capsys.readouterr().err

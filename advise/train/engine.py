@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from advise.config import OptimConfig, TrainConfig
+from advise.config import ConfigError, OptimConfig, TrainConfig
 from advise.data.datasets import collate_clips
 from advise.train import distributed
 from advise.train.checkpoint import (
@@ -95,7 +95,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda was asked for but no CUDA device is available")
+        raise ConfigError("train.device=cuda was asked for but no CUDA device is available")
     return torch.device(name)
 
 
