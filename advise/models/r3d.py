@@ -43,55 +43,12 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from advise.models.tmm import BottleneckBlock, conv_norm, init_resnet3d
+
 STAGE_BLOCKS = (3, 4, 6, 3)  # res2 .. res5, as in ResNet-50
 STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck (inner) widths; outputs are 4x
 EXPANSION = 4
 STEM_WIDTH = 64
-
-
-def _conv_norm(
-    in_dim: int,
-    out_dim: int,
-    kernel: tuple[int, int, int],
-    stride: tuple[int, int, int] = (1, 1, 1),
-    relu: bool = True,
-) -> nn.Sequential:
-    """Bias-free 3-D convolution (padding kernel // 2), BatchNorm3d and optional ReLU."""
-    padding = tuple(size // 2 for size in kernel)
-    layers: list[nn.Module] = [
-        nn.Conv3d(in_dim, out_dim, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm3d(out_dim),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-class R3DBottleneck(nn.Module):
-    """One R3D bottleneck block; the spatial stride sits on the 3 x 3 convolution.
-
-    Input [B, in_dim, T, h, w] -> output [B, 4 * width, T, h / stride, w / stride].
-    """
-
-    def __init__(
-        self, in_dim: int, width: int, temporal_kernel: int, spatial_stride: int = 1
-    ) -> None:
-        super().__init__()
-        out = width * EXPANSION
-        stride = (1, spatial_stride, spatial_stride)
-        self.temporal = _conv_norm(in_dim, width, (temporal_kernel, 1, 1))
-        self.spatial = _conv_norm(width, width, (1, 3, 3), stride=stride)
-        self.expand = _conv_norm(width, out, (1, 1, 1), relu=False)
-        self.shortcut: nn.Module = (
-            nn.Identity()
-            if in_dim == out and spatial_stride == 1
-            else _conv_norm(in_dim, out, (1, 1, 1), stride=stride, relu=False)
-        )
-        self.activation = nn.ReLU(inplace=True)
-
-    def forward(self, x: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h', w']
-        residual = self.expand(self.spatial(self.temporal(x)))
-        return self.activation(residual + self.shortcut(x))
 
 
 class R3D50(nn.Module):
@@ -127,7 +84,7 @@ class R3D50(nn.Module):
         self.num_features = STAGE_WIDTHS[-1] * EXPANSION  # 2048
 
         self.stem = nn.Sequential(
-            _conv_norm(in_channels, STEM_WIDTH, (1, 7, 7), stride=(1, 2, 2)),
+            conv_norm(in_channels, STEM_WIDTH, (1, 7, 7), stride=(1, 2, 2)),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
         stages: list[nn.Module] = []
@@ -139,21 +96,14 @@ class R3D50(nn.Module):
             stage = []
             for block in range(blocks):
                 stride = first_stride if block == 0 else 1
-                stage.append(R3DBottleneck(in_dim, width, kernel, spatial_stride=stride))
-                in_dim = width * EXPANSION
+                out = width * EXPANSION
+                stage.append(BottleneckBlock(in_dim, width, out, kernel, spatial_stride=stride))
+                in_dim = out
             stages.append(nn.Sequential(*stage))
         self.res2, self.res3, self.res4, self.res5 = stages
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.head = nn.Linear(self.num_features, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_resnet3d(self)
 
     def forward_features(self, frames: Tensor) -> Tensor:  # [B, T, 3, H, W] -> [B, 2048]
         x = frames.permute(0, 2, 1, 3, 4)  # [B, T, 3, H, W] -> [B, 3, T, H, W]

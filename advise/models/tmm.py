@@ -18,13 +18,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-def _conv_norm(
-    in_dim: int, out_dim: int, kernel: tuple[int, int, int], relu: bool
+def conv_norm(
+    in_dim: int,
+    out_dim: int,
+    kernel: tuple[int, int, int],
+    relu: bool = True,
+    stride: tuple[int, int, int] = (1, 1, 1),
 ) -> nn.Sequential:
-    """Bias-free 3-D convolution (size-preserving padding), BatchNorm3d and optional ReLU."""
+    """Bias-free 3-D convolution ("same" padding), BatchNorm3d and optional ReLU."""
     padding = tuple(size // 2 for size in kernel)
     layers: list[nn.Module] = [
-        nn.Conv3d(in_dim, out_dim, kernel, padding=padding, bias=False),
+        nn.Conv3d(in_dim, out_dim, kernel, stride=stride, padding=padding, bias=False),
         nn.BatchNorm3d(out_dim),
     ]
     if relu:
@@ -32,24 +36,40 @@ def _conv_norm(
     return nn.Sequential(*layers)
 
 
+def init_resnet3d(model: nn.Module) -> None:
+    """The initialisation described above, for every Conv3d and BatchNorm3d of `model`."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv3d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm3d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class BottleneckBlock(nn.Module):
     """(t x 1 x 1 conv, BN, ReLU) -> (1 x 3 x 3 conv, BN, ReLU) -> (1 x 1 x 1 conv, BN), plus a
-    shortcut (1 x 1 x 1 conv + BN projection when the widths differ), then ReLU.
+    shortcut (1 x 1 x 1 conv + BN projection when the widths or sizes differ), then ReLU.
 
-    Input [B, in_dim, T, h, w] -> output [B, out, T, h, w].
+    Input [B, in_dim, T, h, w] -> output [B, out, T, h / s, w / s], s = `spatial_stride`
+    (on the 3 x 3 convolution and the projection; 1 in a TMM, 2 where R3D-50 down-samples).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out: int, temporal_kernel: int) -> None:
+    def __init__(
+        self, in_dim: int, hidden: int, out: int, temporal_kernel: int, spatial_stride: int = 1
+    ) -> None:
         super().__init__()
-        self.temporal = _conv_norm(in_dim, hidden, (temporal_kernel, 1, 1), relu=True)
-        self.spatial = _conv_norm(hidden, hidden, (1, 3, 3), relu=True)
-        self.expand = _conv_norm(hidden, out, (1, 1, 1), relu=False)
+        stride = (1, spatial_stride, spatial_stride)
+        self.temporal = conv_norm(in_dim, hidden, (temporal_kernel, 1, 1))
+        self.spatial = conv_norm(hidden, hidden, (1, 3, 3), stride=stride)
+        self.expand = conv_norm(hidden, out, (1, 1, 1), relu=False)
         self.shortcut: nn.Module = (
-            nn.Identity() if in_dim == out else _conv_norm(in_dim, out, (1, 1, 1), relu=False)
+            nn.Identity()
+            if in_dim == out and spatial_stride == 1
+            else conv_norm(in_dim, out, (1, 1, 1), relu=False, stride=stride)
         )
         self.activation = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
+    def forward(self, x: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h', w']
         residual = self.expand(self.spatial(self.temporal(x)))
         return self.activation(residual + self.shortcut(x))
 
@@ -85,15 +105,7 @@ class BottleneckTMM(nn.Module):
                 for index in range(blocks)
             )
         )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv3d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm3d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_resnet3d(self)
 
     def forward(self, tokens: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
         return self.blocks(tokens)
