@@ -262,3 +262,17 @@ def tiny_config(path: Path, **sections) -> Path:
         values.setdefault(section, {}).update(overrides)
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def wait_for_checkpoint_step(process, state_file: Path, step: int, timeout: float = 120) -> None:
+    """Block until the run of `process` has checkpointed at least `step` steps (its JSON state
+    file), so a test can kill it mid-run; fails if the run ends first."""
+    import json
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["state"]["step"] >= step:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from fabricate import tiny_config, ucf_tree
+from fabricate import tiny_config, ucf_tree, wait_for_checkpoint_step
 from safetensors.torch import save_file
 
 from advise.cli import main
@@ -264,12 +263,7 @@ def test_killed_pretrain_resumes_to_the_same_weights(tmp_path, tree):
         stderr=subprocess.DEVNULL,
     )
     state_file = interrupted / "checkpoints" / "last.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if state_file.exists() and json.loads(state_file.read_text())["state"]["step"] >= 3:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
+    wait_for_checkpoint_step(process, state_file, 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = load_checkpoint(state_file)[1]["step"]

@@ -15,12 +15,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from fabricate import tiny_config, ucf_tree
+from fabricate import tiny_config, ucf_tree, wait_for_checkpoint_step
 
 from advise.train.checkpoint import load_checkpoint
 
@@ -93,12 +92,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tmp_path, tree):
         start_new_session=True,  # torchrun and its workers: one process group to kill
     )
     state_file = interrupted / "checkpoints" / "last.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if state_file.exists() and json.loads(state_file.read_text())["state"]["step"] >= 3:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
+    wait_for_checkpoint_step(process, state_file, 3)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = load_checkpoint(state_file)[1]["step"]
