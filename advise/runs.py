@@ -245,8 +245,6 @@ def environment() -> dict[str, Any]:
 
 def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
     checkpoint = out_dir / CHECKPOINT
-    if resume and not checkpoint.with_suffix(".json").exists():
-        raise ConfigError(f"--resume: no checkpoint at {checkpoint}.json to resume from")
     if not resume and checkpoint.with_suffix(".json").exists():
         raise ConfigError(
             f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -257,9 +255,13 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
     distributed.barrier()
 
 
-def _check_same_data(checkpoint: Path, manifest: dict[str, Any]) -> None:
-    """--resume continues on the data the run started with, or not at all."""
+def _check_resumable(checkpoint: Path, meta: dict[str, Any]) -> None:
+    """--resume continues the run it finds, on the same classes and data, or not at all."""
+    if not checkpoint.with_suffix(".json").exists():
+        raise ConfigError(f"--resume: no checkpoint at {checkpoint}.json to resume from")
     _, state = load_checkpoint(checkpoint)
+    _check_classes(state, meta["class_names"], checkpoint)
+    manifest = meta["data"]
     recorded = state.get("data") or {}
     for key in ("annotation_sha256", "videos", "quarantine"):
         if key in recorded and recorded[key] != manifest[key]:
@@ -292,14 +294,14 @@ def pretrain(
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
     say(f"pretrain on {split.summary()}")
     run = setup(config, ifm)
-    _prepare_out(config, out_dir, resume)
     dataset = loaders.pretrain_dataset(config, split, run.frame_preprocessing, run.store)
     class_names = speed_names(config)
     model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
     meta = _meta(run, "pretrain", class_names, split)
-    if resume:
-        _check_same_data(out_dir / CHECKPOINT, meta["data"])
+    if resume:  # before anything in the run folder is written
+        _check_resumable(out_dir / CHECKPOINT, meta)
+    _prepare_out(config, out_dir, resume)
     _write_run_record(out_dir, meta)
     return train(
         model,
@@ -369,18 +371,15 @@ def finetune(
     split = loaders.read_split(config.data, "train")
     say(f"finetune on {split.summary()}")
     run = setup(config, ifm)
-    if resume:
-        _, state = load_checkpoint(out_dir / CHECKPOINT)
-        _check_classes(state, split.class_names, out_dir / CHECKPOINT)
-    _prepare_out(config, out_dir, resume)
     dataset = loaders.finetune_dataset(config, split, run.frame_preprocessing, run.store)
     model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
     if init is not None and not resume:
         load_init(model, init, run)
     meta = _meta(run, "finetune", split.class_names, split)
     meta["init"] = str(init) if init else None
-    if resume:
-        _check_same_data(out_dir / CHECKPOINT, meta["data"])
+    if resume:  # before anything in the run folder is written
+        _check_resumable(out_dir / CHECKPOINT, meta)
+    _prepare_out(config, out_dir, resume)
     _write_run_record(out_dir, meta)
     return train(
         model,
