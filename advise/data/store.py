@@ -307,20 +307,6 @@ class CentreTokens:
         return TokenViews(1)(tokens)[0]
 
 
-def missing_from_store(store: FeatureStore, paths: Sequence[str | Path]) -> list[str]:
-    """The paths of `paths` the store has no tokens for."""
-    return [str(path) for path in paths if store.index_of(path) is None]
-
-
-def warn_missing(store: FeatureStore, missing: list[str], total: int) -> None:
-    if missing:
-        warnings.warn(
-            f"feature store {store.path} lacks {len(missing)} of {total} videos of this split "
-            f"(first: {missing[0]}); they are skipped",
-            stacklevel=3,
-        )
-
-
 class FrameViewsDataset(torch.utils.data.Dataset):
     """Every `frame_stride`-th frame of each video, as deterministic views, for extraction.
 
