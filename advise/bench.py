@@ -6,13 +6,20 @@ batch (`batch` clips of `frames` x `size` x `size`), one variant at a time:
     a-b16-256  a-l14-256  a-b16-2048   AdViSe online (the presets of the same names): the
                                        frozen IFM encodes the frames, the TMM + MLP head train
     r3d50                              R3D-50 (`advise.models.r3d.R3D50`) trained end to end
-    a-b16-256-store                    the TMM + head of a-b16-256 trained from stored tokens:
-                                       a real feature store (`advise.runs.extract` over a
-                                       small fabricated dataset, same IFM and input size),
-                                       read through a torch DataLoader
+    a-b16-256-store  a-l14-256-store   the TMM + head of the online variant of the same
+    a-b16-2048-store                   name trained from stored tokens: a real feature store
+                                       (`advise.runs.extract` over a small fabricated
+                                       dataset, same IFM and input size; one store serves
+                                       every variant of the same IFM), read through a torch
+                                       DataLoader
     mini  mini-store                   the same online-vs-store pair with the built-in mini
                                        IFM and the demo preset's TMM (64 px frames unless
                                        `size` is given)
+
+Precision: the IFM as its preset says (`auto`: bf16 where the device runs it natively) or
+`ifm_precision`; the trainable part (the TMM + head, all of R3D-50) in fp32, or under bf16
+autocast for every variant alike with `tmm_precision="bf16"` (weights and AdamW stay fp32), so
+that online, store and R3D-50 can be compared at one precision.
 
 Every IFM is randomly initialised (`ifm.random_init=true`): no weights are available offline,
 and the cost of a network does not depend on the values of its weights.
@@ -31,6 +38,9 @@ What is measured, per variant:
   built: weights, optimiser state, activations, the batch, and the store's mapped pages, but
   not the memory of DataLoader worker processes.
 
+For online variants also: the time of the IFM's forward pass alone (timed after the training
+iterations, on the same batch), and so the FLOP/s the frozen IFM achieves.
+
 For the store path also: its speed-up over online AdViSe with the same IFM, beside the ratio
 of their MACs per clip, both as the forward ratio (IFM + TMM) / TMM and as the ratio of a
 training step's work (IFM + TMM forward and backward) / (TMM forward and backward), the
@@ -38,10 +48,16 @@ backward counted on the meta device: the IFM runs forward only, so the second ra
 skipping it can give at equal speed per MAC. And the FLOP/s its training step achieves
 (2 x 3 x MACs per clip x clips / median step time) against a 2048^3 fp32 matrix product timed
 in the same run on the same device (with `torch.mm`, and as a 1 x 1 convolution, the library
-the TMM's convolutions run in).
+the TMM's convolutions run in). The MACs ratio is the speed-up only if the IFM's forward and
+the TMM's training step run at the same FLOP/s; both are measured, and so is the speed-up they
+predict, (IFM forward + store compute) / store compute, which differs from the measured one by
+the store's data wait (and noise).
 
 Timings on a shared machine move with other work: the run records the load average before and
 after, and the table shows each variant's fastest and slowest timed iteration beside the median.
+`repeats` > 1 runs the whole list of variants that many times, one after another (A B C A B
+C ...), and pools each variant's timed iterations, so that a slow spell of the machine is shared
+between variants instead of falling on one.
 """
 
 from __future__ import annotations
@@ -69,6 +85,7 @@ from advise.config import Config, ConfigError, load_config
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.r3d import R3D50
+from advise.train.engine import trainable_autocast
 from advise.train.optim import build_optimizer, scaled_lr
 from advise.train.tasks import PlaybackRateTask
 
@@ -92,12 +109,24 @@ VARIANTS: dict[str, Variant] = {
     "a-b16-2048": Variant("A-B/16-2048", "online", "a-b16-2048"),
     "r3d50": Variant("R3D-50 end to end", "r3d", "prp-ucf101"),
     "a-b16-256-store": Variant("A-B/16-256 from the store", "store", "a-b16-256", "a-b16-256"),
+    "a-l14-256-store": Variant("A-L/14-256 from the store", "store", "a-l14-256", "a-l14-256"),
+    "a-b16-2048-store": Variant(
+        "A-B/16-2048 from the store", "store", "a-b16-2048", "a-b16-2048"
+    ),
     "mini": Variant("mini IFM (demo) online", "online", "demo"),
     "mini-store": Variant("mini IFM (demo) from the store", "store", "demo", "mini"),
 }  # fmt: skip
 
 DEFAULT_VARIANTS = {
-    "vit": ("a-b16-256", "a-l14-256", "a-b16-2048", "r3d50", "a-b16-256-store"),
+    "vit": (
+        "a-b16-256",
+        "a-l14-256",
+        "a-b16-2048",
+        "r3d50",
+        "a-b16-256-store",
+        "a-l14-256-store",
+        "a-b16-2048-store",
+    ),
     "mini": ("mini", "mini-store", "r3d50"),
 }
 
@@ -134,6 +163,8 @@ class BenchSettings:
     isolate: bool = True
     peak_size: int = 2048  # the matrix product that gives the device's reference peak
     ifm_precision: str | None = None  # None: each preset's own (`auto`: bf16 where native)
+    tmm_precision: str = "fp32"  # the trainable part, every variant: fp32 | bf16 (autocast)
+    repeats: int = 1  # passes over the variant list, interleaved; timings pooled
 
 
 def default_settings(
@@ -355,7 +386,8 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
             batch = {"tokens": batch["tokens"].to(device), "labels": batch["labels"].to(device)}
         else:
             batch, waited = fixed_batch, 0.0
-        result = task.step(model, batch)
+        with trainable_autocast(device, settings.tmm_precision):
+            result = task.step(model, batch)
         optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
         optimizer.step()
@@ -375,6 +407,9 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
     precision = (
         resolve_precision(config.ifm.precision, device) if variant.kind == "online" else None
     )
+    ifm_seconds = []
+    if variant.kind == "online":  # the frozen part alone, after the memory peak was read
+        ifm_seconds = _time_ifm_forward(model.ifm, fixed_batch["clips"], settings, name)
     return {
         "step_seconds": step_seconds,
         "data_seconds": data_seconds,
@@ -383,10 +418,30 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
         "peak_memory_bytes": peak_bytes,
         "memory_method": method,
         "ifm_precision": precision,
+        "tmm_precision": settings.tmm_precision,
+        "ifm_forward_seconds": ifm_seconds,
         "torch_threads": torch.get_num_threads(),
         "clip": [settings.batch, settings.frames, 3, size, size],
         "last_loss": float(result["loss"].detach()),
     }
+
+
+def _time_ifm_forward(
+    ifm: nn.Module, clips: torch.Tensor, settings: BenchSettings, name: str
+) -> list[float]:
+    """Seconds of `settings.iters` forward passes of the frozen IFM over the batch (one more
+    first, untimed); the IFM runs as in training: no gradient, its own precision."""
+    device = clips.device
+    seconds = []
+    for index in range(settings.iters + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        ifm(clips)
+        _synchronize(device)
+        if index > 0:
+            seconds.append(time.perf_counter() - start)
+    print(f"[bench]   {name}: IFM forward alone {statistics.median(seconds):.3f} s", flush=True)
+    return seconds
 
 
 def _store_loader(config: Config, settings: BenchSettings):
@@ -530,6 +585,12 @@ def run_bench(settings: BenchSettings, out_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"unknown bench variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     if settings.batch < 1 or settings.frames < 1 or settings.iters < 1 or settings.warmup < 0:
         raise ConfigError("bench: need batch, frames and iters >= 1 and warmup >= 0")
+    if settings.repeats < 1:
+        raise ConfigError(f"bench: repeats must be >= 1, got {settings.repeats}")
+    if settings.tmm_precision not in ("fp32", "bf16"):
+        raise ConfigError(
+            f"bench: tmm_precision must be fp32 or bf16, got {settings.tmm_precision!r}"
+        )
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -580,7 +641,8 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
     )
 
     with tempfile.TemporaryDirectory(prefix="advise-bench-") as scratch:
-        stores: dict[str, dict[str, Any]] = {}
+        stores: dict[str, dict[str, Any]] = {}  # by `_store_key`: one store per IFM and size
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for name in names:
             entry: dict[str, Any] = {"label": VARIANTS[name].label, "kind": VARIANTS[name].kind}
             entry["clip_size"] = clip_size(name, settings)
@@ -590,23 +652,34 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
                 f"{entry['macs'] / 1e9:.2f} GMACs per clip (IFM {entry['ifm_macs'] / 1e9:.2f})"
             )
             if VARIANTS[name].kind == "store":
-                _say(f"{name}: extracting a feature store ({STORE_VIDEOS} fabricated videos)")
-                stores[name] = build_store(name, settings, Path(scratch) / name)
-                entry["store"] = {k: v for k, v in stores[name].items() if k != "path"}
-                _say(f"{name}: store built in {stores[name]['extract_seconds']:.1f} s")
-            job = {
-                "name": name,
-                "settings": asdict(settings),
-                "store": stores.get(name, {}).get("path"),
-            }
-            _say(f"{name}: training {settings.warmup} + {settings.iters} iterations")
-            entry.update(_measure(job, settings.isolate, Path(scratch)))
-            if "error" not in entry:
-                _say(
-                    f"{name}: median {entry['median_step_seconds']:.3f} s per iteration, peak "
-                    f"memory {entry['peak_memory_bytes'] / GIB:.2f} GiB"
-                )
+                key = _store_key(name, settings)
+                if key not in stores:
+                    _say(f"{name}: extracting a feature store ({STORE_VIDEOS} fabricated videos)")
+                    stores[key] = build_store(name, settings, Path(scratch) / f"store{len(stores)}")
+                    _say(f"{name}: store built in {stores[key]['extract_seconds']:.1f} s")
+                entry["store"] = {k: v for k, v in stores[key].items() if k != "path"}
             result.variants[name] = entry
+        for repeat in range(settings.repeats):
+            for name in names:
+                store = None
+                if VARIANTS[name].kind == "store":
+                    store = stores[_store_key(name, settings)]
+                job = {
+                    "name": name,
+                    "settings": asdict(settings),
+                    "store": store["path"] if store else None,
+                }
+                passes = f" (pass {repeat + 1}/{settings.repeats})" if settings.repeats > 1 else ""
+                _say(f"{name}: training {settings.warmup} + {settings.iters} iterations{passes}")
+                measured = _measure(job, settings.isolate, Path(scratch))
+                runs[name].append(measured)
+                if "error" not in measured:
+                    _say(
+                        f"{name}: median {measured['median_step_seconds']:.3f} s per iteration, "
+                        f"peak memory {measured['peak_memory_bytes'] / GIB:.2f} GiB"
+                    )
+        for name in names:
+            result.variants[name].update(_pool_runs(runs[name]))
 
     result.environment["load_average_after"] = _load_average()
     result.matmul["after"] = matmul_peak(device, settings.peak_size)
@@ -629,6 +702,29 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
     )
     result.notes.append(_memory_note(device, settings))
     return result
+
+
+def _store_key(name: str, settings: BenchSettings) -> str:
+    """Variants whose stores would hold the same tokens share one: same IFM, size, precision."""
+    ifm = variant_config(name, settings).ifm
+    return f"{ifm.name}@{ifm.img_size}:{ifm.precision}"
+
+
+def _pool_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's passes as one entry: timed iterations pooled (medians over all of them),
+    the highest memory peak; the first failure, if any pass failed."""
+    failed = next((run for run in runs if "error" in run), None)
+    if failed is not None:
+        return failed
+    pooled = dict(runs[-1])
+    for key in ("step_seconds", "data_seconds", "ifm_forward_seconds"):
+        pooled[key] = [value for run in runs for value in run[key]]
+    pooled["median_step_seconds"] = statistics.median(pooled["step_seconds"])
+    pooled["data_share"] = sum(pooled["data_seconds"]) / sum(pooled["step_seconds"])
+    pooled["peak_memory_bytes"] = max(run["peak_memory_bytes"] for run in runs)
+    pooled["passes"] = len(runs)
+    pooled["median_step_seconds_per_pass"] = [run["median_step_seconds"] for run in runs]
+    return pooled
 
 
 def _measure(job: dict[str, Any], isolate: bool, scratch: Path) -> dict[str, Any]:
@@ -744,7 +840,31 @@ def _add_comparisons(result: BenchResult, settings: BenchSettings) -> None:
                 speedup_over_mac_ratio_forward=speedup / comparison["mac_ratio_forward"],
                 speedup_over_mac_ratio_training=speedup / comparison["mac_ratio_training"],
             )
+            if online.get("ifm_forward_seconds"):
+                comparison.update(_speeds_per_mac(online, compute, ifm, tmm_step, settings))
         result.comparisons[name] = comparison
+
+
+def _speeds_per_mac(
+    online: dict[str, Any],
+    store_compute: float,
+    ifm_macs: int,
+    tmm_step_macs: int,
+    settings: BenchSettings,
+) -> dict[str, float]:
+    """Why a speed-up differs from the MACs ratio: the FLOP/s of the IFM's forward (timed
+    alone) and of the store's training step without its data wait, and the speed-up those two
+    speeds predict, (IFM forward + store compute) / store compute."""
+    ifm_seconds = statistics.median(online["ifm_forward_seconds"])
+    ifm_speed = 2 * ifm_macs * settings.batch / ifm_seconds
+    tmm_speed = 2 * tmm_step_macs * settings.batch / store_compute
+    return {
+        "ifm_forward_seconds": ifm_seconds,
+        "ifm_flops_per_second": ifm_speed,
+        "tmm_step_flops_per_second": tmm_speed,
+        "ifm_over_tmm_speed": ifm_speed / tmm_speed,
+        "speedup_at_measured_speeds": (ifm_seconds + store_compute) / store_compute,
+    }
 
 
 def _add_goals(result: BenchResult) -> None:
@@ -894,6 +1014,40 @@ def render_markdown(record: dict[str, Any]) -> str:
             f"(the library the TMM runs in) {matmul['conv1x1_peak_flops_per_second'] / 1e9:.1f}"
             " GFLOP/s (fastest of 10 runs, before and after the variants).",
         ]
+    speed_rows = [
+        [
+            record["variants"][comparison["store"]]["label"],
+            _number(comparison["ifm_forward_seconds"], 3),
+            f"{comparison['ifm_flops_per_second'] / 1e9:.1f}",
+            _number(comparison["store_compute_seconds"], 3),
+            f"{comparison['tmm_step_flops_per_second'] / 1e9:.1f}",
+            _number(comparison["ifm_over_tmm_speed"]),
+            _number(comparison["mac_ratio_training"], 1),
+            _number(comparison["speedup_at_measured_speeds"], 1),
+            _number(comparison["speedup"], 1),
+        ]
+        for comparison in record["comparisons"].values()
+        if "ifm_flops_per_second" in comparison
+    ]
+    if speed_rows:
+        header = [
+            "store path", "IFM forward (s)", "IFM GFLOP/s", "store compute (s)",
+            "TMM step GFLOP/s", "IFM / TMM speed", "step MACs ratio",
+            "speed-up at these speeds", "measured speed-up",
+        ]  # fmt: skip
+        lines += [
+            "",
+            "## Why the speed-up is not the MACs ratio",
+            "",
+            markdown_table(speed_rows, header),
+            "",
+            "IFM forward: the online variant's frozen IFM alone on the same batch. Store "
+            "compute: the store path's step without its data wait. GFLOP/s: 2 x MACs per clip "
+            "x clips / seconds (the TMM's step MACs counted forward + backward). The MACs ratio "
+            "is the speed-up only at equal FLOP/s; at the measured speeds skipping the IFM "
+            "gives (IFM forward + store compute) / store compute, which the measured speed-up "
+            "misses by the data wait and the noise between runs.",
+        ]
     goals = record["goals"]
     if goals["cheaper_than_r3d50"] or goals["store_speedup_at_least_80pct"]:
         lines += ["", "## Goals (measured here)", ""]
@@ -914,11 +1068,27 @@ def render_markdown(record: dict[str, Any]) -> str:
         if entry.get("ifm_precision")
     }
     notes = list(record["notes"])
+    trainable = settings.get("tmm_precision", "fp32")
+    trained = (
+        "the trainable part (TMM + head; all of R3D-50) trains in fp32"
+        if trainable == "fp32"
+        else "the trainable part (TMM + head; all of R3D-50) trains under bf16 autocast "
+        "(weights and AdamW in fp32)"
+    )
     if precisions:
+        chosen = settings.get("ifm_precision") or "the presets' `auto`"
         notes.append(
-            "IFM precision (the presets' `auto`): "
+            f"IFM precision ({chosen}): "
             + ", ".join(f"{label} {value}" for label, value in precisions.items())
-            + "; the TMM and head train in fp32."
+            + f"; {trained}."
+        )
+    else:
+        notes.append(trained[0].upper() + trained[1:] + ".")
+    if settings.get("repeats", 1) > 1:
+        notes.append(
+            f"{settings['repeats']} passes over the variants, one after another; each "
+            "variant's timed iterations are pooled over its passes (medians per pass in "
+            "bench.json)."
         )
     lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

@@ -180,6 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         args.device, args.ifm_online, batch=args.batch, frames=args.frames, size=args.size,
         iters=args.iters, warmup=args.warmup, threads=args.threads, workers=args.workers,
         variants=args.variants, isolate=not args.in_process, ifm_precision=args.ifm_precision,
+        tmm_precision=args.tmm_precision, repeats=args.repeats,
     )  # fmt: skip
     run_bench(settings, Path(args.out))
     print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}")
@@ -327,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--iters", type=_positive_int, help="timed iterations (default 5)")
     bench.add_argument("--warmup", type=_non_negative_int, help="warm-up iterations (default 2)")
     bench.add_argument("--variants", nargs="+", help="a-b16-256 a-l14-256 a-b16-2048 r3d50 "
-                       "a-b16-256-store mini mini-store (default: by --ifm-online)")  # fmt: skip
+                       "a-b16-256-store a-l14-256-store a-b16-2048-store mini mini-store "
+                       "(default: by --ifm-online)")  # fmt: skip
     bench.add_argument(
         "--ifm-online", choices=["vit", "mini"], default="vit",
         help="IFM of the default online-vs-store pair: vit (Table 6) or mini (demo preset)",
@@ -340,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fp32", "bf16"],
         help="IFM precision for every variant (default: each preset's, auto)",
     )
+    bench.add_argument(
+        "--tmm-precision", choices=["fp32", "bf16"],
+        help="the trainable part of every variant, R3D-50 included: fp32 (default) or bf16 "
+        "autocast",
+    )  # fmt: skip
+    bench.add_argument(
+        "--repeats", type=_positive_int,
+        help="passes over the variants, interleaved, timings pooled (default 1)",
+    )  # fmt: skip
     bench.add_argument("--out", required=True, help="folder for bench.json and bench.md")
     bench.set_defaults(func=cmd_bench)
 

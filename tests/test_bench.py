@@ -21,7 +21,7 @@ TINY = dict(batch=2, frames=4, size=32, iters=1, warmup=0, peak_size=256)
 def record(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     settings = bench.default_settings(
-        "cpu", variants=["mini", "mini-store", "r3d50"], isolate=False, **TINY
+        "cpu", variants=["mini", "mini-store", "r3d50"], isolate=False, repeats=2, **TINY
     )
     result = bench.run_bench(settings, out)
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(result))
@@ -45,7 +45,11 @@ def test_bench_json_structure_and_counts(record):
         # backward costs more than nothing and at most two more forward passes
         assert entry["trainable_macs"] < entry["trainable_training_macs"]
         assert entry["trainable_training_macs"] <= 3 * entry["trainable_macs"]
-        assert len(entry["step_seconds"]) == 1 and entry["median_step_seconds"] > 0
+        # two passes of one timed iteration each, pooled
+        assert entry["passes"] == 2 and len(entry["median_step_seconds_per_pass"]) == 2
+        assert entry["step_seconds"] == entry["median_step_seconds_per_pass"]
+        assert entry["median_step_seconds"] == pytest.approx(sum(entry["step_seconds"]) / 2)
+        assert entry["tmm_precision"] == "fp32"
         assert entry["peak_memory_bytes"] >= 0 and "VmHWM" in entry["memory_method"]
         assert 0.0 <= entry["data_share"] <= 1.0
 
@@ -56,6 +60,8 @@ def test_bench_json_structure_and_counts(record):
     assert store["trainable_macs"] == online["trainable_macs"]
     assert store["store"]["videos"] > 0 and store["store"]["extract_seconds"] > 0
     assert online["ifm"] == "mini" and online["ifm_precision"] == "fp32"  # the demo preset's
+    assert len(online["ifm_forward_seconds"]) == 2 and min(online["ifm_forward_seconds"]) > 0
+    assert store["ifm_forward_seconds"] == [] and r3d["ifm_forward_seconds"] == []
     assert r3d["trainable_params"] == count_params(R3D50(num_classes=4))
 
 
@@ -102,6 +108,18 @@ def test_bench_ratios_follow_the_numbers(record):
         flops / result["matmul"]["conv1x1_peak_flops_per_second"]
     )
     assert comparison["data_share"] == pytest.approx(store["data_share"])
+    # the speeds per MAC behind the speed-up
+    ifm_seconds = sum(online["ifm_forward_seconds"]) / 2  # the median of two
+    compute = comparison["store_compute_seconds"]
+    assert comparison["ifm_forward_seconds"] == pytest.approx(ifm_seconds)
+    assert comparison["ifm_flops_per_second"] == pytest.approx(2 * ifm * 2 / ifm_seconds)
+    assert comparison["tmm_step_flops_per_second"] == pytest.approx(2 * tmm_step * 2 / compute)
+    assert comparison["ifm_over_tmm_speed"] == pytest.approx(
+        comparison["ifm_flops_per_second"] / comparison["tmm_step_flops_per_second"]
+    )
+    assert comparison["speedup_at_measured_speeds"] == pytest.approx(
+        (ifm_seconds + compute) / compute
+    )
     goal = result["goals"]["store_speedup_at_least_80pct"]["mini-store"]
     assert goal["training_ratio_80pct"] == (comparison["speedup_over_mac_ratio_training"] >= 0.8)
 
@@ -112,6 +130,37 @@ def test_bench_markdown_names_the_run(record):
     assert "randomly initialised" in markdown
     assert "R3D-50 end to end" in markdown and "31.8" in markdown  # the paper's beside ours
     assert "2 clips of 4 frames" in markdown
+    assert "Why the speed-up is not the MACs ratio" in markdown
+    assert "2 passes over the variants" in markdown and "trains in fp32" in markdown
+
+
+def test_bench_bf16_trainable_part_is_recorded(tmp_path):
+    settings = bench.default_settings(
+        "cpu", variants=["mini-store", "r3d50"], isolate=False, tmm_precision="bf16", **TINY
+    )
+    result = bench.run_bench(settings, tmp_path)
+    for entry in result["variants"].values():
+        assert "error" not in entry and entry["tmm_precision"] == "bf16"
+        assert entry["last_loss"] == entry["last_loss"]  # not NaN
+    assert "trains under bf16 autocast" in (tmp_path / "bench.md").read_text()
+
+
+def test_store_variants_of_one_ifm_share_a_store():
+    settings = bench.default_settings("cpu")
+    assert "a-l14-256-store" in settings.variants and "a-b16-2048-store" in settings.variants
+    key = bench._store_key
+    assert key("a-b16-256-store", settings) == key("a-b16-2048-store", settings)
+    assert key("a-b16-256-store", settings) != key("a-l14-256-store", settings)
+    for name in ("a-b16-256-store", "a-l14-256-store", "a-b16-2048-store"):
+        online = bench.VARIANTS[name].online
+        assert bench.VARIANTS[online].preset == bench.VARIANTS[name].preset
+
+
+def test_bench_rejects_bad_repeats_and_precision(tmp_path):
+    with pytest.raises(bench.ConfigError, match="repeats"):
+        bench.run_bench(bench.default_settings("cpu", repeats=0), tmp_path)
+    with pytest.raises(bench.ConfigError, match="tmm_precision"):
+        bench.run_bench(bench.default_settings("cpu", tmm_precision="fp16"), tmp_path)
 
 
 def test_bench_variant_in_its_own_process(tmp_path):
@@ -131,9 +180,12 @@ def test_cli_bench_options(tmp_path, monkeypatch):
     assert (settings.batch, settings.frames, settings.iters, settings.warmup) == (2, 4, 5, 2)
     assert settings.variants == bench.DEFAULT_VARIANTS["vit"] and settings.isolate
     assert seen["o"] == tmp_path
+    assert (settings.tmm_precision, settings.repeats) == ("fp32", 1)
     assert main([*arguments, "--ifm-online", "mini", "--in-process", "--size", "32"]) == 0
     assert seen["s"].variants == bench.DEFAULT_VARIANTS["mini"] and not seen["s"].isolate
     assert seen["s"].size == 32
+    assert main([*arguments, "--tmm-precision", "bf16", "--repeats", "3"]) == 0
+    assert (seen["s"].tmm_precision, seen["s"].repeats) == ("bf16", 3)
 
 
 def test_bench_unknown_variant_is_a_usage_error(tmp_path, capsys):
