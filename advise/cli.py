@@ -170,7 +170,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from advise.demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, features=args.features)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, features=args.features)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole method on the built-in benchmark")
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster demo")
+    demo.add_argument(
+        "--seed", type=_non_negative_int, default=0,
+        help="seed of the benchmark's videos and of every training run (default 0)",
+    )  # fmt: skip
     demo.add_argument(
         "--features", choices=["store", "online", "fp16", "int8"], default="store",
         help="store: extract tokens once (fp32) and train from them (default); online: "

@@ -453,3 +453,17 @@ def test_cuda_asked_for_without_a_gpu_exits_2(tmp_path, config, capsys):
     assert run_cli("pretrain", "--config", config, "--set", "train.device=cuda",
                    "--out", tmp_path / "run") == 2  # fmt: skip
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_demo_options_reach_run_demo(tmp_path, monkeypatch):
+    import advise.demo
+
+    seen = {}
+    monkeypatch.setattr(advise.demo, "run_demo", lambda out, **options: seen.update(options))
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert seen == {"quick": False, "seed": 0, "features": "store"}
+    assert main(["demo", "--out", str(tmp_path), "--seed", "3", "--features", "int8"]) == 0
+    assert seen == {"quick": False, "seed": 3, "features": "int8"}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out", str(tmp_path), "--seed", "-1"])
+    assert exit_info.value.code == 2
