@@ -110,7 +110,7 @@ def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup
     device = distributed.local_device(resolve_device(config.train.device))
     store_path = store_source(config)
     if store_path is not None:
-        store = FeatureStore(store_path)
+        store = FeatureStore(store_path, data_root=config.data.root)
         store.check_matches(expected_store_spec(config, store.spec, views), "the config")
         return Setup(config, device, None, store)
     ifm = ifm or build_frozen_ifm(config.ifm, device)
@@ -456,6 +456,7 @@ def evaluate_checkpoint(
         num_workers=config.data.num_workers,
         meter=meter,
         precision=config.train.precision,
+        max_bad_fraction=config.data.max_bad_fraction,
     )
     video_ids, labels, probs = meter.video_scores()
     predictions = probs.argmax(dim=1) if len(video_ids) else labels
@@ -749,7 +750,7 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
     for stale in (out_dir / "videos").glob(".*.tmp"):  # half-written by a killed extraction
         stale.unlink(missing_ok=True)
     path = out_dir / "store.json"
-    record = {"spec": spec.to_dict(), "data_root": config.data.root}
+    record = {"spec": spec.to_dict(), "data_root": _absolute(config.data.root)}
     if path.is_file():
         started = json.loads(path.read_text())
         if started != record:
@@ -762,6 +763,12 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
             )
         return
     path.write_text(json.dumps(record, indent=2))
+
+
+def _absolute(root: str) -> str:
+    """A store records its data root absolute: a relative one would mean another folder as
+    soon as the store is used from another working directory."""
+    return os.path.abspath(os.path.expanduser(root))
 
 
 def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: list) -> None:
@@ -780,7 +787,7 @@ def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: lis
     manifest = {
         "version": STORE_VERSION,
         "spec": spec.to_dict(),
-        "data_root": config.data.root,
+        "data_root": _absolute(config.data.root),
         "videos": videos,
         "failed": failed,
     }

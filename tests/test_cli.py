@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,22 @@ def test_too_many_bad_videos_fail_with_exit_1(tmp_path, capsys):
     with pytest.warns(UserWarning):
         assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 1
     assert "failed to decode" in capsys.readouterr().err
+
+
+def test_evaluation_with_too_many_bad_videos_fails_instead_of_scoring_the_rest(
+    tmp_path, config, tree, capsys
+):
+    assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
+    broken = tmp_path / "broken"
+    shutil.copytree(tree, broken)
+    listed = (broken / "testlist01.txt").read_text().splitlines()
+    for video in [broken / line.split()[0] for line in listed if line][:2]:
+        video.write_bytes(b"not a video")
+    bad = tiny_config(tmp_path / "bad.yaml", data={"root": str(broken), "max_bad_fraction": 0.25})
+    checkpoint = tmp_path / "ft" / "checkpoints" / "last.safetensors"
+    with pytest.warns(UserWarning):
+        assert run_cli("evaluate", "--config", bad, "--ckpt", checkpoint) == 1
+    assert "2 of 4 test videos could not be read" in capsys.readouterr().err
 
 
 def test_annotation_naming_a_missing_file_exits_2_at_start(tmp_path, capsys):

@@ -4,6 +4,7 @@ identical store, refuses a store that does not match, and feeds training and eva
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_extract_command(tmp_path, tree, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"]["dtype"] == "int8" and len(manifest["videos"]) == 10
     assert (out / manifest["videos"][0]["file"]).with_suffix(".scale.npy").is_file()
+
+
+def test_a_store_moves_with_its_tree_and_refuses_a_split_it_lacks(
+    tmp_path, tree, ifm, monkeypatch, capsys
+):
+    # extracted with a relative data root: the store records it absolute
+    shutil.copytree(tree, tmp_path / "a" / "tree")
+    monkeypatch.chdir(tmp_path / "a")
+    relative = load_config(str(tiny_config(tmp_path / "rel.yaml", data={"root": "tree"})))
+    extract(relative, Path("store"), subset="train", ifm=ifm, progress=False)
+    manifest = json.loads((tmp_path / "a" / "store" / "manifest.json").read_text())
+    assert manifest["data_root"] == str(tmp_path / "a" / "tree")
+    # the tree and its store move together, and are used from another working directory
+    (tmp_path / "a").rename(tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    root, out = tmp_path / "b" / "tree", tmp_path / "b" / "store"
+    moved = relative.replace({"data.root": str(root), "data.source": f"store:{out}"})
+    prp = pretrain(moved, tmp_path / "prp")
+    ft = finetune(moved, tmp_path / "ft", init=prp.checkpoint)
+    # the test split was never extracted: refused at start, not evaluated as 0 videos
+    with pytest.raises(StoreError, match="lacks 4 of the 4 videos"):
+        evaluate_checkpoint(moved, ft.checkpoint)
+    config_file = tiny_config(tmp_path / "moved.yaml", data={"root": str(root),
+                              "source": f"store:{out}"})  # fmt: skip
+    assert main(["evaluate", "--config", str(config_file), "--ckpt", str(ft.checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 4 of the 4 videos" in err and "advise extract --subset" in err

@@ -183,6 +183,7 @@ def pretrain_dataset(
     """
     sampler = playback_rate_sampler(config.data, config.pretext)
     transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
+    _check_store_covers(store, split, config)
     return PlaybackRateDataset(
         split.records, sampler, transform, seed=config.train.seed, store=store
     )
@@ -194,6 +195,7 @@ def pretext_eval_dataset(
     """Playback-rate clips with the deterministic centre-crop view, for measuring speed accuracy."""
     sampler = playback_rate_sampler(config.data, config.pretext)
     centre = CentreTokens() if store is not None else SingleView(views_transform(prep, 1))
+    _check_store_covers(store, split, config)
     return PlaybackRateDataset(
         split.records, sampler, centre, seed=config.train.seed + 1, store=store
     )
@@ -213,6 +215,7 @@ def finetune_dataset(
     config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
 ) -> ClipDataset:
     transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
+    _check_store_covers(store, split, config)
     return ClipDataset(
         split.records,
         config.data.num_frames,
@@ -232,7 +235,14 @@ def eval_dataset(
     store: Any = None,
 ) -> MultiViewDataset:
     views = TokenViews(num_crops) if store is not None else views_transform(prep, num_crops)
+    _check_store_covers(store, split, config)
     return MultiViewDataset(split.records, config.data.num_frames, num_clips, views, store=store)
+
+
+def _check_store_covers(store: Any, split: AnnotatedSplit, config: Config) -> None:
+    """A store lacking more of the split's videos than data.max_bad_fraction is an error."""
+    if store is not None:
+        store.check_covers([record.path for record in split.records], config.data.max_bad_fraction)
 
 
 def _train_tokens(config: Config) -> TrainTokens:

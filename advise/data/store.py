@@ -139,13 +139,15 @@ def encode_views(ifm: nn.Module, sfu: nn.Module, views: Tensor, chunk_frames: in
 class FeatureStore:
     """Read a complete store: tokens of any frames of any video, memory-mapped.
 
-    `index_of(path)` finds a video by its path (absolute, or relative to the data root the
-    store was extracted from); `read(index, frame_indices)` returns float32 tensors
-    [V, T, D, h, w] of those stored frames, all views.
+    `index_of(path)` finds a video by its path: relative to `data_root`, the root the videos
+    are read under now (`data.root`; a dataset tree and its store can move together), else
+    relative to the root the store was extracted from, else absolute. `read(index,
+    frame_indices)` returns float32 tensors [V, T, D, h, w] of those stored frames, all views.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, data_root: str | Path | None = None) -> None:
         self.path = Path(path).expanduser()
+        self.data_root = None if data_root is None else str(data_root)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
             hint = (
@@ -173,8 +175,29 @@ class FeatureStore:
 
     def index_of(self, path: str | Path) -> int | None:
         """The store index of a video file, or None when the store lacks it."""
-        key = _relative_key(path, self.root)
-        return self._index.get(key)
+        for root in (self.data_root, self.root):
+            if root is not None:
+                index = self._index.get(_relative_key(path, root))
+                if index is not None:
+                    return index
+        return None
+
+    def check_covers(self, paths: Sequence[str | Path], max_missing_fraction: float) -> None:
+        """Refuse to serve a split when more of its videos are missing from the store than
+        `max_missing_fraction` (`data.max_bad_fraction`) allows; fewer are skipped, warned,
+        like videos that fail to decode. Missing usually means another split or data root."""
+        missing = [str(path) for path in paths if self.index_of(path) is None]
+        if not missing or len(missing) <= max_missing_fraction * len(paths):
+            return
+        roots = f"it was extracted from {self.root}"
+        if self.data_root is not None and _relative_key(self.data_root, self.root) != ".":
+            roots += f", the config reads videos under {self.data_root}"
+        raise StoreError(
+            f"feature store {self.path} lacks {len(missing)} of the {len(paths)} videos asked "
+            f"for (data.max_bad_fraction={max_missing_fraction}), first {missing[0]}: {roots}; "
+            "extract this split into the store (`advise extract --subset ...`) or point "
+            "data.root at the tree it was extracted from"
+        )
 
     def num_frames(self, index: int) -> int:
         return int(self.videos[index]["frames"])

@@ -394,9 +394,12 @@ def evaluate(
     description: str = "evaluate",
     meter: AccuracyMeter | None = None,
     precision: str = "fp32",
+    max_bad_fraction: float = 0.05,
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5: the softmax of every view of a video is averaged, and each
     video counts once. Also reports single-view top-1 (the first view of each video).
+    Videos that fail to decode are skipped and listed; more than `max_bad_fraction` of them
+    fail the evaluation (`TooManyBadVideos`) rather than report an accuracy of the rest.
     Pass a `meter` to read per-video scores afterwards (`meter.video_scores()`). In a DDP run
     the processes split the videos and gather their scores by video: every process returns
     the exact result of one process."""
@@ -428,6 +431,11 @@ def evaluate(
     for tensors in distributed.all_gather_objects(local.to_tensors()):  # by video id
         meter.merge_tensors(tensors)
     skipped = sum(distributed.all_gather_objects(skipped), [])
+    if skipped and len(skipped) > max_bad_fraction * len(dataset):
+        raise TooManyBadVideos(
+            f"{len(skipped)} of {len(dataset)} test videos could not be read (more than "
+            f"data.max_bad_fraction={max_bad_fraction}); first: {sorted(skipped)[0]}"
+        )
     result = meter.compute()
     result.update(views_combined="mean of softmax over views", skipped_videos=skipped)
     return result
