@@ -342,6 +342,8 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             return load_file(str(path), device="cpu")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        if "Weights only load failed" in str(error):  # torch's weights_only refusal
+            raise IFMWeightsError(_pickled_code_message(path, str(error))) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise IFMWeightsError(
             f"cannot read IFM weights file {path}: {type(error).__name__}: {first_line[:200]}"
@@ -352,6 +354,23 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
         raise IFMWeightsError(f"IFM weights file {path} does not hold a state dict of tensors")
     return loaded
+
+
+def _pickled_code_message(path: Path, detail: str) -> str:
+    """One line for a weights file that torch's weights_only loader refused: it holds pickled
+    objects beyond tensors, which unpickling would execute. Never advises turning the guard off
+    here; says how to convert a file the user trusts."""
+    words = detail.split()
+    named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "GLOBAL"]
+    refers = f" (it refers to {named[0]})" if named else ""
+    return (
+        f"IFM weights file {path} contains code: pickled objects beyond tensors{refers}, which "
+        f"would run when the file is loaded. advise will not run it. If you trust the file, "
+        f"convert it in your own Python session: `sd = torch.load('{path}', weights_only=False)` "
+        f"then `safetensors.torch.save_file(sd, 'weights.safetensors')` (sd must be a dict of "
+        f"tensors: take sd['state_dict'] or sd['model'] if it holds one), and pass "
+        f"--set ifm.weights=weights.safetensors"
+    )
 
 
 def load_weights(

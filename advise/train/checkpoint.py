@@ -2,16 +2,25 @@
 
 A checkpoint is a pair of files sharing a stem: `<stem>.safetensors` (every tensor: model,
 optimiser moments, ...) and `<stem>.json` (the JSON-serialisable state: step, config, RNG
-states, ... plus the sha256 of the tensor file). Each file is written to a temporary file in
-the same folder, flushed, fsynced and renamed over the old one (`os.replace`, atomic on POSIX),
-and the folder is fsynced. The JSON is written last, so:
+states, ...). The two files are bound to each other both ways: the JSON records the sha256 of
+the tensor file, and the tensor file's safetensors metadata records the step and the sha256 of
+the state's canonical JSON (`state_sha256`). Loading checks both, so an edited step, a JSON
+swapped in from another checkpoint, or altered tensors are refused with a message saying which
+files disagree and on what; a pair is never mixed.
+
+Each file is written to a temporary file in the same folder, flushed, fsynced and renamed over
+the old one (`os.replace`, atomic on POSIX), and the folder is fsynced. The JSON is written
+last, so:
 
 - a crash before the tensor file is renamed leaves the previous checkpoint intact;
-- a crash between the two renames leaves a torn pair (new tensors, old JSON), which
-  `load_checkpoint` detects by the hash; it never mixes two checkpoints. Before a save replaces
-  a pair, the pair is kept as `<stem>.previous.*` (hard links, no copy), and loading falls back
-  to it, with a warning, when the newest pair is torn;
-- a tensor file damaged on disk is detected the same way.
+- a crash between the two renames leaves a torn pair (new tensors, old JSON). Before a save
+  replaces a pair, the pair is kept as `<stem>.previous.*` (hard links, no copy); a torn pair
+  is recognised by its JSON still being the kept one, and loading then falls back to the kept
+  pair with a warning. Any other disagreement is refused: falling back there would hide an
+  edit or damage.
+
+Version 1 checkpoints (written before the binding) carry no metadata to check the JSON
+against; they still load, with a warning, and the next save of a resumed run binds them.
 
 Also here: `rng_state` / `set_rng_state` (python, numpy, torch) and a flat tensors + JSON form
 of an optimiser's state (`optimizer_to_tensors` / `optimizer_from_tensors`).
@@ -36,7 +45,8 @@ import torch
 from torch import Tensor
 
 FORMAT = "advise-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tensor metadata binds the JSON state (state_sha256, step)
+READABLE_VERSIONS = (1, 2)  # 1: unbound, loaded with a warning
 TENSOR_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".json"
 
@@ -61,10 +71,21 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
 
     tensors: name -> tensor (any device and dtype safetensors supports; saved as CPU copies).
     state: JSON-serialisable dict (checked before anything is written). Creates the folder if
-    needed and returns the JSON path. See the module docstring for crash behaviour.
+    needed and returns the JSON path. See the module docstring for crash behaviour and for how
+    the two files are bound to each other.
     """
     tensor_path, state_path = checkpoint_paths(path_stem)
-    data = safetensors.torch.save(_prepare_tensors(tensors), metadata={"format": FORMAT})
+    # the state as loading will see it (tuples become lists, keys strings); fails on a state
+    # that is not JSON before touching disk
+    loaded_state = json.loads(_to_json(state))
+    metadata = {
+        "format": FORMAT,
+        "version": str(FORMAT_VERSION),
+        "state_sha256": state_sha256(loaded_state),
+    }
+    if isinstance(loaded_state.get("step"), int):
+        metadata["step"] = str(loaded_state["step"])
+    data = safetensors.torch.save(_prepare_tensors(tensors), metadata=metadata)
     record = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -72,16 +93,35 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
         "tensor_bytes": len(data),
         "state": state,
     }
-    record_text = _to_json(record)  # a state that is not JSON fails before touching disk
+    record_text = _to_json(record)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
-    if tensor_path.is_file() and state_path.is_file():
-        for current, kept in zip(
-            (tensor_path, state_path), checkpoint_paths(_previous(path_stem)), strict=False
-        ):
-            _atomic_link(current, kept)
+    kept_tensor_path, kept_state_path = checkpoint_paths(_previous(path_stem))
+    # A torn pair (its JSON is still the kept one) is not kept: the kept pair is the intact one.
+    if (
+        tensor_path.is_file()
+        and state_path.is_file()
+        and not _same_bytes(state_path, kept_state_path)
+    ):
+        _atomic_link(tensor_path, kept_tensor_path)
+        _atomic_link(state_path, kept_state_path)
     _atomic_write(tensor_path, data)
     _atomic_write(state_path, record_text.encode("utf-8"))
     return state_path
+
+
+def state_sha256(state: Any) -> str:
+    """sha256 (hex) of the canonical JSON of a checkpoint's state: sorted keys, no spaces,
+    ASCII. Equal for the state given to `save_checkpoint` and the one `load_checkpoint`
+    returns, whatever the JSON file's layout."""
+    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _same_bytes(first: Path, second: Path) -> bool:
+    try:
+        return first.read_bytes() == second.read_bytes()
+    except OSError:
+        return False
 
 
 def _previous(path: str | Path) -> Path:
@@ -110,19 +150,29 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     """Read and verify a checkpoint pair; returns (tensors, state).
 
     `path` is the stem or either file of the pair. Tensors are placed on `device`. Raises
-    `CheckpointError` when a file is missing, the JSON is unreadable, or the tensor file does
-    not match the hash the JSON records (torn pair or corruption) and no intact previous pair
-    (`<stem>.previous.*`, kept by `save_checkpoint`) exists to fall back to.
+    `CheckpointError` when a file is missing, the JSON is unreadable, or the two files are not
+    one checkpoint: the tensor file is not the one the JSON records (sha256), or the JSON state
+    is not the one the tensor file was written with (step, state sha256). The one exception is
+    a pair torn by an interrupted save (its JSON still equals the kept `<stem>.previous.json`):
+    then the kept pair is loaded, verified the same way, with a warning.
     """
     try:
         return _load_pair(path, device)
     except CheckpointError as error:
         previous = _previous(path)
-        if not checkpoint_paths(previous)[1].is_file() or not checkpoint_paths(path)[1].is_file():
+        state_path, kept_state_path = checkpoint_paths(path)[1], checkpoint_paths(previous)[1]
+        if not _same_bytes(state_path, kept_state_path):
             raise
         tensors, state = _load_pair(previous, device)
-        warnings.warn(f"{error} Loaded the previous checkpoint {previous} instead.", stacklevel=2)
+        warnings.warn(
+            f"{error} The newest pair is torn by an interrupted save; loaded the previous "
+            f"checkpoint {previous} instead.",
+            stacklevel=2,
+        )
         return tensors, state
+
+
+_warned_unbound: set[Path] = set()
 
 
 def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict]:
@@ -135,29 +185,101 @@ def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict
         raise CheckpointError(f"{state_path} is not valid JSON ({error}): corrupt") from error
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{state_path} is not an advise checkpoint (no format {FORMAT!r})")
-    if record.get("version") != FORMAT_VERSION or "tensor_sha256" not in record:
+    version = record.get("version")
+    if version not in READABLE_VERSIONS or "tensor_sha256" not in record or "state" not in record:
         raise CheckpointError(
-            f"{state_path}: unsupported checkpoint version {record.get('version')!r} "
-            f"(this advise reads version {FORMAT_VERSION})"
+            f"{state_path}: unsupported checkpoint version {version!r} "
+            f"(this advise reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     if not tensor_path.is_file():
         raise CheckpointError(f"{tensor_path} is missing (its state file {state_path} exists)")
     data = tensor_path.read_bytes()
+    metadata = _safetensors_metadata(data)
+    state = record["state"]
+    bound = metadata is not None and "state_sha256" in metadata
+    disagreement = _state_disagreement(state, metadata, state_path, tensor_path) if bound else ""
     digest = hashlib.sha256(data).hexdigest()
     if digest != record["tensor_sha256"]:
         raise CheckpointError(
-            f"{tensor_path} does not match {state_path.name}: sha256 {digest[:16]}..., expected "
-            f"{record['tensor_sha256'][:16]}... ({len(data)} bytes, expected "
-            f"{record.get('tensor_bytes')}). The pair is torn (a save was interrupted) or the "
-            "tensor file is corrupt; use an earlier checkpoint."
+            f"{tensor_path} does not match {state_path}: "
+            + (
+                f"{disagreement}; they are not one checkpoint (the JSON was edited or swapped "
+                "in from another checkpoint, or a save was interrupted)"
+                if disagreement
+                else f"sha256 {digest[:16]}..., expected {record['tensor_sha256'][:16]}... "
+                f"({len(data)} bytes, expected {record.get('tensor_bytes')}). The pair is torn "
+                "(a save was interrupted) or the tensor file is corrupt or altered"
+            )
+            + f"; use an earlier checkpoint{_kept_hint(path)}"
         )
+    if disagreement:
+        raise CheckpointError(
+            f"{state_path} does not match {tensor_path}: {disagreement}; the JSON state was "
+            "edited or belongs to another checkpoint. Resuming from it would mix two "
+            f"checkpoints; use an earlier checkpoint{_kept_hint(path)}"
+        )
+    if not bound:
+        if version != 1:
+            raise CheckpointError(
+                f"{tensor_path} does not match {state_path}: the JSON is a version {version} "
+                "checkpoint, but the tensor file carries no state_sha256 to bind it"
+            )
+        if state_path not in _warned_unbound:
+            _warned_unbound.add(state_path)
+            warnings.warn(
+                f"{state_path} is a version 1 checkpoint: its JSON state is not bound to "
+                f"{tensor_path.name}, so an edit to the JSON (e.g. its step) cannot be detected; "
+                "loaded as written (a resumed run's next save binds it)",
+                stacklevel=3,
+            )
     try:
         tensors = safetensors.torch.load(data)
     except Exception as error:  # the hash matched, so the file was written this way
         raise CheckpointError(f"{tensor_path}: unreadable safetensors ({error})") from error
     if torch.device(device).type != "cpu":
         tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
-    return tensors, record["state"]
+    return tensors, state
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str] | None:
+    """The `__metadata__` of a safetensors file's header (8-byte little-endian length, then
+    JSON), read without loading tensors; None when the header is unreadable or has none."""
+    if len(data) < 8:
+        return None
+    header_length = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + header_length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def _state_disagreement(
+    state: Any, metadata: dict[str, str], state_path: Path, tensor_path: Path
+) -> str:
+    """What the JSON state and the tensor file's binding metadata disagree on ("" if nothing)."""
+    written_step = metadata.get("step")
+    json_step = state.get("step") if isinstance(state, dict) else None
+    if written_step is not None and str(json_step) != written_step:
+        return (
+            f"{state_path.name} says step {json_step} but {tensor_path.name} was written at "
+            f"step {written_step}"
+        )
+    digest = state_sha256(state)
+    if digest != metadata["state_sha256"]:
+        return (
+            f"{state_path.name}'s state (sha256 {digest[:16]}...) is not the state "
+            f"{tensor_path.name} was written with (sha256 {metadata['state_sha256'][:16]}...)"
+        )
+    return ""
+
+
+def _kept_hint(path: str | Path) -> str:
+    kept_tensor_path, kept_state_path = checkpoint_paths(_previous(path))
+    if kept_tensor_path.is_file() and kept_state_path.is_file():
+        return f" (the pair kept before the last save is {_previous(path)}.*)"
+    return ""
 
 
 def _to_json(value: Any) -> str:
