@@ -110,6 +110,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     views = parse_views(args.views) if args.views else None
     result = predict(Path(args.video), Path(args.ckpt), args.set, views=views, top=args.top)
+    if result["warning"]:
+        print(f"warning: {result['warning']}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
         return

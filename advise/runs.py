@@ -533,11 +533,13 @@ def predict(
 
     The model is rebuilt from the config saved in the checkpoint (`overrides` as in --set,
     e.g. ifm.weights on another machine); the video is tested with the checkpoint's
-    multi-view protocol (or `views`), softmax averaged over views. Returns the `top` classes.
+    multi-view protocol (or `views`), softmax averaged over views. Returns the `top` classes,
+    and a `warning` (None when there is none) when the video was cut short.
     """
+    from advise.data.check import cut_short
     from advise.data.datasets import MultiViewDataset, SkippedVideo
     from advise.data.formats import VideoRecord
-    from advise.data.video import VideoDecodeError
+    from advise.data.video import VideoDecodeError, probe_video
 
     tensors, state = load_checkpoint(checkpoint)
     if state.get("stage") != "finetune":
@@ -569,6 +571,7 @@ def predict(
     if isinstance(item, SkippedVideo) or item is None:
         reason = item.reason if isinstance(item, SkippedVideo) else "unreadable"
         raise VideoDecodeError(video, f"cannot test it: {reason}")
+    damage = cut_short(probe_video(video))  # probed already: cached
     with torch.no_grad():
         probs = model(item["clips"].to(run.device)).float().softmax(dim=1).mean(0).cpu()
     scores, indices = probs.topk(min(top, len(class_names)))
@@ -581,6 +584,7 @@ def predict(
         ],
         "checkpoint": str(checkpoint),
         "ifm": run.ifm_record(),
+        "warning": damage and f"{video}: {damage}; scored on the frames that decode",
     }
 
 
@@ -626,12 +630,14 @@ def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
 
 def check_data(config: Config, out_dir: Path, workers: int) -> tuple[Any, dict[str, Path]]:
     """Decode the first, last and a few random frames of every video of the train and test
-    splits (in `workers` processes); write check_report.{json,md} and quarantine.txt."""
+    splits (in `workers` processes); write check_report.{json,md} and quarantine.txt. A video
+    cut short to fewer frames than one clip spans at playback rate 1 fails."""
     from advise.data.check import check_videos, write_report
 
     # every video, the quarantined ones included (the check decides afresh)
     records = _records_of(config.replace({"data.quarantine": ""}), ["train", "test"])
-    report = check_videos(records, workers=workers)
+    clip_frames = config.data.num_frames * config.data.stride
+    report = check_videos(records, workers=workers, clip_frames=clip_frames)
     return report, write_report(report, out_dir)
 
 

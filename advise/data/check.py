@@ -3,10 +3,12 @@
 `check_videos` opens every video the way training will (`advise.data.video`): it counts the
 frames (one full decode) and reads the first, the last and a few random frames, in a pool of
 worker processes. A video *fails* when training could not use it: the file is missing, is not a
-video, has no decodable frame, or a frame it claims does not decode. A video that is usable but
-looks damaged (decoding stops with an error before the end of the file, or its frames span
-clearly less time than its header states, as in a file cut short) is *ok with a warning*: its
-decodable frames are what training samples from.
+video, has no decodable frame, a frame it claims does not decode, its stream is damaged (the
+decoder flags frames as corrupt or fails on a packet: the report lists the bad frames, see
+`advise.data.video`), or it is cut short below the frames one clip needs. A video cut short
+that still holds a clip (decoding stops with an error before the end of the file, or its frames
+span clearly less time than its header states) is *ok with a warning*: its decodable frames
+are what training samples from.
 
 `write_report` writes `check_report.json` (every video + totals), `check_report.md` (for a
 person: totals, failures with reasons, warnings, frame counts) and `quarantine.txt` (the failed
@@ -35,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from advise.data.formats import AnnotatedSplit, AnnotationError, VideoRecord
-from advise.data.video import VideoDecodeError, probe_video, read_frames
+from advise.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
 
 # A usable video's frames may span less time than its header states by this much before it is
-# flagged (seconds, and a fraction of the stated duration; both must be exceeded): containers
+# flagged (frames, and a fraction of the stated duration; both must be exceeded): containers
 # round durations and count audio that outlasts the video a little.
-_SHORTFALL_SECONDS = 1.0
+_SHORTFALL_FRAMES = 2
 _SHORTFALL_FRACTION = 0.1
 
 
@@ -49,7 +51,8 @@ class VideoCheck:
     """The check of one video. Properties are None when the video failed before they were read.
 
     `reason` says why a video failed (None when `ok`); `warning` what looks damaged in a usable
-    one. Sizes are those of the frames as read (upright); `rotation` is the display rotation
+    one; `bad_frames` the frames the decoder flags as corrupt (a damaged stream fails whole).
+    Sizes are those of the frames as read (upright); `rotation` is the display rotation
     applied (degrees counter-clockwise); `fps`, `duration` (seconds) as the file states them.
     """
 
@@ -65,6 +68,7 @@ class VideoCheck:
     duration: float | None = None
     has_audio: bool | None = None
     rotation: int | None = None
+    bad_frames: list[int] | None = None
 
 
 @dataclass
@@ -130,13 +134,35 @@ def _reason(error: Exception, path: str) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def check_video(path: str, label: int, random_frames: int, seed: int) -> VideoCheck:
+def cut_short(info: VideoInfo) -> str | None:
+    """What says a usable video was cut short, or None: decoding stopped before the end of
+    the file, or its frames span clearly less time than its header states (by more than
+    `_SHORTFALL_FRAMES` frames and `_SHORTFALL_FRACTION` of the stated duration)."""
+    if info.error is not None:
+        return f"decoding stops after frame {info.num_frames - 1} ({info.error})"
+    if info.duration is None or info.decoded_duration is None:
+        return None
+    shortfall = info.duration - info.decoded_duration
+    frame_seconds = 1 / info.fps if info.fps else 0.0
+    if shortfall > max(_SHORTFALL_FRAMES * frame_seconds, _SHORTFALL_FRACTION * info.duration):
+        return (
+            f"frames span {info.decoded_duration:.2f} s but the file states "
+            f"{info.duration:.2f} s (cut short?)"
+        )
+    return None
+
+
+def check_video(
+    path: str, label: int, random_frames: int, seed: int, clip_frames: int = 1
+) -> VideoCheck:
     """Count one video's frames and decode its first, last and `random_frames` random frames
-    (from `np.random.default_rng([seed, CRC-32 of the path])`). Never raises."""
+    (from `np.random.default_rng([seed, CRC-32 of the path])`). A video cut short to fewer
+    than `clip_frames` frames (the span of one clip) fails. Never raises."""
     try:
         info = probe_video(path)
     except Exception as error:  # noqa: BLE001 - any error of a bad file is its reason
-        return VideoCheck(path, label, ok=False, reason=_reason(error, path))
+        bad_frames = list(getattr(error, "bad_frames", ())) or None
+        return VideoCheck(path, label, ok=False, reason=_reason(error, path), bad_frames=bad_frames)
     checked = VideoCheck(
         path,
         label,
@@ -161,16 +187,13 @@ def check_video(path: str, label: int, random_frames: int, seed: int) -> VideoCh
             )
     except Exception as error:  # noqa: BLE001
         return replace(checked, ok=False, reason=_reason(error, path))
-    warning = None
-    if info.error is not None:
-        warning = f"decoding stops after frame {info.num_frames - 1} ({info.error})"
-    elif info.duration is not None and info.decoded_duration is not None:
-        shortfall = info.duration - info.decoded_duration
-        if shortfall > max(_SHORTFALL_SECONDS, _SHORTFALL_FRACTION * info.duration):
-            warning = (
-                f"frames span {info.decoded_duration:.2f} s but the file states "
-                f"{info.duration:.2f} s (cut short?)"
-            )
+    warning = cut_short(info)
+    if warning is not None and info.num_frames < clip_frames:
+        return replace(
+            checked,
+            ok=False,
+            reason=f"cut short: {warning}; {info.num_frames} frames, a clip spans {clip_frames}",
+        )
     return replace(checked, warning=warning)
 
 
@@ -179,7 +202,7 @@ def _path_seed(path: str) -> int:
     return zlib.crc32(path.encode("utf-8", "surrogateescape"))
 
 
-def _crashed(job: tuple[str, int, int, int]) -> VideoCheck:
+def _crashed(job: tuple[str, int, int, int, int]) -> VideoCheck:
     path, label = job[0], job[1]
     return VideoCheck(path, label, ok=False, reason="decoding crashed the worker process")
 
@@ -302,6 +325,7 @@ def check_videos(
     random_frames: int = 3,
     seed: int = 0,
     progress: bool = True,
+    clip_frames: int = 1,
 ) -> CheckReport:
     """Check that every video decodes as training will read it.
 
@@ -312,6 +336,7 @@ def check_videos(
         seed: the random frames of a video depend only on `seed` and its path, so any
             `workers` gives the same report.
         progress: show a tqdm bar on a terminal (plain progress lines otherwise).
+        clip_frames: the frames one clip spans; a video cut short to fewer fails.
 
     Returns:
         A `CheckReport`, one `VideoCheck` per distinct path in the order of `records`.
@@ -326,7 +351,7 @@ def check_videos(
         path = str(record.path)
         if path not in seen:
             seen.add(path)
-            jobs.append((path, int(record.label), random_frames, seed))
+            jobs.append((path, int(record.label), random_frames, seed, clip_frames))
     return CheckReport(_run_checks(check_video, jobs, workers, progress))
 
 
@@ -376,9 +401,11 @@ def _markdown(report: CheckReport) -> str:
         "",
     ]
     if report.failed:
-        lines += ["| video | reason |", "| --- | --- |"]
+        lines += ["| video | reason | frames flagged corrupt |", "| --- | --- | --- |"]
         lines += [
-            f"| {_cell(entry.path)} | {_cell(entry.reason or '')} |" for entry in report.failed
+            f"| {_cell(entry.path)} | {_cell(entry.reason or '')} "
+            f"| {', '.join(map(str, entry.bad_frames or []))} |"
+            for entry in report.failed
         ]
     else:
         lines.append("None.")

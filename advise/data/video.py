@@ -47,11 +47,13 @@ _INDEX_CACHE_SIZE = 65536
 class VideoDecodeError(RuntimeError):
     """A video file is missing, is not a video, or has fewer decodable frames than asked.
 
-    The message starts with the file's path; `path` holds it too.
+    The message starts with the file's path; `path` holds it too. `bad_frames` lists the
+    frames the decoder flagged as corrupt, when that is why.
     """
 
-    def __init__(self, path: str | Path, problem: str) -> None:
+    def __init__(self, path: str | Path, problem: str, bad_frames: Sequence[int] = ()) -> None:
         self.path = str(path)
+        self.bad_frames = tuple(bad_frames)
         super().__init__(f"{path}: {problem}")
 
 
@@ -192,13 +194,24 @@ class _FrameIndex:
     reproduces the indexed pts in order (gaps only where the decoder was allowed to drop an
     unwanted, unreferenced frame); any mismatch falls back to decoding from the start and marks
     the file `seekable = False`.
+
+    A file cut short (a packet the demuxer flags as truncated, or a demuxing error) keeps the
+    frames before the cut: they come from intact packets, and `error` says why they end.
+    A damaged stream is another matter: when the decoder flags a frame as corrupt (it
+    concealed errors in it), fails on a packet, or turns a packet into no frame, `damage`
+    says so and the file is refused whole. Frames that reference a damaged one are wrong
+    without being flagged (in H.264 up to the next key frame; a B-frame decoded after a
+    damaged frame can be shown before it), and bit errors the decoder cannot detect usually
+    come before the first one it does, so no frame of such a file is trusted.
     """
 
     presentation_timestamps: np.ndarray  # [F] int64, strictly increasing
     keyframes: np.ndarray  # [K] int64 frame numbers, sorted
     seekable: bool
-    error: str | None  # why decoding stopped early, None when it reached the end of the file
+    error: str | None  # why the decodable frames end early, None when they reach the end
     display_matrix: np.ndarray | None  # frame 0's, None when it has none (or no frame decodes)
+    corrupt_frames: tuple[int, ...] = ()  # frame numbers the decoder flagged as corrupt
+    damage: str | None = None  # why no frame of the file is trusted, None when intact
 
     @property
     def num_frames(self) -> int:
@@ -230,7 +243,11 @@ class _Decoder:
     """
 
     def __init__(
-        self, container: av.container.InputContainer, path: str | Path, allow_threads: bool = True
+        self,
+        container: av.container.InputContainer,
+        path: str | Path,
+        allow_threads: bool = True,
+        track_packets: bool = False,
     ) -> None:
         if not container.streams.video:
             raise VideoDecodeError(path, "contains no video stream")
@@ -247,6 +264,9 @@ class _Decoder:
         else:
             context.thread_type = "NONE"
         self.error: str | None = None
+        # With `track_packets`: the pts of every packet fed to the decoder.
+        self.track_packets = track_packets
+        self.packet_timestamps: set[int] = set()
         # One reformatter per call reuses its scaling context across frames (a fresh one per
         # frame, as `frame.to_ndarray(format="rgb24")` makes, is several times slower).
         self.reformatter = VideoReformatter()
@@ -274,6 +294,8 @@ class _Decoder:
                 # data and return a plausible but wrong frame. Decodable frames end here.
                 self.error = "corrupt or truncated packet"
                 return
+            if self.track_packets and packet.pts is not None and packet.size:
+                self.packet_timestamps.add(packet.pts)
             if skip_packet is not None:
                 context.skip_frame = "NONREF" if skip_packet(packet) else "DEFAULT"
             try:
@@ -300,20 +322,27 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise VideoDecodeError(path, f"not a readable video ({error.strerror or error})") from None
 
 
-def _build_index(path: str | Path, allow_threads: bool = True) -> _FrameIndex:
+def _build_index(path: str | Path) -> _FrameIndex:
+    """Decode `path` once, on one thread, and index its frames.
+
+    One thread because the verdict on damage must not depend on timing: with frame threads
+    the decoder conceals damage differently from run to run, and in 5 of 300 files with a
+    few flipped bits it flagged no frame as corrupt where one thread flagged one.
+    """
     timestamps: list[int] = []
     keyframes: list[int] = []
+    corrupt: list[int] = []
     display_matrix = None
     with _open(path) as container:
-        decoder = _Decoder(container, path, allow_threads)
+        decoder = _Decoder(container, path, allow_threads=False, track_packets=True)
         for number, frame in enumerate(decoder.frames()):
             if number == 0:
                 display_matrix = _display_matrix(frame)
             timestamps.append(frame.pts if frame.pts is not None else -(2**62))
             if frame.key_frame:
                 keyframes.append(number)
-    if decoder.error is not None and decoder.threaded:
-        return _build_index(path, allow_threads=False)
+            if frame.is_corrupt:
+                corrupt.append(number)
     presentation_timestamps = np.asarray(timestamps, dtype=np.int64)
     seekable = (
         len(timestamps) > 0
@@ -328,7 +357,34 @@ def _build_index(path: str | Path, allow_threads: bool = True) -> _FrameIndex:
         seekable=seekable,
         error=decoder.error,
         display_matrix=display_matrix,
+        corrupt_frames=tuple(corrupt),
+        damage=_damage(decoder, timestamps, corrupt),
     )
+
+
+def _damage(decoder: _Decoder, timestamps: list[int], corrupt: list[int]) -> str | None:
+    """Why the decoder's output cannot be trusted, or None; see `_FrameIndex.damage`."""
+    reasons = []
+    if corrupt:
+        shown = ", ".join(str(number) for number in corrupt[:10])
+        more = f" and {len(corrupt) - 10} more" if len(corrupt) > 10 else ""
+        plural = "s" if len(corrupt) > 1 else ""
+        reasons.append(f"the decoder flags frame{plural} {shown}{more} as corrupt")
+    if decoder.error is not None and decoder.error.startswith("decoding failed"):
+        reasons.append(f"{decoder.error} after frame {len(timestamps) - 1}")
+    # A packet between the first and the last frame out that gave no frame shifts the
+    # numbers of every later frame (leading packets before the first key frame may be
+    # dropped by design; trailing ones are still in the decoder when decoding stops).
+    if len(timestamps) > 1 and decoder.error is None:
+        shown_pts = set(timestamps)
+        dropped = [
+            pts
+            for pts in decoder.packet_timestamps
+            if timestamps[0] < pts < timestamps[-1] and pts not in shown_pts
+        ]
+        if dropped:
+            reasons.append(f"{len(dropped)} packet(s) in the middle decode to no frame")
+    return "; ".join(reasons) or None
 
 
 def _cached_index(key: tuple[str, int, int]) -> _FrameIndex | None:
@@ -356,16 +412,28 @@ def count_frames(path: str | Path) -> int:
 
     Decodes the whole file once (no colour conversion) and caches the result in-process, keyed
     by path, size and modification time, so later calls and `read_frames` seeks are free. For a
-    damaged file this is the number of frames before the first decoding error.
+    file cut short this is the number of frames before the cut.
 
     Raises `VideoDecodeError` (naming the file) for a missing file, a file that is not a video,
-    or a video with no decodable frame.
+    a damaged stream (see `_FrameIndex`), or a video with no decodable frame.
     """
+    return _usable_index(path).num_frames
+
+
+def _usable_index(path: str | Path) -> _FrameIndex:
+    """`path`'s index; raises `VideoDecodeError` unless some of its frames can be used."""
     index = _frame_index(path)
+    if index.damage is not None:
+        raise VideoDecodeError(
+            path,
+            f"damaged: {index.damage}; no frame of it is used (frames that reference damaged "
+            "ones are wrong too)",
+            bad_frames=index.corrupt_frames,
+        )
     if index.num_frames == 0:
         reason = f" ({index.error})" if index.error else ""
         raise VideoDecodeError(path, f"contains no decodable video frame{reason}")
-    return index.num_frames
+    return index
 
 
 @dataclass(frozen=True)
@@ -386,12 +454,13 @@ class VideoInfo:
 def probe_video(path: str | Path) -> VideoInfo:
     """Count `path`'s frames (as `count_frames`, cached) and read its stream properties.
 
-    A damaged file whose first frames decode gives their count and the reason decoding
+    A file cut short whose first frames decode gives their count and the reason decoding
     stopped in `error`; a file cut at a packet boundary stops without an error, but its
     `decoded_duration` then falls short of the `duration` its header states.
 
-    Raises `VideoDecodeError` (naming the file) when the file is missing, is not a video, or
-    has no decodable frame.
+    Raises `VideoDecodeError` (naming the file) when the file is missing, is not a video, is
+    damaged (its `bad_frames` then lists the frames the decoder flags as corrupt) or has no
+    decodable frame.
     """
     num_frames = count_frames(path)
     index = _frame_index(path)
@@ -450,6 +519,8 @@ def _read_sequential(
         decoder = _Decoder(container, path, allow_threads)
         for frame in decoder.frames():
             if number in wanted_set:
+                if frame.is_corrupt:
+                    raise VideoDecodeError(path, f"the decoder flags frame {number} as corrupt")
                 found[number] = decoder.to_rgb(frame)
             number += 1
             if number > last_wanted:
@@ -523,6 +594,8 @@ def _read_indexed(
                     raise _SeekMismatch  # a wanted frame did not come out
                 last_decoded = number
                 if number in wanted_set:
+                    if frame.is_corrupt:
+                        raise _SeekMismatch  # not so in the index: decode from the start
                     found[number] = decoder.to_rgb(frame)
     return found
 
@@ -554,12 +627,13 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.nda
         turned upright (`upright`) when the file carries a display matrix (phone videos): H
         and W are then the displayed height and width.
 
-    Decoding starts at the first frame and stops after the largest index. When the file has
-    been indexed in this process (`count_frames` does it), decoding instead starts at the key
-    frame before each run of wanted frames, and H.264 / HEVC decoders drop unwanted frames that
-    nothing references; every frame that comes out is matched to its frame number by pts
-    against the index, and any disagreement falls back to decoding from the start. The
-    container is opened per call and always closed.
+    The file is indexed first (one full decode without colour conversion, as `count_frames`,
+    cached in-process). Decoding then starts at the key frame before each run of wanted
+    frames, and H.264 / HEVC decoders drop unwanted frames that nothing references; every frame
+    that comes out is matched to its frame number by pts against the index, and any
+    disagreement falls back to decoding from the start. A damaged stream (see `_FrameIndex`) is
+    refused whole, and a frame the decoder flags as corrupt is never returned. The container
+    is opened per call and always closed.
 
     Raises `VideoDecodeError` (naming the file) for a missing file, a file that is not a
     video, or an index beyond the frames that decode (e.g. in a truncated file); `ValueError`
@@ -568,15 +642,14 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray) -> np.nda
     requested = np.asarray(indices, dtype=np.int64).reshape(-1)
     if requested.size and requested.min() < 0:
         raise ValueError(f"frame indices must be >= 0, got {int(requested.min())}")
-    key = _file_key(path)
-    index = _cached_index(key)
+    index = _usable_index(path)
     if requested.size == 0:
         return np.empty((0, *_frame_size(path, index), 3), dtype=np.uint8)
     wanted = np.unique(requested)  # sorted
-    if index is not None and int(wanted[-1]) >= index.num_frames:
+    if int(wanted[-1]) >= index.num_frames:
         raise _missing_frames_error(path, wanted, index.num_frames, index.error)
     found: dict[int, np.ndarray] | None = None
-    if index is not None and index.seekable:
+    if index.seekable:
         try:
             found = _read_indexed(path, wanted, index)
         except _SeekMismatch:
