@@ -112,6 +112,7 @@ def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup
     if store_path is not None:
         store = FeatureStore(store_path, data_root=config.data.root)
         store.check_matches(expected_store_spec(config, store.spec, views), "the config")
+        _check_store_weights(config, store)
         return Setup(config, device, None, store)
     ifm = ifm or build_frozen_ifm(config.ifm, device)
     if config.ifm.random_init:
@@ -122,6 +123,26 @@ def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup
             stacklevel=2,
         )
     return Setup(config, device, ifm.to(device))
+
+
+def _check_store_weights(config: Config, store: FeatureStore) -> None:
+    """Refuse a store whose tokens came from other IFM weights than the config asks for:
+    `ifm.weights` (a file: its weights are loaded and hashed) or `ifm.random_init`."""
+    spec = store.spec
+    if config.ifm.weights:
+        wanted = build_frozen_ifm(config.ifm, torch.device("cpu")).weights_hash()
+        if wanted != spec.weights_hash:
+            raise StoreError(
+                f"feature store {store.path} holds tokens of IFM weights {spec.weights_hash[:12]}, "
+                f"but ifm.weights={config.ifm.weights} has weights {wanted[:12]}; extract a store "
+                "with these weights or drop ifm.weights"
+            )
+    if config.ifm.random_init != spec.random_init:
+        raise StoreError(
+            f"feature store {store.path} holds tokens of a "
+            f"{'randomly initialised' if spec.random_init else 'pretrained'} IFM, but "
+            f"ifm.random_init={str(config.ifm.random_init).lower()}"
+        )
 
 
 def store_source(config: Config) -> Path | None:
@@ -662,7 +683,7 @@ def extract(
     share and find every other share done writes the manifest."""
     from tqdm import tqdm
 
-    from advise.data.store import DTYPES, FrameViewsDataset, video_file, write_video_tokens
+    from advise.data.store import DTYPES, FrameViewsDataset, video_problem, write_video_tokens
     from advise.models.sfu import SFU
 
     if views not in (1, 3):
@@ -698,10 +719,10 @@ def extract(
         _start_store(out_dir, spec, config)
     distributed.barrier()
     _start_store(out_dir, spec, config)  # every rank checks what it resumes
-    todo = [
+    todo = [  # what is not stored yet, or stored damaged (a file cut by a crash of the disk)
         (index, record)
         for index, record in enumerate(records)
-        if index % world_size == rank and not (out_dir / video_file(index)).is_file()
+        if index % world_size == rank and video_problem(out_dir, index, spec) is not None
     ]
     dataset = FrameViewsDataset(
         todo, frame_stride, loaders.views_transform(run.preprocessing, views)
@@ -758,7 +779,15 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
     path = out_dir / "store.json"
     record = {"spec": spec.to_dict(), "data_root": _absolute(config.data.root)}
     if path.is_file():
-        started = json.loads(path.read_text())
+        try:
+            started = json.loads(path.read_bytes())
+        except ValueError as error:
+            raise StoreError(
+                f"{path} is damaged ({error}): the settings of the store in {out_dir} are "
+                "unknown; extract into another --out (or delete that folder)"
+            ) from None
+        if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
+            started = {"spec": {}}
         if started != record:
             differences = [
                 key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]
@@ -778,13 +807,13 @@ def _absolute(root: str) -> str:
 
 
 def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: list) -> None:
-    from advise.data.store import STORE_VERSION, _relative_key, video_file
+    from advise.data.store import STORE_VERSION, _relative_key, video_file, video_problem
 
     videos, failed = [], []
     for index, record in enumerate(records):
         key = _relative_key(record.path, config.data.root)
         file = out_dir / video_file(index)
-        if not file.is_file():
+        if video_problem(out_dir, index, spec) is not None:  # not decodable, or damaged since
             failed.append(key)
             continue
         frames = int(np.load(file, mmap_mode="r").shape[1])

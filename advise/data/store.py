@@ -18,6 +18,13 @@ Layout of a store folder:
                         (relative to data.root), label, stored frame count and file; the
                         videos that failed to decode
 
+Opening a store checks it against its manifest: every token file's header (dtype, shape) and
+byte size, without reading the tokens. A video whose file is missing, cut or of another shape
+is *damaged*: training and evaluation skip it like a video that does not decode (named, and
+counted against `data.max_bad_fraction`); rerunning `advise extract` with the same --out
+re-extracts exactly the damaged files and rewrites the manifest. A manifest that is not
+readable JSON of the expected layout is a `StoreError` saying so.
+
 Resumable: every video file is written to a temporary name, flushed and renamed, so a killed
 extraction leaves only whole files; a rerun skips them and produces a store identical to an
 uninterrupted one (the IFM runs the same frames in the same chunks). Several processes
@@ -46,6 +53,58 @@ _NUMPY_DTYPES = {"fp16": np.float16, "fp32": np.float32, "int8": np.int8}
 
 class StoreError(ValueError):
     """A store is missing, incomplete, or does not match the config that wants to use it."""
+
+
+def token_file_problem(file: Path, dtype: str, shape: tuple[int | None, ...]) -> str | None:
+    """What is wrong with a stored .npy file, or None: missing, not an .npy, another dtype,
+    another shape (None in `shape` accepts any size on that axis), or a byte size other than
+    its header promises (cut short by a crash of the disk, or grown). Reads the header only."""
+    try:
+        with open(file, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_2_0(handle)
+            data_offset = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        return f"{file} is missing"
+    except (OSError, ValueError) as error:  # numpy raises ValueError for a bad header
+        return f"{file} is not a readable .npy file ({error})"
+    if stored_dtype != np.dtype(dtype) or fortran:
+        return (
+            f"{file} holds {stored_dtype}{' (Fortran order)' * fortran}, expected {np.dtype(dtype)}"
+        )
+    if len(stored_shape) != len(shape) or any(
+        want is not None and have != want for have, want in zip(stored_shape, shape, strict=False)
+    ):
+        wanted = "x".join("*" if want is None else str(want) for want in shape)
+        return f"{file} holds shape {list(stored_shape)}, expected {wanted}"
+    expected = data_offset + int(np.prod(stored_shape)) * stored_dtype.itemsize
+    if size != expected:
+        return f"{file} is {size} bytes, its header promises {expected}"
+    return None
+
+
+def video_problem(
+    store: Path, index: int, spec: StoreSpec, frames: int | None = None
+) -> str | None:
+    """What is wrong with the stored files of video `index` (tokens, and int8 scales), or
+    None. `frames` (the manifest's count) is checked when given."""
+    file = store / video_file(index)
+    problem = token_file_problem(
+        file, _NUMPY_DTYPES[spec.dtype], (spec.views, frames, *spec.token_shape)
+    )
+    if problem is None and spec.dtype == "int8":
+        problem = token_file_problem(
+            file.with_suffix(".scale.npy"), np.float32, (spec.views, spec.token_shape[0])
+        )
+    return problem
+
+
+class DamagedStoreWarning(UserWarning):
+    """Some videos' stored tokens are damaged; they are skipped."""
 
 
 @dataclass(frozen=True)
@@ -156,19 +215,51 @@ class FeatureStore:
                 else ""
             )
             raise StoreError(f"{self.path} is not a feature store: no manifest.json{hint}")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("version") != STORE_VERSION:
+        repair = f"rerun `advise extract` with the same --out ({self.path}) to repair it"
+        try:
+            manifest = json.loads(manifest_path.read_bytes())
+        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError
+            raise StoreError(f"{manifest_path} is damaged ({error}); {repair}") from None
+        if not isinstance(manifest, dict) or "version" not in manifest:
+            raise StoreError(f"{manifest_path} is damaged (not a store manifest); {repair}")
+        if manifest["version"] != STORE_VERSION:
             raise StoreError(
-                f"{self.path}: store version {manifest.get('version')}, this advise reads "
+                f"{manifest_path}: store version {manifest['version']}, this advise reads "
                 f"{STORE_VERSION}; extract it again"
             )
+        try:
+            self.spec = StoreSpec.from_dict(manifest["spec"])
+            self.root = str(manifest["data_root"])
+            self.videos = list(manifest["videos"])
+            self.failed = list(manifest.get("failed", []))
+            self._index = {entry["path"]: index for index, entry in enumerate(self.videos)}
+            frame_counts = [int(entry["frames"]) for entry in self.videos]
+            files = [str(entry["file"]) for entry in self.videos]
+        except (KeyError, TypeError, ValueError) as error:
+            raise StoreError(
+                f"{manifest_path} is damaged (missing or malformed {error}); {repair}"
+            ) from None
         self.manifest = manifest
-        self.spec = StoreSpec.from_dict(manifest["spec"])
-        self.root = manifest["data_root"]
-        self.videos = manifest["videos"]
-        self.failed = manifest.get("failed", [])
-        self._index = {entry["path"]: index for index, entry in enumerate(self.videos)}
         self._open: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        # video index -> what is wrong with its stored files
+        self.damaged: dict[int, str] = {}
+        for index, (file, frames) in enumerate(zip(files, frame_counts, strict=True)):
+            problem = (
+                f"{file} is not a store file name"
+                if file != video_file(index)
+                else video_problem(self.path, index, self.spec, frames)
+            )
+            if problem is not None:
+                self.damaged[index] = problem
+        if self.damaged:
+            first = next(iter(self.damaged.values()))
+            warnings.warn(
+                f"feature store {self.path}: the tokens of {len(self.damaged)} of "
+                f"{len(self.videos)} videos are damaged and will be skipped (first: {first}); "
+                f"{repair}",
+                DamagedStoreWarning,
+                stacklevel=2,
+            )
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -186,38 +277,65 @@ class FeatureStore:
         """Refuse to serve a split when more of its videos are missing from the store than
         `max_missing_fraction` (`data.max_bad_fraction`) allows; fewer are skipped, warned,
         like videos that fail to decode. Missing usually means another split or data root."""
-        missing = [str(path) for path in paths if self.index_of(path) is None]
-        if not missing or len(missing) <= max_missing_fraction * len(paths):
+        indices = [self.index_of(path) for path in paths]
+        missing = [str(path) for path, index in zip(paths, indices, strict=True) if index is None]
+        damaged = [self.damaged[index] for index in indices if index in self.damaged]
+        if len(missing) + len(damaged) <= max_missing_fraction * len(paths):
             return
+        if len(damaged) > max_missing_fraction * len(paths):
+            raise StoreError(
+                f"feature store {self.path}: the tokens of {len(damaged)} of the {len(paths)} "
+                f"videos asked for are damaged (data.max_bad_fraction={max_missing_fraction}), "
+                f"first: {damaged[0]}; rerun `advise extract` with the same --out to repair it"
+            )
         roots = f"it was extracted from {self.root}"
         if self.data_root is not None and _relative_key(self.data_root, self.root) != ".":
             roots += f", the config reads videos under {self.data_root}"
         raise StoreError(
             f"feature store {self.path} lacks {len(missing)} of the {len(paths)} videos asked "
-            f"for (data.max_bad_fraction={max_missing_fraction}), first {missing[0]}: {roots}; "
-            "extract this split into the store (`advise extract --subset ...`) or point "
-            "data.root at the tree it was extracted from"
+            f"for (and {len(damaged)} are damaged; data.max_bad_fraction="
+            f"{max_missing_fraction}), first {missing[0]}: {roots}; extract this split into the "
+            "store (`advise extract --subset ...`) or point data.root at the tree it was "
+            "extracted from"
         )
 
     def num_frames(self, index: int) -> int:
+        """Stored frames of video `index`; raises `VideoDecodeError` when its files are damaged."""
+        self._refuse_damaged(index)
         return int(self.videos[index]["frames"])
 
     def read(self, index: int, frame_indices: Sequence[int] | np.ndarray) -> Tensor:
-        """float32 [V, len(frame_indices), D, h, w]: the stored frames, every view."""
-        tokens, scales = self._arrays(index)
-        picked = np.asarray(tokens[:, np.asarray(frame_indices, dtype=np.int64)])
+        """float32 [V, len(frame_indices), D, h, w]: the stored frames, every view.
+
+        Raises `VideoDecodeError` (naming the video and the file) when the video's files are
+        damaged, or turn out to be when read (changed since the store was opened)."""
+        self._refuse_damaged(index)
+        try:
+            tokens, scales = self._arrays(index)
+            picked = np.asarray(tokens[:, np.asarray(frame_indices, dtype=np.int64)])
+        except (OSError, ValueError, IndexError) as error:
+            self.damaged[index] = f"{self.path / self.videos[index]['file']}: {error}"
+            self._open.pop(index, None)
+            self._refuse_damaged(index)
         values = torch.from_numpy(picked).float()  # torch converts fp16 ~5x faster than numpy
         if scales is not None:
             values *= torch.from_numpy(scales)[:, None, :, None, None]
         return values
 
+    def _refuse_damaged(self, index: int) -> None:
+        if index in self.damaged:
+            from advise.data.video import VideoDecodeError
+
+            video = os.path.join(self.data_root or self.root, self.videos[index]["path"])
+            raise VideoDecodeError(video, f"stored tokens damaged: {self.damaged[index]}")
+
     def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if index not in self._open:
             file = self.path / self.videos[index]["file"]
-            tokens = np.load(file, mmap_mode="r")
+            tokens = np.load(file, mmap_mode="r", allow_pickle=False)
             scales = None
             if self.spec.dtype == "int8":
-                scales = np.load(file.with_suffix(".scale.npy"))
+                scales = np.load(file.with_suffix(".scale.npy"), allow_pickle=False)
             if len(self._open) > 4096:  # bound open memory maps (file handles) per process
                 self._open.clear()
             self._open[index] = (tokens, scales)
