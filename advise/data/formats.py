@@ -17,13 +17,21 @@ they are left out, listed in `AnnotatedSplit.missing` and reported in one `Missi
 Video files may be .mp4, .avi or .webm (any container FFmpeg reads); the name listed is used as
 is. Labels are 0-based class indices; `AnnotatedSplit.class_names[label]` names the class.
 
+Every annotation file is read through `read_annotation_text`: UTF-8 with or without a
+byte-order mark, or UTF-16 with one; any other byte is an `AnnotationError` at its line.
+The train split's classes are the model's: `on_train_classes` puts a test split on them and
+refuses a test line whose class the train split lacks (HMDB51, whose train and test lists are
+one file per class, refuses a class with test videos and no train video when it is read).
+
 `check_files=False` (every reader) parses and validates the annotations without looking at the
 videos: `read_split` uses it to read the other subset of a split cheaply for `check_disjoint`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -95,6 +103,8 @@ class AnnotatedSplit:
     `source` names the annotation file (or, for HMDB51, the pattern of its files); `origins`
     gives each record's (annotation file, 1-based line), in record order; `missing` lists
     (line, expected path) of listed videos that are not on disk and were left out (Kinetics).
+    `class_lines` gives the line of `source` that first names each class, where a class may
+    label no record (Kinetics: its clips not on disk are left out); empty otherwise.
     """
 
     records: list[VideoRecord]
@@ -102,6 +112,7 @@ class AnnotatedSplit:
     source: str
     origins: list[tuple[str, int]] = field(default_factory=list)
     missing: list[tuple[int, Path]] = field(default_factory=list)
+    class_lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -184,6 +195,54 @@ def check_disjoint(
             )
 
 
+def on_train_classes(train: AnnotatedSplit, test: AnnotatedSplit) -> AnnotatedSplit:
+    """`test` relabelled over the classes of `train`; `AnnotationError` for a class it lacks.
+
+    The train split's class list is the model's: a test list can never add a class to it or
+    renumber it (a test-only class "aaa" sorted first would shift every train label by one).
+    A test label is matched to the train class of the same name. The train classes are those
+    of the class file where the format has one, else the names the train file uses, or for
+    class numbers 0 to the largest train number. A test line whose class is not among them
+    raises the error at that line (the first such line). Test classes no line uses are dropped.
+    """
+    if test.class_names == train.class_names:
+        return test
+    train_label = {name: label for label, name in enumerate(train.class_names)}
+    unknown: dict[str, tuple[str, int]] = {}  # test class train lacks -> where first named
+    for index, record in enumerate(test.records):
+        name = test.class_names[record.label]
+        if name not in train_label and name not in unknown:
+            unknown[name] = test.origin(index)
+    for name, line in test.class_lines.items():
+        if name not in train_label and (name not in unknown or line < unknown[name][1]):
+            unknown[name] = (test.source, line)
+    if unknown:
+        name, (file, line) = min(unknown.items(), key=lambda item: item[1][1])
+        raise AnnotationError(
+            file,
+            line,
+            f"class {name!r} is not a class of the train list {train.source} "
+            f"({_class_range(train.class_names)}): a test label must be a train class",
+        )
+    records = [
+        dataclasses.replace(record, label=train_label[test.class_names[record.label]])
+        for record in test.records
+    ]
+    class_lines = {name: line for name, line in test.class_lines.items() if name in train_label}
+    return dataclasses.replace(
+        test, records=records, class_names=list(train.class_names), class_lines=class_lines
+    )
+
+
+def _class_range(class_names: list[str]) -> str:
+    """The classes as an error message shows them: "classes 0..4" or the first few names."""
+    if class_names == [str(number) for number in range(len(class_names))]:
+        return f"classes 0..{len(class_names) - 1}"
+    shown = ", ".join(repr(name) for name in class_names[:4])
+    more = f", ... ({len(class_names)} classes)" if len(class_names) > 4 else ""
+    return f"classes {shown}{more}"
+
+
 def _path_key(record: VideoRecord) -> str:
     return os.path.normpath(record.path)
 
@@ -208,15 +267,70 @@ def _warn_size(
         )
 
 
-def _read_text(path: Path) -> str:
+# Byte-order marks read_annotation_text accepts, and the codec each one announces.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
+)
+_SAVE_AS_UTF8 = "save the file as UTF-8 (UTF-16 is read too, with a byte-order mark)"
+
+
+def read_annotation_text(path: str | Path) -> str:
+    """The text of an annotation file (split list, class index, vocabulary, labels, CSV, JSON,
+    quarantine list): every annotation read goes through here.
+
+    Accepts UTF-8 with or without a byte-order mark, and UTF-16 (little- or big-endian) with
+    one; the mark is not part of the text. Anything else (Latin-1 or Windows-1252 bytes,
+    UTF-16 without a mark, a NUL character) raises `AnnotationError` at the 1-based line of
+    the first bad byte, naming its byte offset (0-based, from the start of the file), so the
+    user knows where to look and that re-saving as UTF-8 fixes it. A missing file raises it
+    at line 0.
+    """
+    path = Path(path)
     if not path.is_file():
         raise AnnotationError(path, 0, "annotation file not found")
-    return path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    mark, codec, name = b"", "utf-8", "UTF-8"
+    for candidate, candidate_codec, candidate_name in _BYTE_ORDER_MARKS:
+        if data.startswith(candidate):
+            mark, codec, name = candidate, candidate_codec, candidate_name
+            break
+    body = data[len(mark) :]
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError as error:
+        line = _line_of(body[: error.start].decode(codec, errors="replace"))
+        offset = len(mark) + error.start
+        raise AnnotationError(
+            path,
+            line,
+            f"not {name} text: byte 0x{body[error.start]:02x} at byte offset {offset} cannot be "
+            f"decoded; {_SAVE_AS_UTF8}",
+        ) from None
+    if "\0" in text:  # UTF-16 without a mark decodes as UTF-8 with a NUL after each ASCII byte
+        position = text.index("\0")
+        offset = len(mark) + len(text[:position].encode(codec))
+        raise AnnotationError(
+            path,
+            _line_of(text[:position]),
+            f"NUL character at byte offset {offset} (UTF-16 without a byte-order mark?); "
+            f"{_SAVE_AS_UTF8}",
+        )
+    return text
+
+
+def _line_of(prefix: str) -> int:
+    """The 1-based line, as `str.splitlines` counts lines, of the character after `prefix`."""
+    return len((prefix + "x").splitlines())
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     """(1-based line number, stripped text) of the non-blank lines of a text file."""
-    lines = [(number, line.strip()) for number, line in enumerate(_read_text(path).splitlines(), 1)]
+    lines = [
+        (number, line.strip())
+        for number, line in enumerate(read_annotation_text(path).splitlines(), 1)
+    ]
     return [(number, line) for number, line in lines if line]
 
 
@@ -228,7 +342,7 @@ def _read_json_list(path: Path, what: str) -> list[tuple[int, Any]]:
 
     Decodes item by item so every item's line is known; a syntax error names its line.
     """
-    text = _read_text(path)
+    text = read_annotation_text(path)
     decoder = json.JSONDecoder()
     position = _JSON_SPACE.match(text, 0).end()
     if not text.startswith("[", position):
@@ -265,7 +379,7 @@ def _read_json_list(path: Path, what: str) -> list[tuple[int, Any]]:
 
 def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """(1-based line number, stripped cells) of the non-blank rows of a CSV file."""
-    reader = csv.reader(_read_text(path).splitlines())
+    reader = csv.reader(read_annotation_text(path).splitlines())
     rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader]
     return [(number, cells) for number, cells in rows if any(cells)]
 
@@ -397,7 +511,9 @@ def read_hmdb51(
     class by class in file order. With 51 classes, a subset whose size differs from the
     official 3570 train / 1530 test (70 / 30 per class) gives a `SplitSizeWarning`.
     Raises `AnnotationError` for no split files, a malformed line, a marker other than 0/1/2,
-    or a listed video of the subset that does not exist (checked when `check_files`).
+    a class with test videos but no train video in the split (at its first test line: it
+    would add a class the model is not trained on and renumber the classes after it), or a
+    listed video of the subset that does not exist (checked when `check_files`).
     """
     _check_subset_and_split(subset, split)
     root = Path(root)
@@ -417,6 +533,7 @@ def read_hmdb51(
     records, origins = [], []
     for label, class_name in enumerate(class_names):
         list_path = files[class_name]
+        first_test_line, has_train = 0, False
         for number, line in _read_lines(list_path):
             fields = line.split()
             if len(fields) != 2:
@@ -430,6 +547,8 @@ def read_hmdb51(
                     number,
                     f"marker must be 1 (train), 2 (test) or 0 (unused), got {marker!r}",
                 )
+            has_train = has_train or marker == "1"
+            first_test_line = first_test_line or (number if marker == "2" else 0)
             if HMDB51_MARKERS[marker] != subset:
                 continue
             video_path = root / class_name / name
@@ -437,6 +556,13 @@ def read_hmdb51(
                 raise AnnotationError(list_path, number, f"video not found: {video_path}")
             records.append(VideoRecord(video_path, label))
             origins.append((str(list_path), number))
+        if first_test_line and not has_train:  # a test-only class would renumber train labels
+            raise AnnotationError(
+                list_path,
+                first_test_line,
+                f"class {class_name!r} has test videos (marker 2) but no train video (marker 1) "
+                f"in split {split}: a test label must be a train class",
+            )
     if not records:
         raise AnnotationError(pattern, 0, f"no {subset} videos listed")
     if len(class_names) == HMDB51_NUM_CLASSES:
@@ -548,7 +674,7 @@ def _find_ssv2_labels(annotation_file: Path) -> Path:
 
 def _read_ssv2_labels(path: Path) -> list[str]:
     """Templates ordered by class id from the labels JSON {template: "id", ...}."""
-    text = _read_text(path)
+    text = read_annotation_text(path)
     try:
         labels = json.loads(text)
     except json.JSONDecodeError as error:
@@ -557,7 +683,8 @@ def _read_ssv2_labels(path: Path) -> list[str]:
         raise AnnotationError(path, 1, 'expected a JSON object {"<template>": "<id>", ...}')
     template_of_id: dict[int, str] = {}
     for template, value in labels.items():
-        line = _line_at(text, max(text.find(json.dumps(template)), 0))
+        written = (json.dumps(template, ensure_ascii=False), json.dumps(template))  # é or \u00e9
+        line = _line_at(text, max(max(text.find(key) for key in written), 0))
         number = value if _is_count(value) else None
         if isinstance(value, str) and value.strip().isdigit():
             number = int(value)
@@ -681,11 +808,11 @@ def read_kinetics(
     `<root>/<label>/` (and `<root>/<label with _ for spaces>/`) and as .mkv or .webm.
 
     Class names are the file's label strings sorted alphabetically (as mmaction2 and PySlowFast
-    do), counted over every row, present on disk or not. Clips not on disk are left out and
-    listed in `AnnotatedSplit.missing` as (line, <root>/<name>.mp4), with one
-    `MissingVideosWarning`; only when none is on disk is that an `AnnotationError`. Also raises
-    it for a missing header column or a malformed row. With `check_files=False` no folder is
-    read and every record's path is `<root>/<name>.mp4`.
+    do), counted over every row, present on disk or not (`class_lines`: the row that first
+    names each). Clips not on disk are left out and listed in `AnnotatedSplit.missing` as
+    (line, <root>/<name>.mp4), with one `MissingVideosWarning`; only when none is on disk is
+    that an `AnnotationError`. Also raises it for a missing header column or a malformed row.
+    With `check_files=False` no folder is read and every record's path is `<root>/<name>.mp4`.
     """
     root = Path(root)
     annotation_file = Path(annotation_file)
@@ -722,6 +849,9 @@ def read_kinetics(
         raise AnnotationError(annotation_file, 0, "no videos listed")
     class_names = sorted({label for _, label, _ in entries})
     label_of_class = {name: index for index, name in enumerate(class_names)}
+    class_lines: dict[str, int] = {}
+    for number, label, _ in entries:
+        class_lines.setdefault(label, number)
     listing = _Listing()
     records, origins, missing = [], [], []
     for number, label, name in entries:
@@ -747,7 +877,7 @@ def read_kinetics(
             MissingVideosWarning,
             stacklevel=2,
         )
-    return AnnotatedSplit(records, class_names, str(annotation_file), origins, missing)
+    return AnnotatedSplit(records, class_names, str(annotation_file), origins, missing, class_lines)
 
 
 def _find_clip(root: Path, label: str, name: str, listing: _Listing) -> Path | None:

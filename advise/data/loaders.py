@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from advise.data.formats import (
     AnnotationError,
     VideoRecord,
     check_disjoint,
+    on_train_classes,
     read_csv_annotations,
     read_diving48,
     read_hmdb51,
@@ -44,11 +44,13 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
                         data.annotations = the train file, data.test_annotations = the test
                         (validation) file; videos are found under data.root
 
-    The other subset's list is read too, without touching its videos, and a video in both
-    raises `AnnotationError` at the test list's line (train/test overlap makes a test score
-    meaningless). The check is skipped when the other subset's list is not configured, absent
-    or empty; a malformed line in it is an error. Videos listed in `data.quarantine` (written
-    by `advise check-data`) are left out, with a warning saying how many.
+    The other subset's list is read too, without touching its videos: a video in both raises
+    `AnnotationError` at the test list's line (train/test overlap makes a test score
+    meaningless), and so does a test line whose class the train split lacks; the test split
+    takes the train split's class list (`on_train_classes`), so the test list never changes
+    train labels. The checks are skipped when the other subset's list is not configured,
+    absent or empty; a malformed line in it is an error. Videos listed in `data.quarantine`
+    (written by `advise check-data`) are left out, with a warning saying how many.
     """
     if subset not in ("train", "test"):
         raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
@@ -67,7 +69,7 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
 def _check_against_other_subset(
     data: DataConfig, root: Path, split: AnnotatedSplit, subset: str
 ) -> AnnotatedSplit:
-    """Refuse a video in both subsets; give both subsets one class list."""
+    """Refuse a video in both subsets or a test class train lacks; give both train's classes."""
     other_subset = "test" if subset == "train" else "train"
     if data.format in _FILE_FORMATS and not _annotation_file(data, other_subset):
         return split
@@ -83,31 +85,11 @@ def _check_against_other_subset(
     # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
     # paths follow from the annotation alone.
     check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
-    return with_shared_classes(split, other)
-
-
-def with_shared_classes(split: AnnotatedSplit, other: AnnotatedSplit) -> AnnotatedSplit:
-    """`split` relabelled over the classes of both subsets.
-
-    Formats that take their classes from each list itself (CSV, Kinetics, Diving48 without
-    its vocabulary file) can give a test list that lacks a class another numbering than the
-    train list: "run" would be class 1 in train and 0 in test. Both subsets therefore use the
-    union: 0..max for class numbers, sorted names otherwise. Formats with a class file
-    (UCF101, HMDB51, SSv2, Diving48 with its vocabulary) already agree and pass unchanged.
-    """
-    if split.class_names == other.class_names:
-        return split
-    names = set(split.class_names) | set(other.class_names)
-    if all(name.isdigit() for name in names):
-        shared = [str(number) for number in range(max(int(name) for name in names) + 1)]
-    else:
-        shared = sorted(names)
-    position = {name: index for index, name in enumerate(shared)}
-    records = [
-        dataclasses.replace(record, label=position[split.class_names[record.label]])
-        for record in split.records
-    ]
-    return dataclasses.replace(split, records=records, class_names=shared)
+    # Formats that take their classes from each list itself (CSV, Kinetics, Diving48 without
+    # its vocabulary) number a test list's classes on their own: "run" could be class 1 in
+    # train and 0 in test. The train list's numbering is the model's; test follows it.
+    test = on_train_classes(train, test)
+    return train if subset == "train" else test
 
 
 def _annotation_file(data: DataConfig, subset: str) -> Path | None:
