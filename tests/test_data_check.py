@@ -169,3 +169,13 @@ def test_a_crashing_worker_fails_only_its_video():
     assert [entry.path for entry in results] == [job[0] for job in jobs]
     assert [entry.ok for entry in results] == [True, True, False, True, True, False, True]
     assert "crashed" in results[2].reason and "crashed" in results[5].reason
+
+
+def test_a_quarantine_list_is_read_like_an_annotation_file(tmp_path):
+    """UTF-16 with a byte-order mark is read; a Latin-1 byte is an AnnotationError at its line."""
+    listing = tmp_path / "quarantine.txt"
+    listing.write_text("# written on Windows\nvidéos/a.mp4\n", encoding="utf-16")
+    assert read_quarantine(listing) == {str(tmp_path / "vidéos" / "a.mp4")}
+    listing.write_bytes("# comment\nvidéos/a.mp4\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=r"quarantine.txt:2: not UTF-8"):
+        read_quarantine(listing)

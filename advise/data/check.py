@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from advise.data.formats import AnnotatedSplit, AnnotationError, VideoRecord
+from advise.data.formats import (
+    AnnotatedSplit,
+    AnnotationError,
+    VideoRecord,
+    read_annotation_text,
+)
 from advise.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
 
 # A usable video's frames may span less time than its header states by this much before it is
@@ -435,15 +440,16 @@ def _markdown(report: CheckReport) -> str:
 def read_quarantine(path: str | Path) -> set[str]:
     """The absolute paths a quarantine list names (blank lines and `#` comments skipped).
 
-    Relative entries are taken relative to the list's own folder. Raises FileNotFoundError
-    when the list does not exist.
+    Relative entries are taken relative to the list's own folder. Read like an annotation
+    file (UTF-8, or UTF-16 with a byte-order mark; else `AnnotationError` at the line).
+    Raises FileNotFoundError when the list does not exist.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "quarantine list not found", str(path))
     folder = path.parent
     entries = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_annotation_text(path).splitlines():
         entry = line.strip()
         if entry and not entry.startswith("#"):
             entries.add(os.path.abspath(folder / entry))  # an absolute entry stays as it is
