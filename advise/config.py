@@ -2,8 +2,8 @@
 
 A preset is a small YAML file that overrides the defaults below (it may name another preset in
 `base:`, or a list of them merged left to right, and override that). `--set tmm.hidden=512`
-overrides a preset. Unknown keys and values of the wrong type raise `ConfigError` naming the
-key (and the nearest valid key).
+overrides a preset. Unknown keys, values of the wrong type and values outside their range (RANGES,
+CHOICES) raise `ConfigError` naming the key (and the nearest valid key) and what is allowed.
 """
 
 from __future__ import annotations
@@ -146,14 +146,98 @@ class Config:
         return from_dict(merge(self.to_dict(), unflatten(overrides)))
 
 
-CHOICES = {
+CHOICES: dict[str, tuple[Any, ...]] = {
     "ifm.precision": ("auto", "fp32", "bf16"),
     "tmm.kind": ("bottleneck", "none"),
     "head.kind": ("mlp", "linear"),
     "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
+    "data.split": (1, 2, 3),  # ucf101 / hmdb51 publish three splits
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16"),
+    "eval.num_crops": (1, 3),  # centre, or left-centre-right (top-centre-bottom)
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers from `low` to `high`; `*_open` leaves that end out (nan is never in).
+
+    `why` says where an upper bound comes from (most keep a huge value from exhausting memory).
+    """
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{opening}{self.low}, {self.high}{closing}"
+
+
+FRACTION = Range(0, 1)
+PROBABILITY_BELOW_ONE = Range(0, 1, high_open=True)  # dropout, smoothing, jitter
+WIDTH = Range(1, 8192, why="channels; wider would exhaust memory; the paper's widest is 2048")
+BATCH = Range(1, 4096, why="videos per step; more would exhaust memory")
+
+# Every number of the config: key -> allowed range (checked per item for lists). With CHOICES,
+# the bool fields and FREE_FORM below this covers every key (tests/test_config_ranges.py).
+RANGES: dict[str, Range] = {
+    "ifm.img_size": Range(16, 1024, why="pixels: at least one 16-px patch; more exhausts memory"),
+    "sfu.spatial": Range(1, 128, why="grid side; also at most the IFM's token grid"),
+    "sfu.channels": Range(1, 8192, why="channels; also at most the IFM's width"),
+    "tmm.blocks": Range(1, 64, why="bottleneck blocks; more would exhaust memory"),
+    "tmm.hidden": WIDTH,
+    "tmm.out": WIDTH,
+    "tmm.temporal_kernel": Range(1, 15, why="frames; odd"),
+    "head.hidden": WIDTH,
+    "head.dropout": PROBABILITY_BELOW_ONE,
+    "data.num_frames": Range(1, 256, why="frames per clip; more would exhaust memory"),
+    "data.stride": Range(1, 256, why="frames"),
+    "data.scale_min": Range(0, 1, low_open=True),
+    "data.color_jitter_p": FRACTION,
+    "data.grayscale_p": FRACTION,
+    "data.num_workers": Range(0, 256, why="processes"),
+    "data.max_bad_fraction": FRACTION,
+    "pretext.speeds": Range(1, 64, why="playback rates"),
+    "pretext.jitter": PROBABILITY_BELOW_ONE,
+    "pretext.clips_per_video": Range(1, 64, why="clips; more would exhaust memory"),
+    "pretext.label_smoothing": PROBABILITY_BELOW_ONE,
+    "optim.base_lr": Range(0, 100, low_open=True),
+    "optim.reference_batch": Range(1, 1 << 20),
+    "optim.weight_decay": FRACTION,
+    "optim.warmup_epochs": Range(0, 100_000),
+    "optim.min_lr": Range(0, 100),
+    "optim.label_smoothing": PROBABILITY_BELOW_ONE,
+    "optim.grad_clip": Range(0, 1_000_000, low_open=True),
+    "train.epochs": Range(0, 100_000),
+    "train.batch_size": BATCH,
+    "train.seed": Range(0, 2**32 - 1, why="NumPy's seed range"),
+    "train.log_every": Range(1, 10**9, why="steps"),
+    "train.checkpoint_every": Range(0, 10**9, why="steps; 0 = at the end of every epoch"),
+    "train.threads": Range(0, 1024, why="0 = torch's default"),
+    "eval.num_clips": Range(1, 64, why="clips per video; more would exhaust memory"),
+    "eval.batch_size": BATCH,
+}  # fmt: skip
+
+# Strings that name files or folders, or are checked where they are used: ifm.name against the
+# IFM registry when the model is built (exit 2 listing the known names); data.source below.
+FREE_FORM = (
+    "ifm.name", "ifm.weights", "data.root", "data.annotations", "data.test_annotations",
+    "data.quarantine", "data.source",
+)  # fmt: skip
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """`value` for a one-line message, cut short when huge."""
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _plain(value: Any) -> Any:
@@ -202,31 +286,31 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
         raise errors[0]
     if origin is tuple:
         if not isinstance(value, list | tuple) or not value:
-            raise ConfigError(f"{key} must be a non-empty list, got {value!r}")
+            raise ConfigError(f"{key} must be a non-empty list, got {_show(value)}")
         item_kind = typing.get_args(kind)[0]
         return tuple(_coerce(key, item, item_kind) for item in value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" (no dot) as a string
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if kind is float and isinstance(value, int | str) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads "1e-3" (no dot) as a string; 10**400 overflows a float
+            value = float(value)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key} must be a finite number, got {_show(value)}") from None
     if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {_show(value)}")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {_show(value)}")
     if kind in (float, str) and not isinstance(value, kind):
-        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {_show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}; got {value!r}")
+        choices = ", ".join(str(choice) for choice in CHOICES[key])
+        raise ConfigError(f"{key} must be one of {choices}; got {_show(value)}")
     return value
 
 
 def from_dict(values: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
     """Build the dataclass `cls` from nested dicts, validating every key and value."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+        name = prefix.rstrip(".") or "config"
+        raise ConfigError(f"{name} must be a mapping of keys, got {_show(values)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -246,42 +330,30 @@ def from_dict(values: dict[str, Any], cls: type = Config, prefix: str = "") -> A
 
 
 def check(config: Config) -> None:
-    """Cross-field and range checks that types alone cannot express."""
-    positive = {
-        "tmm.blocks": config.tmm.blocks,
-        "tmm.hidden": config.tmm.hidden,
-        "tmm.out": config.tmm.out,
-        "tmm.temporal_kernel": config.tmm.temporal_kernel,
-        "data.num_frames": config.data.num_frames,
-        "data.stride": config.data.stride,
-        "pretext.clips_per_video": config.pretext.clips_per_video,
-        "train.batch_size": config.train.batch_size,
-        "eval.num_clips": config.eval.num_clips,
-        "eval.num_crops": config.eval.num_crops,
-        "eval.batch_size": config.eval.batch_size,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
+    """Every number against its range in RANGES, then the cross-field checks."""
+    for key, allowed in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        items = value if isinstance(value, tuple) else (value,)
+        if all(item is None or item in allowed for item in items):
+            continue
+        finite = "a finite number " if isinstance(value, float) else ""
+        each = " each" if isinstance(value, tuple) else ""
+        why = f" ({allowed.why})" if allowed.why else ""
+        raise ConfigError(f"{key} must{each} be {finite}in {allowed}{why}, got {_show(value)}")
     if config.tmm.temporal_kernel % 2 == 0:
         raise ConfigError(
             f"tmm.temporal_kernel must be odd (keeps T unchanged), got {config.tmm.temporal_kernel}"
         )
-    if config.eval.num_crops not in (1, 3):
-        raise ConfigError(f"eval.num_crops must be 1 or 3, got {config.eval.num_crops}")
-    if not 0 < config.data.scale_min <= 1:
-        raise ConfigError(f"data.scale_min must be in (0, 1], got {config.data.scale_min}")
-    if not 0 <= config.pretext.jitter < 1:
-        raise ConfigError(f"pretext.jitter must be in [0, 1), got {config.pretext.jitter}")
-    if any(speed < 1 for speed in config.pretext.speeds):
-        raise ConfigError(f"pretext.speeds must be >= 1, got {list(config.pretext.speeds)}")
-    if config.train.epochs < 0:
-        raise ConfigError(f"train.epochs must be >= 0, got {config.train.epochs}")
-    if config.data.split not in (1, 2, 3):
-        raise ConfigError(f"data.split must be 1, 2 or 3, got {config.data.split}")
+    speeds = config.pretext.speeds
+    if len(set(speeds)) < len(speeds):
+        raise ConfigError(
+            f"pretext.speeds must be distinct (each speed is one class: a repeated one gives two "
+            f"classes of the same clips), got {list(speeds)}"
+        )
     source = config.data.source
     if source != "video" and not (source.startswith("store:") and len(source) > len("store:")):
-        raise ConfigError(f"data.source must be 'video' or 'store:PATH', got {source!r}")
+        raise ConfigError(f"data.source must be 'video' or 'store:PATH', got {_show(source)}")
     if config.data.format == "ssv2" and config.data.flip:
         raise ConfigError(
             'data.flip=true with data.format=ssv2: a horizontal flip turns "left" into "right" '
@@ -355,7 +427,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. tmm.hidden=512)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of over 4300 digits
         value = raw
     return key.strip(), value
 

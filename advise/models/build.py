@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advise.config import Config, IFMConfig
+from advise.config import Config, ConfigError, IFMConfig
 from advise.models.advise import AdViSe
 from advise.models.heads import LinearHead, MLPHead
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
@@ -66,6 +66,19 @@ def build_model(
     if ifm is None and token_dim is None:
         raise ValueError("build_model needs the IFM or token_dim (the width sizes the TMM)")
     sfu_config, tmm_config = config.sfu, config.tmm
+    in_dim = token_dim if ifm is None else ifm.embed_dim
+    if sfu_config.channels is not None and sfu_config.channels > in_dim:
+        raise ConfigError(
+            f"sfu.channels must be in [1, {in_dim}] (the token width of ifm.name="
+            f"{config.ifm.name}), got {sfu_config.channels}"
+        )
+    if ifm is not None and sfu_config.spatial is not None:
+        grid = min(ifm.grid_size())
+        if sfu_config.spatial > grid:
+            raise ConfigError(
+                f"sfu.spatial must be in [1, {grid}] (the token grid of ifm.name="
+                f"{config.ifm.name} at {ifm.img_size} px), got {sfu_config.spatial}"
+            )
     has_sfu = sfu_config.spatial is not None or sfu_config.channels is not None
     sfu = SFU(sfu_config.spatial, sfu_config.channels) if has_sfu else nn.Identity()
     width = sfu_config.channels or (token_dim if ifm is None else ifm.embed_dim)

@@ -291,7 +291,7 @@ def train(
             if len(bad_paths) > max_bad_fraction * len(dataset):
                 raise TooManyBadVideos(
                     f"{len(bad_paths)} of {len(dataset)} videos failed to decode (more than "
-                    f"data.max_bad_fraction={max_bad_fraction}); first: {sorted(bad_paths)[0]}"
+                    f"data.max_bad_fraction={max_bad_fraction}); first: {min(bad_paths or ['-'])}"
                 )
             lr = lr_at(step, total_steps, warmup_steps, peak_lr, optim.min_lr)
             set_lr(optimizer, lr)
