@@ -156,3 +156,13 @@ def test_a_bad_ssv2_label_is_located_whether_or_not_accents_are_escaped(tmp_path
     with pytest.raises(AnnotationError) as caught:
         read_ssv2(tmp_path, tmp_path / "train.json", labels_file=labels)
     assert caught.value.line == 3 and "class id of 'Délta something'" in caught.value.problem
+
+
+def test_a_csv_field_over_the_csv_module_limit_is_refused_at_its_line(tmp_path):
+    """Python's csv stops at 128 KiB per field with a message naming no file."""
+    from advise.data.formats import read_csv_annotations
+
+    listing = tmp_path / "train.csv"
+    listing.write_text("path,label\na.mp4,run\n" + "b" * 200_000 + ".mp4,walk\n")
+    with pytest.raises(AnnotationError, match=r"train.csv:3: not a CSV row \(field larger"):
+        read_csv_annotations(listing, check_files=False)

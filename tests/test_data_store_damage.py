@@ -8,6 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fabricate import tiny_config, ucf_tree
@@ -156,3 +157,18 @@ def test_a_store_refuses_other_ifm_weights(tmp_path, config_file, ifm, capsys):
                       f"ifm.weights={own}") == 2  # fmt: skip
     assert "randomly initialised IFM, but ifm.random_init=false" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in "ac")
+
+
+def test_non_finite_tokens_are_damage_not_a_score(tmp_path, config_file, ifm):
+    """Flipped bits in token data pass the header check; a NaN would train as a NaN loss and
+    evaluate as a correct prediction. Reading such tokens is refused, naming the file."""
+    store = make_store(config_file, tmp_path / "store", ifm)
+    opened = FeatureStore(store)
+    file = store / video_file(1)
+    tokens = np.load(file)
+    tokens[0, 0, 0, 0, 0] = np.nan
+    np.save(file, tokens)
+    opened = FeatureStore(store)
+    with pytest.raises(VideoDecodeError, match=r"0000001\.npy holds non-finite values"):
+        opened.read(1, [0, 1])
+    assert set(opened.damaged) == {1} and opened.read(2, [0]).isfinite().all()

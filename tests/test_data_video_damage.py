@@ -189,3 +189,19 @@ def test_predict_warns_on_a_cut_file(cut_mkv, tmp_path, capsys):
     intact = root / "Left" / "v_Left_g01.mp4"
     assert main(["predict", str(intact), "--ckpt", str(checkpoint)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_odd_headers_are_decode_errors_naming_the_file(tmp_path):
+    """Metadata that is not UTF-8, or a codec FFmpeg has no decoder for: VideoDecodeError
+    (training skips the video by name), not a Python error that stops the run."""
+    intact = write_video(tmp_path / "intact.mp4", textured_clip()[:4, :32, :32])
+    data = intact.read_bytes()
+    latin = tmp_path / "latin.mp4"
+    latin.write_bytes(data.replace(b"VideoHandler", b"Video\xe4andler"))
+    unknown = tmp_path / "unknown.mp4"
+    unknown.write_bytes(data.replace(b"avc1", b"zzzz"))
+    with pytest.raises(VideoDecodeError, match="latin.mp4: not a readable video"):
+        count_frames(latin)
+    with pytest.raises(VideoDecodeError, match="unknown.mp4: its video stream has no decoder"):
+        count_frames(unknown)
+    assert not check_video(str(unknown), 0, random_frames=1, seed=0).ok

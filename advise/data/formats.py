@@ -380,7 +380,12 @@ def _read_json_list(path: Path, what: str) -> list[tuple[int, Any]]:
 def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
     """(1-based line number, stripped cells) of the non-blank rows of a CSV file."""
     reader = csv.reader(read_annotation_text(path).splitlines())
-    rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader]
+    rows = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, [cell.strip() for cell in row]))
+    except csv.Error as error:  # e.g. a field over csv.field_size_limit() (128 KiB)
+        raise AnnotationError(path, reader.line_num, f"not a CSV row ({error})") from None
     return [(number, cells) for number, cells in rows if any(cells)]
 
 

@@ -308,7 +308,8 @@ class FeatureStore:
         """float32 [V, len(frame_indices), D, h, w]: the stored frames, every view.
 
         Raises `VideoDecodeError` (naming the video and the file) when the video's files are
-        damaged, or turn out to be when read (changed since the store was opened)."""
+        damaged, or turn out to be when read (changed since the store was opened, or holding
+        non-finite values: an IFM never writes those, flipped bits can)."""
         self._refuse_damaged(index)
         try:
             tokens, scales = self._arrays(index)
@@ -320,6 +321,11 @@ class FeatureStore:
         values = torch.from_numpy(picked).float()  # torch converts fp16 ~5x faster than numpy
         if scales is not None:
             values *= torch.from_numpy(scales)[:, None, :, None, None]
+        if not bool(values.isfinite().all()):  # bits flipped in the data: a NaN scores as a win
+            self.damaged[index] = (
+                f"{self.path / self.videos[index]['file']} holds non-finite values (nan or inf)"
+            )
+            self._refuse_damaged(index)
         return values
 
     def _refuse_damaged(self, index: int) -> None:

@@ -254,6 +254,8 @@ class _Decoder:
         self.container = container
         self.stream = container.streams.video[0]
         context = self.stream.codec_context
+        if context is None:  # FFmpeg has no decoder for what the stream claims to hold
+            raise VideoDecodeError(path, "its video stream has no decoder (unknown codec)")
         # Threading gives bit-identical frames for an intact file; it only changes speed. On a
         # damaged file, frame threading reports the error a few packets late, so how many frames
         # come out before it varies: callers redo such files unthreaded (`allow_threads=False`).
@@ -320,6 +322,8 @@ def _open(path: str | Path) -> av.container.InputContainer:
         return av.open(str(path), mode="r")
     except av.FFmpegError as error:
         raise VideoDecodeError(path, f"not a readable video ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:  # PyAV decodes the container's metadata as UTF-8
+        raise VideoDecodeError(path, f"not a readable video (metadata: {error})") from None
 
 
 def _build_index(path: str | Path) -> _FrameIndex:

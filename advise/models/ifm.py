@@ -528,7 +528,9 @@ def _spec(name: str) -> IFMSpec:
         close = difflib.get_close_matches(name, IFM_REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(IFM_REGISTRY)
-        raise UnknownIFMError(f"unknown IFM {name!r} (ifm.name){hint}; known: {known} (join two with '+')")
+        raise UnknownIFMError(
+            f"unknown IFM {name!r} (ifm.name){hint}; known: {known} (join two with '+')"
+        )
     return spec
 
 
