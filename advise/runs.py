@@ -807,7 +807,13 @@ def _absolute(root: str) -> str:
 
 
 def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: list) -> None:
-    from advise.data.store import STORE_VERSION, _relative_key, video_file, video_problem
+    from advise.data.store import (
+        STORE_VERSION,
+        _relative_key,
+        manifest_checksum,
+        video_file,
+        video_problem,
+    )
 
     videos, failed = [], []
     for index, record in enumerate(records):
@@ -826,6 +832,7 @@ def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: lis
         "videos": videos,
         "failed": failed,
     }
+    manifest["sha256"] = manifest_checksum(manifest)
     temporary = out_dir / f".manifest.json.{os.getpid()}.tmp"
     temporary.write_text(json.dumps(manifest, indent=1))
     os.replace(temporary, out_dir / "manifest.json")

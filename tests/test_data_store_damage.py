@@ -102,6 +102,10 @@ def test_a_manifest_that_promises_more_frames_than_a_file_holds(tmp_path, config
     manifest = json.loads((store / "manifest.json").read_text())
     manifest["videos"][0]["frames"] += 1  # numpy would say "index 21 is out of bounds"
     (store / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="manifest.json does not match its checksum"):
+        FeatureStore(store)
+    del manifest["sha256"]  # as a manifest of a store extracted before checksums
+    (store / "manifest.json").write_text(json.dumps(manifest))
     with pytest.warns(
         DamagedStoreWarning,
         match=r"0000000\.npy holds shape \[1, \d+, 96, 4, 4\], expected 1x\d+x96",
@@ -172,3 +176,17 @@ def test_non_finite_tokens_are_damage_not_a_score(tmp_path, config_file, ifm):
     with pytest.raises(VideoDecodeError, match=r"0000001\.npy holds non-finite values"):
         opened.read(1, [0, 1])
     assert set(opened.damaged) == {1} and opened.read(2, [0]).isfinite().all()
+
+
+def test_a_manifest_edit_that_keeps_valid_json_is_refused(tmp_path, config_file, ifm, capsys):
+    """Two videos of different classes with their paths swapped: every shape still matches,
+    and each would train under the other's label."""
+    store = make_store(config_file, tmp_path / "store", ifm)
+    manifest = json.loads((store / "manifest.json").read_text())
+    first, last = manifest["videos"][0], manifest["videos"][-1]
+    assert first["label"] != last["label"]
+    first["path"], last["path"] = last["path"], first["path"]
+    (store / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    assert train_from(config_file, store, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "manifest.json does not match its checksum" in err and "advise extract" in err

@@ -23,7 +23,8 @@ byte size, without reading the tokens. A video whose file is missing, cut or of 
 is *damaged*: training and evaluation skip it like a video that does not decode (named, and
 counted against `data.max_bad_fraction`); rerunning `advise extract` with the same --out
 re-extracts exactly the damaged files and rewrites the manifest. A manifest that is not
-readable JSON of the expected layout is a `StoreError` saying so.
+readable JSON of the expected layout, or does not match the checksum it carries (an edit that
+keeps the JSON valid), is a `StoreError` saying so.
 
 Resumable: every video file is written to a temporary name, flushed and renamed, so a killed
 extraction leaves only whole files; a rerun skips them and produces a store identical to an
@@ -33,6 +34,7 @@ uninterrupted one (the IFM runs the same frames in the same chunks). Several pro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -85,6 +87,15 @@ def token_file_problem(file: Path, dtype: str, shape: tuple[int | None, ...]) ->
     if size != expected:
         return f"{file} is {size} bytes, its header promises {expected}"
     return None
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON, its own "sha256" entry left out: an edit that
+    keeps the JSON valid (two videos' paths swapped: each trained under the other's label)
+    no longer goes unnoticed."""
+    rest = {key: value for key, value in manifest.items() if key != "sha256"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def video_problem(
@@ -222,6 +233,11 @@ class FeatureStore:
             raise StoreError(f"{manifest_path} is damaged ({error}); {repair}") from None
         if not isinstance(manifest, dict) or "version" not in manifest:
             raise StoreError(f"{manifest_path} is damaged (not a store manifest); {repair}")
+        if "sha256" in manifest and manifest["sha256"] != manifest_checksum(manifest):
+            raise StoreError(
+                f"{manifest_path} does not match its checksum: it was edited or damaged after "
+                f"extraction; {repair}"
+            )
         if manifest["version"] != STORE_VERSION:
             raise StoreError(
                 f"{manifest_path}: store version {manifest['version']}, this advise reads "
