@@ -342,8 +342,14 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             return load_file(str(path), device="cpu")
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if "Weights only load failed" in str(error):  # torch's weights_only refusal
+        if "Unsupported global" in str(error):  # weights_only met a pickled object (code)
             raise IFMWeightsError(_pickled_code_message(path, str(error))) from None
+        if "Weights only load failed" in str(error):  # not a pickle it understands: garbage
+            reason = str(error).partition("WeightsUnpickler error:")[2].strip().split("\n")[0]
+            raise IFMWeightsError(
+                f"cannot read IFM weights file {path}: not a safetensors file or a torch state "
+                f"dict ({reason[:120] or 'unreadable'})"
+            ) from None
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise IFMWeightsError(
             f"cannot read IFM weights file {path}: {type(error).__name__}: {first_line[:200]}"
