@@ -782,10 +782,13 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
         try:
             started = json.loads(path.read_bytes())
         except ValueError as error:
-            raise StoreError(
-                f"{path} is damaged ({error}): the settings of the store in {out_dir} are "
-                "unknown; extract into another --out (or delete that folder)"
-            ) from None
+            if _manifest_record(out_dir) != record:
+                raise StoreError(
+                    f"{path} is damaged ({error}): the settings of the store in {out_dir} are "
+                    "unknown; extract into another --out (or delete that folder)"
+                ) from None
+            started = record  # a finished store's manifest says what it was: repair it
+            path.write_text(json.dumps(record, indent=2))
         if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
             started = {"spec": {}}
         if started != record:
@@ -798,6 +801,19 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
             )
         return
     path.write_text(json.dumps(record, indent=2))
+
+
+def _manifest_record(out_dir: Path) -> dict[str, Any] | None:
+    """What store.json held, as an intact manifest (its checksum matching) records it."""
+    from advise.data.store import manifest_checksum
+
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_bytes())
+        if manifest.get("sha256") != manifest_checksum(manifest):
+            return None
+        return {"spec": manifest["spec"], "data_root": manifest["data_root"]}
+    except (OSError, ValueError, AttributeError, KeyError):
+        return None
 
 
 def _absolute(root: str) -> str:

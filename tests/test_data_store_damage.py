@@ -135,7 +135,13 @@ def test_a_damaged_manifest_is_exit_2_saying_how_to_repair_it(tmp_path, config_f
     assert not (tmp_path / "run").exists()
     make_store(config_file, store, ifm)  # repairs it
     assert (store / "manifest.json").read_bytes() == whole
+    # a damaged store.json: the intact manifest says what it held, and extract repairs it
+    started = (store / "store.json").read_bytes()
     (store / "store.json").write_text("{")
+    make_store(config_file, store, ifm)
+    assert (store / "store.json").read_bytes() == started
+    (store / "store.json").write_text("{")  # with the manifest damaged too, it cannot be known
+    (store / "manifest.json").write_text("{")
     with pytest.raises(StoreError, match="store.json is damaged"):
         make_store(config_file, store, ifm)
 
