@@ -804,15 +804,13 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
 
 
 def _manifest_record(out_dir: Path) -> dict[str, Any] | None:
-    """What store.json held, as an intact manifest (its checksum matching) records it."""
-    from advise.data.store import manifest_checksum
+    """What store.json held, as an intact manifest records it; None without one."""
+    from advise.data.store import read_manifest
 
     try:
-        manifest = json.loads((out_dir / "manifest.json").read_bytes())
-        if manifest.get("sha256") != manifest_checksum(manifest):
-            return None
+        manifest = read_manifest(out_dir)
         return {"spec": manifest["spec"], "data_root": manifest["data_root"]}
-    except (OSError, ValueError, AttributeError, KeyError):
+    except (StoreError, KeyError):
         return None
 
 

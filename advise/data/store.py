@@ -34,8 +34,8 @@ uninterrupted one (the IFM runs the same frames in the same chunks). Several pro
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+
+from advise.provenance import json_sha256
 
 STORE_VERSION = 1
 DTYPES = ("fp16", "fp32", "int8")
@@ -93,9 +95,32 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     """sha256 of a manifest's canonical JSON, its own "sha256" entry left out: an edit that
     keeps the JSON valid (two videos' paths swapped: each trained under the other's label)
     no longer goes unnoticed."""
-    rest = {key: value for key, value in manifest.items() if key != "sha256"}
-    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256({key: value for key, value in manifest.items() if key != "sha256"})
+
+
+def read_manifest(store: Path) -> dict[str, Any]:
+    """A store's manifest.json, checked: readable JSON, a store manifest, its checksum (when it
+    has one: stores extracted before checksums have none) and its version. Raises
+    `StoreError` saying what is wrong and how to repair it."""
+    path = store / "manifest.json"
+    repair = f"rerun `advise extract` with the same --out ({store}) to repair it"
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError
+        raise StoreError(f"{path} is damaged ({error}); {repair}") from None
+    if not isinstance(manifest, dict) or "version" not in manifest:
+        raise StoreError(f"{path} is damaged (not a store manifest); {repair}")
+    if "sha256" in manifest and manifest["sha256"] != manifest_checksum(manifest):
+        raise StoreError(
+            f"{path} does not match its checksum: it was edited or damaged after extraction; "
+            f"{repair}"
+        )
+    if manifest["version"] != STORE_VERSION:
+        raise StoreError(
+            f"{path}: store version {manifest['version']}, this advise reads {STORE_VERSION}; "
+            "extract it again"
+        )
+    return manifest
 
 
 def video_problem(
@@ -227,22 +252,7 @@ class FeatureStore:
             )
             raise StoreError(f"{self.path} is not a feature store: no manifest.json{hint}")
         repair = f"rerun `advise extract` with the same --out ({self.path}) to repair it"
-        try:
-            manifest = json.loads(manifest_path.read_bytes())
-        except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError
-            raise StoreError(f"{manifest_path} is damaged ({error}); {repair}") from None
-        if not isinstance(manifest, dict) or "version" not in manifest:
-            raise StoreError(f"{manifest_path} is damaged (not a store manifest); {repair}")
-        if "sha256" in manifest and manifest["sha256"] != manifest_checksum(manifest):
-            raise StoreError(
-                f"{manifest_path} does not match its checksum: it was edited or damaged after "
-                f"extraction; {repair}"
-            )
-        if manifest["version"] != STORE_VERSION:
-            raise StoreError(
-                f"{manifest_path}: store version {manifest['version']}, this advise reads "
-                f"{STORE_VERSION}; extract it again"
-            )
+        manifest = read_manifest(self.path)
         try:
             self.spec = StoreSpec.from_dict(manifest["spec"])
             self.root = str(manifest["data_root"])
@@ -337,7 +347,9 @@ class FeatureStore:
         values = torch.from_numpy(picked).float()  # torch converts fp16 ~5x faster than numpy
         if scales is not None:
             values *= torch.from_numpy(scales)[:, None, :, None, None]
-        if not bool(values.isfinite().all()):  # bits flipped in the data: a NaN scores as a win
+        # Bits flipped in the data can make a NaN, which would score as a win. A sum is 35x
+        # cheaper than isfinite().all() here and carries any nan or inf through.
+        if not math.isfinite(float(values.sum())):
             self.damaged[index] = (
                 f"{self.path / self.videos[index]['file']} holds non-finite values (nan or inf)"
             )

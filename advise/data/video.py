@@ -466,8 +466,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     damaged (its `bad_frames` then lists the frames the decoder flags as corrupt) or has no
     decodable frame.
     """
-    num_frames = count_frames(path)
-    index = _frame_index(path)
+    index = _usable_index(path)
+    num_frames = index.num_frames
     with _open(path) as container:
         stream = _Decoder(container, path).stream
         height, width = stream.codec_context.height, stream.codec_context.width

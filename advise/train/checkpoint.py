@@ -44,6 +44,8 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from advise.provenance import json_sha256
+
 FORMAT = "advise-checkpoint"
 FORMAT_VERSION = 2  # 2: tensor metadata binds the JSON state (state_sha256, step)
 READABLE_VERSIONS = (1, 2)  # 1: unbound, loaded with a warning
@@ -81,7 +83,7 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
     metadata = {
         "format": FORMAT,
         "version": str(FORMAT_VERSION),
-        "state_sha256": state_sha256(loaded_state),
+        "state_sha256": json_sha256(loaded_state),
     }
     if isinstance(loaded_state.get("step"), int):
         metadata["step"] = str(loaded_state["step"])
@@ -107,14 +109,6 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
     _atomic_write(tensor_path, data)
     _atomic_write(state_path, record_text.encode("utf-8"))
     return state_path
-
-
-def state_sha256(state: Any) -> str:
-    """sha256 (hex) of the canonical JSON of a checkpoint's state: sorted keys, no spaces,
-    ASCII. Equal for the state given to `save_checkpoint` and the one `load_checkpoint`
-    returns, whatever the JSON file's layout."""
-    canonical = json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def _same_bytes(first: Path, second: Path) -> bool:
@@ -266,7 +260,7 @@ def _state_disagreement(
             f"{state_path.name} says step {json_step} but {tensor_path.name} was written at "
             f"step {written_step}"
         )
-    digest = state_sha256(state)
+    digest = json_sha256(state)
     if digest != metadata["state_sha256"]:
         return (
             f"{state_path.name}'s state (sha256 {digest[:16]}...) is not the state "
