@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "extract", help="run the frozen IFM once over a dataset and store its tokens"
     )
     _add_config_options(extract)
-    extract.add_argument("--out", required=True, help="store folder (an existing one resumes)")
+    extract.add_argument(
+        "--out", required=True, help="store folder (an existing one resumes and is repaired)"
+    )
     extract.add_argument("--subset", choices=["train", "test", "all"], default="all")
     extract.add_argument(
         "--views", type=int, choices=[1, 3], default=1,
