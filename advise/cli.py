@@ -195,7 +195,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set tmm.hidden=512 (repeatable)",
+        help="override a config value, e.g. --set tmm.bottleneck.hidden=512 (repeatable)",
     )
     parser.add_argument(
         "--offline",

@@ -45,15 +45,36 @@ class SFUConfig:
 
 
 @dataclass(frozen=True)
-class TMMConfig:
-    """The temporal modelling module."""
+class BottleneckConfig:
+    """tmm.kind=bottleneck: ResNet-3D bottleneck blocks (`advise.models.tmm.BottleneckTMM`)."""
 
-    kind: str = "bottleneck"  # bottleneck | none (average-pooling baseline)
     blocks: int = 1
     hidden: int = 256
     out: int = 1024
     temporal_kernel: int = 3  # 1 reproduces the paper's measured cost tables; see README
+
+    def check(self) -> None:
+        _odd("tmm.bottleneck.temporal_kernel", (self.temporal_kernel,))
+
+
+@dataclass(frozen=True)
+class TMMConfig:
+    """The temporal modelling module: `kind` picks one of `advise.models.tmm.TMM_KINDS`, and
+    only that kind's section (`tmm.<kind>.*`) may differ from its defaults."""
+
+    kind: str = "bottleneck"  # bottleneck | none (avg-pool); see advise.models.registry
     frozen: bool = False  # keep the inherited SFU + TMM fixed (linear probing)
+    bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+
+
+# the kinds with a config section: one TMMConfig field each (advise.models.registry has them all)
+TMM_SECTIONS = tuple(
+    f.name for f in dataclasses.fields(TMMConfig) if f.name not in ("kind", "frozen")
+)
+LEGACY_KEYS = {  # keys of earlier versions -> their place now (old checkpoints and presets)
+    f"tmm.{name}": f"tmm.bottleneck.{name}"
+    for name in ("blocks", "hidden", "out", "temporal_kernel")
+}
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,7 @@ class Config:
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "ifm.precision": ("auto", "fp32", "bf16"),
-    "tmm.kind": ("bottleneck", "none"),
+    "tmm.kind": (*TMM_SECTIONS, "none"),
     "head.kind": ("mlp", "linear"),
     "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
     "data.split": (1, 2, 3),  # ucf101 / hmdb51 publish three splits
@@ -192,10 +213,10 @@ RANGES: dict[str, Range] = {
     "ifm.img_size": Range(16, 1024, why="pixels: at least one 16-px patch; more exhausts memory"),
     "sfu.spatial": Range(1, 128, why="grid side; also at most the IFM's token grid"),
     "sfu.channels": Range(1, 8192, why="channels; also at most the IFM's width"),
-    "tmm.blocks": Range(1, 64, why="bottleneck blocks; more would exhaust memory"),
-    "tmm.hidden": WIDTH,
-    "tmm.out": WIDTH,
-    "tmm.temporal_kernel": Range(1, 15, why="frames; odd"),
+    "tmm.bottleneck.blocks": Range(1, 64, why="bottleneck blocks; more would exhaust memory"),
+    "tmm.bottleneck.hidden": WIDTH,
+    "tmm.bottleneck.out": WIDTH,
+    "tmm.bottleneck.temporal_kernel": Range(1, 15, why="frames; odd"),
     "head.hidden": WIDTH,
     "head.dropout": PROBABILITY_BELOW_ONE,
     "data.num_frames": Range(1, 256, why="frames per clip; more would exhaust memory"),
@@ -263,9 +284,18 @@ def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+def _hint(key: str) -> str:
+    """For an unknown key: a kind section's own keys, or the nearest valid key."""
+    parts = key.split(".")
+    if len(parts) >= 2 and parts[0] == "tmm" and parts[1] in TMM_SECTIONS:
+        own = ", ".join(f.name for f in _section_fields(parts[1]))
+        return f" (tmm.{parts[1]} has: {own}; tmm.kind: {', '.join(CHOICES['tmm.kind'])})"
+    return _suggest(key)
+
+
 def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = difflib.get_close_matches(key, [*valid_keys(), *LEGACY_KEYS], n=1, cutoff=0.5)
+    return f" (did you mean {LEGACY_KEYS.get(close[0], close[0])!r}?)" if close else ""
 
 
 def _coerce(key: str, value: Any, kind: Any) -> Any:
@@ -311,13 +341,15 @@ def from_dict(values: dict[str, Any], cls: type = Config, prefix: str = "") -> A
     if not isinstance(values, dict):
         name = prefix.rstrip(".") or "config"
         raise ConfigError(f"{name} must be a mapping of keys, got {_show(values)}")
+    if cls is Config:
+        values = migrate(values)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in values.items():
         key = prefix + name
         if name not in names:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
+            raise ConfigError(f"unknown config key {key!r}{_hint(key)}")
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             kwargs[name] = from_dict(value, kind, key + ".")
@@ -332,8 +364,7 @@ def from_dict(values: dict[str, Any], cls: type = Config, prefix: str = "") -> A
 def check(config: Config) -> None:
     """Every number against its range in RANGES, then the cross-field checks."""
     for key, allowed in RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
+        value = lookup(config, key)
         items = value if isinstance(value, tuple) else (value,)
         if all(item is None or item in allowed for item in items):
             continue
@@ -341,10 +372,8 @@ def check(config: Config) -> None:
         each = " each" if isinstance(value, tuple) else ""
         why = f" ({allowed.why})" if allowed.why else ""
         raise ConfigError(f"{key} must{each} be {finite}in {allowed}{why}, got {_show(value)}")
-    if config.tmm.temporal_kernel % 2 == 0:
-        raise ConfigError(
-            f"tmm.temporal_kernel must be odd (keeps T unchanged), got {config.tmm.temporal_kernel}"
-        )
+    for kind in TMM_SECTIONS:  # a section's own cross-field checks, after the ranges
+        getattr(config.tmm, kind).check()
     speeds = config.pretext.speeds
     if len(set(speeds)) < len(speeds):
         raise ConfigError(
@@ -360,6 +389,58 @@ def check(config: Config) -> None:
             'in Something-Something labels (e.g. "Pushing something from left to right"), so '
             "flipped clips carry the wrong label; set data.flip=false"
         )
+
+
+def lookup(config: Any, key: str) -> Any:
+    """The value of a dotted key: lookup(config, "tmm.bottleneck.hidden")."""
+    for name in key.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _odd(key: str, sizes: tuple[int, ...]) -> None:
+    if any(size % 2 == 0 for size in sizes):
+        raise ConfigError(f"{key} must be odd (keeps T, h, w unchanged), got {_show(sizes)}")
+
+
+def check_own_section(config: Config, keys: list[str]) -> None:
+    """Refuse `keys` (set by the user: overrides, or the preset file itself rather than its
+    bases) that give a temporal-module section other than the chosen `tmm.kind` a value other
+    than its default; it would be ignored silently."""
+    kind, defaults = config.tmm.kind, TMMConfig()
+    for key in keys:
+        parts = key.split(".")
+        if (
+            len(parts) > 2
+            and parts[0] == "tmm"
+            and parts[1] in TMM_SECTIONS
+            and parts[1] != kind
+            and lookup(config, key) != lookup(defaults, key[len("tmm.") :])
+        ):
+            own = ", ".join(f"tmm.{kind}.{f.name}" for f in _section_fields(kind))
+            reads = f"its own section ({own})" if own else "no section"
+            raise ConfigError(
+                f"{key} is set but tmm.kind={kind}, which reads {reads}; set "
+                f"tmm.kind={parts[1]} to use it (kinds: {', '.join(CHOICES['tmm.kind'])})"
+            )
+
+
+def _section_fields(kind: str) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(getattr(TMMConfig(), kind)) if kind in TMM_SECTIONS else ()
+
+
+def migrate(values: dict) -> dict:
+    """Nested config values of an earlier version (LEGACY_KEYS) moved to their place now."""
+    tmm = values.get("tmm")
+    if not isinstance(tmm, dict) or not any(f"tmm.{name}" in LEGACY_KEYS for name in tmm):
+        return values
+    tmm = dict(tmm)
+    for old, new in LEGACY_KEYS.items():
+        name = old.split(".", 1)[1]
+        if name in tmm:
+            section = new.split(".")[1]
+            tmm[section] = {**tmm.get(section, {}), new.rsplit(".", 1)[1]: tmm.pop(name)}
+    return {**values, "tmm": tmm}
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -391,8 +472,9 @@ def preset_names() -> list[str]:
     return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
 
 
-def _read_yaml(source: str, seen: tuple[str, ...] = ()) -> dict:
-    """Read a preset name or YAML path, resolving `base:` chains."""
+def _read_yaml(source: str, seen: tuple[str, ...] = (), bases: bool = True) -> dict:
+    """Read a preset name or YAML path, resolving `base:` chains (`bases=False`: the file's
+    own values only)."""
     path = Path(source)
     if not (source.endswith((".yaml", ".yml")) or path.exists()):
         path = PRESET_DIR / f"{source}.yaml"
@@ -413,9 +495,12 @@ def _read_yaml(source: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path} must hold a mapping of config sections")
     values.pop("description", None)
     base = values.pop("base", None)
-    bases = [] if base is None else base if isinstance(base, list) else [base]
+    values = migrate(values)
+    if not bases:
+        return values
+    names = [] if base is None else base if isinstance(base, list) else [base]
     merged: dict = {}
-    for name in bases:  # a list merges left to right: later bases override earlier ones
+    for name in names:  # a list merges left to right: later bases override earlier ones
         merged = merge(merged, _read_yaml(str(name), (*seen, str(path))))
     return merge(merged, values)
 
@@ -439,10 +524,28 @@ def load_config(source: str | None = None, overrides: list[str] | dict | None = 
         dotted = overrides
     else:
         dotted = dict(parse_override(item) for item in overrides or [])
+    dotted = {LEGACY_KEYS.get(key, key): value for key, value in dotted.items()}
     for key in dotted:
         if key not in valid_keys():
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
-    return from_dict(merge(values, unflatten(dotted)))
+            raise ConfigError(f"unknown config key {key!r}{_hint(key)}")
+    config = from_dict(merge(values, unflatten(dotted)))
+    # the keys of the last layer that picks tmm.kind, and of the layers after it, must be the
+    # chosen kind's (a preset may pick another kind than its base's, ignoring the base's section)
+    layers = [list(flatten(_read_yaml(source, bases=False) if source else {})), list(dotted)]
+    picks = [index for index, keys in enumerate(layers) if "tmm.kind" in keys]
+    check_own_section(config, sum(layers[picks[-1] if picks else 0 :], []))
+    return config
+
+
+def flatten(nested: dict, prefix: str = "") -> dict[str, Any]:
+    """{"tmm": {"hidden": 512}} -> {"tmm.hidden": 512}: the inverse of `unflatten`."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def preset_description(name: str) -> str:
@@ -452,4 +555,9 @@ def preset_description(name: str) -> str:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """The resolved config as YAML, with only the chosen temporal module's section."""
+    values = config.to_dict()
+    for kind in TMM_SECTIONS:
+        if kind != config.tmm.kind:
+            del values["tmm"][kind]
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

@@ -31,7 +31,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
     "scratch": ({}, False),
     "pretrained": ({}, True),
     "avgpool": ({"tmm.kind": "none"}, False),
-    "tmm_t1": ({"tmm.temporal_kernel": 1}, False),
+    "tmm_t1": ({"tmm.bottleneck.temporal_kernel": 1}, False),
 }
 # Stage-specific settings on top of the `demo` preset; --quick shortens every stage.
 PRETRAIN = {"train.epochs": 30}

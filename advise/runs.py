@@ -35,7 +35,7 @@ from advise.models.cost import count_macs, count_params
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
 from advise.report import plot_confusion
 from advise.train import distributed
-from advise.train.checkpoint import CheckpointError, load_checkpoint
+from advise.train.checkpoint import CheckpointError, check_architecture, load_checkpoint
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
 from advise.train.metrics import (
     AccuracyMeter,
@@ -281,6 +281,7 @@ def _check_resumable(checkpoint: Path, meta: dict[str, Any]) -> None:
     if not checkpoint.with_suffix(".json").exists():
         raise ConfigError(f"--resume: no checkpoint at {checkpoint}.json to resume from")
     _, state = load_checkpoint(checkpoint)
+    check_architecture(state.get("config"), meta["config"], checkpoint, "--resume: ")
     _check_classes(state, meta["class_names"], checkpoint)
     manifest = meta["data"]
     recorded = state.get("data") or {}
@@ -339,6 +340,14 @@ def pretrain(
     )
 
 
+def _check_fits(
+    state: dict, run: Setup, path: Path, parts: tuple[str, ...] = ("sfu", "tmm", "head")
+) -> None:
+    """The checkpoint at `path` was made with this run's IFM and model settings (`parts`)."""
+    _check_ifm(state, run, path)
+    check_architecture(state.get("config"), run.config, path, parts=parts)
+
+
 def _check_ifm(state: dict, run: Setup, path: Path) -> None:
     recorded = state.get("ifm", {})
     current = run.ifm_record()
@@ -354,7 +363,7 @@ def _check_ifm(state: dict, run: Setup, path: Path) -> None:
 def load_init(model: AdViSe, path: Path, run: Setup) -> None:
     """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new."""
     tensors, state = load_checkpoint(path)
-    _check_ifm(state, run, path)
+    _check_fits(state, run, path, parts=("sfu", "tmm"))
     inherited = {
         key[len("model.") :]: value
         for key, value in tensors.items()
@@ -455,7 +464,7 @@ def evaluate_checkpoint(
     say(f"evaluate on {split.summary()}")
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     run = setup(config, ifm, views=num_crops)
-    _check_ifm(state, run, checkpoint)
+    _check_fits(state, run, checkpoint)
     _check_classes(state, split.class_names, checkpoint)
     model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
     weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -573,7 +582,7 @@ def predict(
     config = config.replace({"data.source": "video"})  # a new video: never in a store
     class_names = state["class_names"]
     run = setup(config)
-    _check_ifm(state, run, checkpoint)
+    _check_fits(state, run, checkpoint)
     model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     model.load_trainable_state_dict(
         {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -894,7 +903,7 @@ def evaluate_pretext(
     tensors, state = load_checkpoint(checkpoint)
     split = loaders.read_split(config.data, "train")
     run = setup(config, ifm)
-    _check_ifm(state, run, checkpoint)
+    _check_fits(state, run, checkpoint)
     class_names = speed_names(config)
     model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
     model.load_trainable_state_dict(

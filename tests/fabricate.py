@@ -250,7 +250,7 @@ def tiny_config(path: Path, **sections) -> Path:
     values = {
         "base": "demo",
         "ifm": {"random_init": True, "img_size": 32},
-        "tmm": {"hidden": 8, "out": 16},
+        "tmm": {"bottleneck": {"hidden": 8, "out": 16}},
         "head": {"hidden": 16},
         "data": {"num_workers": 0, "num_frames": 4, "stride": 1},
         "pretext": {"clips_per_video": 2},

@@ -209,7 +209,10 @@ def test_annotation_naming_a_missing_file_exits_2_at_start(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["summary", "--config", "demo", "--set", "tmm.hiden=3"], "did you mean 'tmm.hidden'"),
+        (
+            ["summary", "--config", "demo", "--set", "tmm.hiden=3"],
+            "did you mean 'tmm.bottleneck.hidden'",
+        ),
         (["summary", "--config", "no-such-preset"], "no preset"),
         (["pretrain", "--config", "demo", "--out", "x"], "data.root"),
         (["evaluate", "--config", "demo", "--ckpt", "missing.safetensors"], "missing"),
@@ -311,7 +314,7 @@ def test_evaluate_refuses_a_checkpoint_of_another_architecture(tmp_path, config,
     assert run_cli("finetune", "--config", config, "--out", tmp_path / "ft") == 0
     checkpoint = tmp_path / "ft" / "checkpoints" / "last.safetensors"
     code = run_cli("evaluate", "--config", config, "--set", "tmm.hidden=12", "--ckpt", checkpoint)
-    assert code == 2 and "does not fit" in capsys.readouterr().err
+    assert code == 2 and "tmm.bottleneck.hidden: checkpoint 8, config 12" in capsys.readouterr().err
 
 
 def test_check_data_quarantines_a_bad_video_and_training_skips_it(tmp_path, capsys):

@@ -7,7 +7,7 @@ def test_defaults_follow_the_paper():
     config = Config()
     assert config.pretext.speeds == (1, 2, 4, 8)
     assert config.pretext.clips_per_video == 4
-    assert config.tmm.blocks == 1 and config.tmm.hidden == 256
+    assert config.tmm.bottleneck.blocks == 1 and config.tmm.bottleneck.hidden == 256
     assert config.head.hidden == 1024
 
 
@@ -15,7 +15,7 @@ def test_override_types_and_nesting():
     config = load_config(
         "default", ["tmm.hidden=512", "optim.base_lr=1e-3", "pretext.speeds=[1,2]"]
     )
-    assert config.tmm.hidden == 512
+    assert config.tmm.bottleneck.hidden == 512
     assert config.optim.base_lr == pytest.approx(1e-3)
     assert config.pretext.speeds == (1, 2)
     assert load_config(None, ["ifm.img_size=null"]).ifm.img_size is None
@@ -25,9 +25,9 @@ def test_override_types_and_nesting():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("tmm.hiden=3", "did you mean 'tmm.hidden'"),
-        ("tmm.hidden=abc", "tmm.hidden must be an integer"),
-        ("tmm.kind=transformer", "tmm.kind must be one of"),
+        ("tmm.hiden=3", "did you mean 'tmm.bottleneck.hidden'"),
+        ("tmm.hidden=abc", "tmm.bottleneck.hidden must be an integer"),
+        ("tmm.kind=lstm", "tmm.kind must be one of"),
         ("tmm.temporal_kernel=2", "must be odd"),
         ("data.flip=maybe", "data.flip must be true or false"),
         ("eval.num_crops=2", "eval.num_crops"),
@@ -52,7 +52,7 @@ def test_yaml_base_chain_and_round_trip(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("base: paper-tmm\ntmm:\n  blocks: 2\n")
     config = load_config(str(child))
-    assert config.tmm.blocks == 2 and config.tmm.temporal_kernel == 1
+    assert config.tmm.bottleneck.blocks == 2 and config.tmm.bottleneck.temporal_kernel == 1
     saved = tmp_path / "saved.yaml"
     save_config(config, saved)
     assert load_config(str(saved)) == config

@@ -23,6 +23,7 @@ from advise.config import (
     Config,
     ConfigError,
     load_config,
+    lookup,
     parse_override,
     valid_keys,
 )
@@ -82,8 +83,8 @@ def test_every_key_has_exactly_one_rule():
         ("train.threads", "-1", "[0, 1024]"),
         ("optim.reference_batch", "0", "[1, "),
         ("sfu.spatial", "0", "[1, 128]"),
-        ("tmm.hidden", str(10**9), "exhaust memory"),
-        ("tmm.hidden", "9" * 5000, "integer"),  # too long for YAML to read as an integer
+        ("tmm.bottleneck.hidden", str(10**9), "exhaust memory"),
+        ("tmm.bottleneck.hidden", "9" * 5000, "integer"),  # too long for YAML to read as an integer
         ("data.max_bad_fraction", "-1", "[0, 1]"),
         ("data.max_bad_fraction", ".nan", "finite"),
         ("pretext.speeds", "[1, 1]", "distinct"),
@@ -93,7 +94,7 @@ def test_every_key_has_exactly_one_rule():
         ("train.log_every", "0", "[1, "),
         ("train.batch_size", str(10**6), "[1, 4096]"),
         ("data.num_frames", str(10**6), "[1, 256]"),
-        ("tmm.blocks", "100000", "[1, 64]"),
+        ("tmm.bottleneck.blocks", "100000", "[1, 64]"),
         ("optim.grad_clip", "0", "(0, "),
         ("data.split", "4", "1, 2, 3"),
     ],
@@ -117,16 +118,16 @@ def test_a_yaml_config_is_checked_the_same_way(tmp_path):
     [
         "head.dropout=0.99", "train.checkpoint_every=0", "data.max_bad_fraction=0",
         "data.max_bad_fraction=1", "ifm.img_size=16", "ifm.img_size=1024", "ifm.img_size=null",
-        "tmm.hidden=8192", "optim.base_lr=100", "pretext.speeds=[3, 1]", "train.threads=0",
-        "train.seed=4294967295", "sfu.spatial=null", "optim.grad_clip=null", "train.epochs=0",
-        "optim.weight_decay=0", "data.split=3", "tmm.temporal_kernel=15",
+        "tmm.bottleneck.hidden=8192", "optim.base_lr=100", "pretext.speeds=[3, 1]",
+        "train.threads=0", "train.seed=4294967295", "sfu.spatial=null", "optim.grad_clip=null",
+        "train.epochs=0", "optim.weight_decay=0", "data.split=3",
+        "tmm.bottleneck.temporal_kernel=15",
     ],
 )  # fmt: skip
 def test_values_at_the_ends_of_a_range_are_accepted(override):
     key, value = parse_override(override)
-    section, name = key.split(".")
     config = load_config("demo", [override])
-    stored = getattr(getattr(config, section), name)
+    stored = lookup(config, key)
     assert stored == (tuple(value) if isinstance(value, list) else value)
 
 

@@ -16,8 +16,9 @@ from advise.models.advise import AdViSe
 from advise.models.cost import count_macs, count_params
 from advise.models.heads import LinearHead, MLPHead
 from advise.models.ifm import FrozenIFM
+from advise.models.registry import TMM_KINDS
 from advise.models.sfu import SFU
-from advise.models.tmm import TMM_KINDS, BottleneckTMM, IdentityTMM
+from advise.models.tmm import BottleneckTMM, IdentityTMM
 
 BATCH, FRAMES, SIZE, PATCH, DIM = 2, 4, 32, 8, 32
 GRID = SIZE // PATCH
@@ -91,7 +92,7 @@ def test_model_without_ifm_runs_on_tokens_only():
 def test_none_tmm_is_the_average_pooling_baseline(head_class):
     torch.manual_seed(0)
     ifm = tiny_ifm()
-    tmm = TMM_KINDS["none"](DIM)
+    tmm = TMM_KINDS["none"](DIM, None)
     assert isinstance(tmm, IdentityTMM) and tmm.out_dim == DIM
     head = head_class(DIM, 3)
     model = AdViSe(ifm, nn.Identity(), tmm, head).eval()

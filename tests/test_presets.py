@@ -51,7 +51,7 @@ def test_paper_presets_follow_the_measured_protocol():
     """The paper's runs use its TMM as measured (kernel 1, out 1024) and its PRP recipe."""
     for name in ("prp-ucf101", "ft-ucf101", "t4-dinov2-diving48", "a-b16-2048"):
         config = load_config(name)
-        assert (config.tmm.temporal_kernel, config.tmm.out) == (1, 1024)
+        assert (config.tmm.bottleneck.temporal_kernel, config.tmm.bottleneck.out) == (1, 1024)
         assert config.pretext.speeds == (1, 2, 4, 8) and config.train.batch_size == 32
     assert load_config("prp-ucf101").train.epochs == 800
     assert load_config("t4-clip-mae-ucf101").ifm.name == "clip-l14+mae-l16"
@@ -74,5 +74,5 @@ def test_base_lists_merge_left_to_right(tmp_path):
     second.write_text("tmm:\n  hidden: 128\n")
     child = tmp_path / "child.yaml"
     child.write_text(f"base: [{first}, {second}]\ntmm:\n  out: 512\n")
-    tmm = load_config(str(child)).tmm
+    tmm = load_config(str(child)).tmm.bottleneck
     assert (tmm.hidden, tmm.blocks, tmm.out) == (128, 2, 512)

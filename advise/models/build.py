@@ -9,8 +9,8 @@ from advise.config import Config, ConfigError, IFMConfig
 from advise.models.advise import AdViSe
 from advise.models.heads import LinearHead, MLPHead
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
+from advise.models.registry import TMM_KINDS
 from advise.models.sfu import SFU
-from advise.models.tmm import BottleneckTMM
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -81,18 +81,9 @@ def build_model(
             )
     has_sfu = sfu_config.spatial is not None or sfu_config.channels is not None
     sfu = SFU(sfu_config.spatial, sfu_config.channels) if has_sfu else nn.Identity()
-    width = sfu_config.channels or (token_dim if ifm is None else ifm.embed_dim)
-    if tmm_config.kind == "bottleneck":
-        tmm: nn.Module = BottleneckTMM(
-            width,
-            hidden=tmm_config.hidden,
-            out=tmm_config.out,
-            blocks=tmm_config.blocks,
-            temporal_kernel=tmm_config.temporal_kernel,
-        )
-        width = tmm_config.out
-    else:
-        tmm = nn.Identity()
+    width = sfu.out_dim(in_dim) if has_sfu else in_dim
+    tmm = TMM_KINDS[tmm_config.kind](width, getattr(tmm_config, tmm_config.kind, None))
+    width = tmm.out_dim
     head = build_head(config, width, num_classes)
     if tmm_config.frozen:  # linear probing: only the head learns; AdViSe keeps these in eval
         sfu.requires_grad_(False)

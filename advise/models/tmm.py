@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from advise.config import BottleneckConfig
+
 
 def conv_norm(
     in_dim: int,
@@ -107,6 +109,10 @@ class BottleneckTMM(nn.Module):
         )
         init_resnet3d(self)
 
+    @classmethod
+    def from_config(cls, in_dim: int, config: BottleneckConfig) -> BottleneckTMM:
+        return cls(in_dim, config.hidden, config.out, config.blocks, config.temporal_kernel)
+
     def forward(self, tokens: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
         return self.blocks(tokens)
 
@@ -117,13 +123,10 @@ class IdentityTMM(nn.Module):
     Input [B, D, T, h, w] -> the same tensor.
     """
 
-    def __init__(self, in_dim: int) -> None:
+    def __init__(self, in_dim: int, config: None = None) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = in_dim
 
     def forward(self, tokens: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, D, T, h, w]
         return tokens
-
-
-TMM_KINDS: dict[str, type[nn.Module]] = {"bottleneck": BottleneckTMM, "none": IdentityTMM}

@@ -529,3 +529,47 @@ def _check_same_parameters(current: list[dict], saved: list[dict]) -> None:
                 f"optimiser group {group_index} parameter {first} is {names_now[first]!r}, "
                 f"the checkpoint's is {names_then[first]!r}"
             )
+
+
+ARCHITECTURE_KEYS = ("sfu.spatial", "sfu.channels", "head.kind", "head.hidden")
+
+
+def check_architecture(
+    recorded: dict | None,
+    current: Any,
+    path: str | Path,
+    context: str = "",
+    parts: tuple[str, ...] = ("sfu", "tmm", "head"),
+) -> None:
+    """Refuse a checkpoint whose trainable parts were built with other settings than
+    `current` (a `Config` or its dict) would build: a kind is named, not a list of shapes.
+
+    `recorded` is the checkpoint's config dict (None for a checkpoint without one: nothing to
+    check); `parts` limits the check (an `--init` inherits the SFU and TMM, not the head).
+    """
+    from advise.config import Config, flatten, migrate
+
+    if recorded is None:
+        return
+    then = flatten(migrate(recorded))
+    now = flatten(current.to_dict() if isinstance(current, Config) else migrate(current))
+    kind_then, kind_now = then.get("tmm.kind", "bottleneck"), now["tmm.kind"]
+    if "tmm" in parts and kind_then != kind_now:
+        raise CheckpointError(
+            f"{context}{path} holds a tmm.kind={kind_then} temporal module, but this config "
+            f"builds tmm.kind={kind_now}; set tmm.kind={kind_then} (and its tmm.{kind_then}.* "
+            f"section as in that run's config.yaml) or use a tmm.kind={kind_now} checkpoint"
+        )
+    keys = [key for key in ARCHITECTURE_KEYS if key.split(".")[0] in parts]
+    if "tmm" in parts:
+        keys += sorted(key for key in now if key.startswith(f"tmm.{kind_now}."))
+    differ = [
+        f"{key}: checkpoint {then[key]!r}, config {now[key]!r}"
+        for key in keys
+        if key in then and then[key] != now[key]
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{context}{path} was built with other model settings than this config: "
+            + "; ".join(differ)
+        )
