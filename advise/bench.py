@@ -85,11 +85,10 @@ from advise.config import Config, ConfigError, load_config
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.r3d import R3D50
+from advise.pretexts import Pretext, build_pretext
 from advise.train.engine import trainable_autocast
 from advise.train.optim import build_optimizer, scaled_lr
-from advise.train.tasks import PlaybackRateTask
 
-NUM_SPEEDS = 4  # PRP classes: speeds {1, 2, 4, 8}
 GIB = 1024**3
 
 
@@ -197,7 +196,7 @@ def variant_config(name: str, settings: BenchSettings, store: Path | None = None
         "ifm.img_size": clip_size(name, settings),
         "data.num_frames": settings.frames,
         "data.num_workers": settings.workers,
-        "pretext.clips_per_video": 1,  # one clip per DataLoader item: a batch is `batch` clips
+        "pretext.prp.clips_per_video": 1,  # one clip per item: a batch is `batch` clips
         "train.batch_size": settings.batch,
         "train.device": settings.device,
         "train.threads": settings.threads,
@@ -231,10 +230,12 @@ def count_variant(name: str, settings: BenchSettings) -> dict[str, Any]:
     """
     variant = VARIANTS[name]
     size = clip_size(name, settings)
+    config = variant_config(name, settings)
+    num_classes = len(build_pretext(config).class_names)
     with torch.device("meta"):
         frames = torch.empty(1, settings.frames, 3, size, size)  # [1, T, 3, H, W]
         if variant.kind == "r3d":
-            model = R3D50(num_classes=NUM_SPEEDS)
+            model = R3D50(num_classes=num_classes)
             macs = count_macs(model, frames)
             return {
                 "trainable_params": count_params(model, trainable_only=True),
@@ -246,9 +247,8 @@ def count_variant(name: str, settings: BenchSettings) -> dict[str, Any]:
                 "ifm": None,
                 "token_shape": None,
             }
-        config = variant_config(name, settings)
         ifm = build_frozen_ifm(config.ifm, torch.device("meta"))
-        model = build_model(config, NUM_SPEEDS, ifm)
+        model = build_model(config, num_classes, ifm)
         tokens = ifm(frames)  # [1, D, T, h, w]
         ifm_macs = count_macs(ifm, frames)
         trainable = nn.Sequential(model.sfu, model.tmm, model.head)  # = forward_tokens
@@ -352,26 +352,28 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
 
     memory = _MemoryProbe(device)
     loader = None
+    pretext = build_pretext(config)
+    num_classes = len(pretext.class_names)
     if variant.kind == "r3d":
-        model: nn.Module = R3D50(num_classes=NUM_SPEEDS).to(device)
+        model: nn.Module = R3D50(num_classes=num_classes).to(device)
     elif variant.kind == "online":
         ifm = build_frozen_ifm(config.ifm, device)
-        model = build_model(config, NUM_SPEEDS, ifm).to(device)
+        model = build_model(config, num_classes, ifm).to(device)
     else:
-        loader, token_dim = _store_loader(config, settings)
-        model = build_model(config, NUM_SPEEDS, None, token_dim).to(device)
+        loader, token_dim = _store_loader(config, settings, pretext)
+        model = build_model(config, num_classes, None, token_dim).to(device)
     model.train()
     optimizer = build_optimizer(
         model.named_parameters(),
         lr=scaled_lr(config.optim.base_lr, settings.batch, config.optim.reference_batch),
         weight_decay=config.optim.weight_decay,
     )
-    task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
+    task = pretext.task()
     fixed_batch = None
     if loader is None:
         fixed_batch = {
             "clips": torch.randn(settings.batch, settings.frames, 3, size, size, device=device),
-            "labels": torch.randint(NUM_SPEEDS, (settings.batch,), device=device),
+            "labels": torch.randint(num_classes, (settings.batch,), device=device),
         }
     batches = iter(loader) if loader is not None else None
 
@@ -444,15 +446,15 @@ def _time_ifm_forward(
     return seconds
 
 
-def _store_loader(config: Config, settings: BenchSettings):
-    """PRP clips of stored tokens, `batch` per step, through a torch DataLoader."""
+def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
+    """The pretext's clips of stored tokens, `batch` per step, through a torch DataLoader."""
     from advise.data import loaders
     from advise.data.datasets import collate_clips
     from advise.data.store import FeatureStore
 
     store = FeatureStore(config.data.source[len("store:") :])
     split = loaders.read_split(config.data, "train")
-    dataset = loaders.pretrain_dataset(config, split, None, store)
+    dataset = loaders.pretrain_dataset(config, split, None, store, pretext.sampler())
     sampler = torch.utils.data.RandomSampler(
         dataset,
         replacement=True,

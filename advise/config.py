@@ -71,10 +71,6 @@ class TMMConfig:
 TMM_SECTIONS = tuple(
     f.name for f in dataclasses.fields(TMMConfig) if f.name not in ("kind", "frozen")
 )
-LEGACY_KEYS = {  # keys of earlier versions -> their place now (old checkpoints and presets)
-    f"tmm.{name}": f"tmm.bottleneck.{name}"
-    for name in ("blocks", "hidden", "out", "temporal_kernel")
-}
 
 
 @dataclass(frozen=True)
@@ -106,14 +102,39 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class PretextConfig:
-    """Playback-rate perception."""
+class PRPConfig:
+    """pretext.kind=prp: playback-rate perception (`advise.pretexts.prp`)."""
 
     speeds: tuple[int, ...] = (1, 2, 4, 8)  # label = index in this tuple
     jitter: float = 0.2  # rate x (1 + U(-jitter, jitter))
     clips_per_video: int = 4
     reverse: bool = False  # add reversed playback rates as extra classes
     label_smoothing: float = 0.05
+
+    def check(self) -> None:
+        if len(set(self.speeds)) < len(self.speeds):
+            raise ConfigError(
+                f"pretext.prp.speeds must be distinct (each speed is one class: a repeated one "
+                f"gives two classes of the same clips), got {list(self.speeds)}"
+            )
+
+
+@dataclass(frozen=True)
+class PretextConfig:
+    """The self-supervised pretext task: `kind` picks one of `advise.pretexts.PRETEXTS`, and
+    only that kind's section (`pretext.<kind>.*`) may differ from its defaults."""
+
+    kind: str = "prp"  # prp; see advise.pretexts
+    prp: PRPConfig = field(default_factory=PRPConfig)
+
+
+# one section per pretext kind (advise.pretexts has them all)
+PRETEXT_SECTIONS = tuple(f.name for f in dataclasses.fields(PretextConfig) if f.name != "kind")
+SECTIONS = {"tmm": TMM_SECTIONS, "pretext": PRETEXT_SECTIONS}  # parts picked by a `kind` key
+LEGACY_KEYS = {  # keys of earlier versions -> their place now (old checkpoints and presets)
+    **{f"tmm.{name}": f"tmm.bottleneck.{name}" for name in BottleneckConfig.__annotations__},
+    **{f"pretext.{name}": f"pretext.prp.{name}" for name in PRPConfig.__annotations__},
+}
 
 
 @dataclass(frozen=True)
@@ -123,7 +144,7 @@ class OptimConfig:
     weight_decay: float = 1e-6
     warmup_epochs: float = 5.0
     min_lr: float = 0.0
-    label_smoothing: float = 0.0  # fine-tuning loss (PRP uses pretext.label_smoothing)
+    label_smoothing: float = 0.0  # fine-tuning loss (PRP uses pretext.prp.label_smoothing)
     grad_clip: float | None = None
 
 
@@ -170,6 +191,7 @@ class Config:
 CHOICES: dict[str, tuple[Any, ...]] = {
     "ifm.precision": ("auto", "fp32", "bf16"),
     "tmm.kind": (*TMM_SECTIONS, "none"),
+    "pretext.kind": PRETEXT_SECTIONS,
     "head.kind": ("mlp", "linear"),
     "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
     "data.split": (1, 2, 3),  # ucf101 / hmdb51 publish three splits
@@ -226,10 +248,10 @@ RANGES: dict[str, Range] = {
     "data.grayscale_p": FRACTION,
     "data.num_workers": Range(0, 256, why="processes"),
     "data.max_bad_fraction": FRACTION,
-    "pretext.speeds": Range(1, 64, why="playback rates"),
-    "pretext.jitter": PROBABILITY_BELOW_ONE,
-    "pretext.clips_per_video": Range(1, 64, why="clips; more would exhaust memory"),
-    "pretext.label_smoothing": PROBABILITY_BELOW_ONE,
+    "pretext.prp.speeds": Range(1, 64, why="playback rates"),
+    "pretext.prp.jitter": PROBABILITY_BELOW_ONE,
+    "pretext.prp.clips_per_video": Range(1, 64, why="clips; more would exhaust memory"),
+    "pretext.prp.label_smoothing": PROBABILITY_BELOW_ONE,
     "optim.base_lr": Range(0, 100, low_open=True),
     "optim.reference_batch": Range(1, 1 << 20),
     "optim.weight_decay": FRACTION,
@@ -286,10 +308,11 @@ def _field_type(cls: type, name: str) -> Any:
 
 def _hint(key: str) -> str:
     """For an unknown key: a kind section's own keys, or the nearest valid key."""
-    parts = key.split(".")
-    if len(parts) >= 2 and parts[0] == "tmm" and parts[1] in TMM_SECTIONS:
-        own = ", ".join(f.name for f in _section_fields(parts[1]))
-        return f" (tmm.{parts[1]} has: {own}; tmm.kind: {', '.join(CHOICES['tmm.kind'])})"
+    part, *rest = key.split(".")
+    if rest and rest[0] in SECTIONS.get(part, ()):
+        own = ", ".join(f.name for f in _section_fields(part, rest[0]))
+        kinds = ", ".join(CHOICES[f"{part}.kind"])
+        return f" ({part}.{rest[0]} has: {own}; {part}.kind: {kinds})"
     return _suggest(key)
 
 
@@ -372,14 +395,11 @@ def check(config: Config) -> None:
         each = " each" if isinstance(value, tuple) else ""
         why = f" ({allowed.why})" if allowed.why else ""
         raise ConfigError(f"{key} must{each} be {finite}in {allowed}{why}, got {_show(value)}")
-    for kind in TMM_SECTIONS:  # a section's own cross-field checks, after the ranges
-        getattr(config.tmm, kind).check()
-    speeds = config.pretext.speeds
-    if len(set(speeds)) < len(speeds):
-        raise ConfigError(
-            f"pretext.speeds must be distinct (each speed is one class: a repeated one gives two "
-            f"classes of the same clips), got {list(speeds)}"
-        )
+    for part, kinds in SECTIONS.items():  # each section's own cross-field checks
+        for kind in kinds:
+            section = lookup(config, f"{part}.{kind}")
+            if hasattr(section, "check"):
+                section.check()
     source = config.data.source
     if source != "video" and not (source.startswith("store:") and len(source) > len("store:")):
         raise ConfigError(f"data.source must be 'video' or 'store:PATH', got {_show(source)}")
@@ -405,42 +425,44 @@ def _odd(key: str, sizes: tuple[int, ...]) -> None:
 
 def check_own_section(config: Config, keys: list[str]) -> None:
     """Refuse `keys` (set by the user: overrides, or the preset file itself rather than its
-    bases) that give a temporal-module section other than the chosen `tmm.kind` a value other
-    than its default; it would be ignored silently."""
-    kind, defaults = config.tmm.kind, TMMConfig()
+    bases) that give a section other than the chosen kind's (`tmm.<kind>`, `pretext.<kind>`)
+    a value other than its default; it would be ignored silently."""
+    defaults = Config()
     for key in keys:
-        parts = key.split(".")
+        part, *rest = key.split(".")
+        kind = lookup(config, f"{part}.kind") if part in SECTIONS else None
         if (
-            len(parts) > 2
-            and parts[0] == "tmm"
-            and parts[1] in TMM_SECTIONS
-            and parts[1] != kind
-            and lookup(config, key) != lookup(defaults, key[len("tmm.") :])
+            len(rest) > 1
+            and rest[0] in SECTIONS.get(part, ())
+            and rest[0] != kind
+            and lookup(config, key) != lookup(defaults, key)
         ):
-            own = ", ".join(f"tmm.{kind}.{f.name}" for f in _section_fields(kind))
+            own = ", ".join(f"{part}.{kind}.{f.name}" for f in _section_fields(part, kind))
             reads = f"its own section ({own})" if own else "no section"
             raise ConfigError(
-                f"{key} is set but tmm.kind={kind}, which reads {reads}; set "
-                f"tmm.kind={parts[1]} to use it (kinds: {', '.join(CHOICES['tmm.kind'])})"
+                f"{key} is set but {part}.kind={kind}, which reads {reads}; set "
+                f"{part}.kind={rest[0]} to use it (kinds: {', '.join(CHOICES[f'{part}.kind'])})"
             )
 
 
-def _section_fields(kind: str) -> tuple[dataclasses.Field, ...]:
-    return dataclasses.fields(getattr(TMMConfig(), kind)) if kind in TMM_SECTIONS else ()
+def _section_fields(part: str, kind: str) -> tuple[dataclasses.Field, ...]:
+    if kind not in SECTIONS[part]:
+        return ()
+    return dataclasses.fields(lookup(Config(), f"{part}.{kind}"))
 
 
 def migrate(values: dict) -> dict:
     """Nested config values of an earlier version (LEGACY_KEYS) moved to their place now."""
-    tmm = values.get("tmm")
-    if not isinstance(tmm, dict) or not any(f"tmm.{name}" in LEGACY_KEYS for name in tmm):
-        return values
-    tmm = dict(tmm)
+    values = dict(values)
     for old, new in LEGACY_KEYS.items():
-        name = old.split(".", 1)[1]
-        if name in tmm:
-            section = new.split(".")[1]
-            tmm[section] = {**tmm.get(section, {}), new.rsplit(".", 1)[1]: tmm.pop(name)}
-    return {**values, "tmm": tmm}
+        part, name = old.split(".")
+        section, new_name = new.split(".")[1:]
+        old_part = values.get(part)
+        if isinstance(old_part, dict) and name in old_part:
+            old_part = values[part] = dict(old_part)
+            moved = old_part.pop(name)
+            old_part[section] = {**old_part.get(section, {}), new_name: moved}
+    return values
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -532,8 +554,9 @@ def load_config(source: str | None = None, overrides: list[str] | dict | None = 
     # the keys of the last layer that picks tmm.kind, and of the layers after it, must be the
     # chosen kind's (a preset may pick another kind than its base's, ignoring the base's section)
     layers = [list(flatten(_read_yaml(source, bases=False) if source else {})), list(dotted)]
-    picks = [index for index, keys in enumerate(layers) if "tmm.kind" in keys]
-    check_own_section(config, sum(layers[picks[-1] if picks else 0 :], []))
+    for part in SECTIONS:
+        picks = [index for index, keys in enumerate(layers) if f"{part}.kind" in keys]
+        check_own_section(config, sum(layers[picks[-1] if picks else 0 :], []))
     return config
 
 
@@ -555,9 +578,10 @@ def preset_description(name: str) -> str:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """The resolved config as YAML, with only the chosen temporal module's section."""
+    """The resolved config as YAML, with only the chosen kinds' sections."""
     values = config.to_dict()
-    for kind in TMM_SECTIONS:
-        if kind != config.tmm.kind:
-            del values["tmm"][kind]
+    for part, kinds in SECTIONS.items():
+        for kind in kinds:
+            if kind != values[part]["kind"]:
+                del values[part][kind]
     Path(path).write_text(yaml.safe_dump(values, sort_keys=False))

@@ -22,6 +22,7 @@ import torch
 from advise import __version__
 from advise.config import Config, load_config
 from advise.models.build import build_frozen_ifm
+from advise.pretexts import build_pretext
 from advise.report import plot_curves, read_history, results_table
 from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
 
@@ -124,10 +125,11 @@ def run_demo(
             roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]}
         )
         speed = evaluate_pretext(heldout, prp_checkpoint, ifm=ifm)
+    pretext = build_pretext(base)
     results: dict[str, Any] = {"tasks": {}}
     curves: dict[str, dict[str, list]] = {"PRP pre-training": {"prp": read_history(runs / "prp")}}
     for task in TASKS:
-        row: dict[str, float] = {"prp_speed_acc": round(speed["speed_acc"], 2)}
+        row = {f"{pretext.kind}_{pretext.metric}": round(speed[pretext.metric], 2)}
         curves[f"fine-tuning: {task}"] = {}
         evaluations = {}
         for name, (overrides, from_prp) in VARIANTS.items():
@@ -177,7 +179,7 @@ def run_demo(
     # results.json: per task at the top level, as the README documents
     document = {**results["tasks"], **{k: v for k, v in results.items() if k != "tasks"}}
     (out / "results.json").write_text(json.dumps(document, indent=2))
-    table = results_table(flat)
+    table = results_table(flat, pretext)
     (out / "report.md").write_text(_report(table, results, figure.name))
     print()
     print(table)

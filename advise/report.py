@@ -6,14 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS = [
-    ("prp_speed_acc", "PRP speed acc"),
-    ("scratch_top1", "scratch"),
-    ("pretrained_top1", "PRP init"),
-    ("delta_acc", "dAcc"),
-    ("avgpool_top1", "avg-pool"),
-    ("tmm_t1_top1", "TMM t=1"),
-]
+
+def columns(pretext: Any) -> list[tuple[str, str]]:
+    """(result key, column title) of a results table; the pretext (`advise.pretexts`) names its
+    own measure (key `<kind>_<metric>`) and its initialisation."""
+    return [
+        (f"{pretext.kind}_{pretext.metric}", pretext.metric_label),
+        ("scratch_top1", "scratch"),
+        ("pretrained_top1", f"{pretext.kind.upper()} init"),
+        ("delta_acc", "dAcc"),
+        ("avgpool_top1", "avg-pool"),
+        ("tmm_t1_top1", "TMM t=1"),
+    ]
 
 
 def markdown_table(rows: list[list[str]], header: list[str]) -> str:
@@ -28,19 +32,19 @@ def markdown_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def results_table(tasks: dict[str, dict[str, float]]) -> str:
+def results_table(tasks: dict[str, dict[str, float]], pretext: Any) -> str:
     """One row per task; percentages, dAcc signed."""
     rows = []
     for task, values in tasks.items():
         cells = [task]
-        for key, _ in COLUMNS:
+        for key, _ in columns(pretext):
             value = values.get(key)
             if value is None:
                 cells.append("-")
             else:
                 cells.append(f"{value:+.1f}" if key == "delta_acc" else f"{value:.1f}")
         rows.append(cells)
-    return markdown_table(rows, ["task", *(title for _, title in COLUMNS)])
+    return markdown_table(rows, ["task", *(title for _, title in columns(pretext))])
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,6 @@ from advise import __version__
 from advise.config import Config, ConfigError, from_dict, parse_override, save_config
 from advise.data import loaders
 from advise.data.check import read_quarantine
-from advise.data.datasets import collate_clips
 from advise.data.formats import SSV2_LABEL_FILES, AnnotatedSplit
 from advise.data.store import FeatureStore, StoreError, StoreSpec, encode_views
 from advise.data.transforms import Preprocessing
@@ -33,9 +32,15 @@ from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
+from advise.pretexts import Pretext, build_pretext
 from advise.report import plot_confusion
 from advise.train import distributed
-from advise.train.checkpoint import CheckpointError, check_architecture, load_checkpoint
+from advise.train.checkpoint import (
+    CheckpointError,
+    check_architecture,
+    load_checkpoint,
+    model_tensors,
+)
 from advise.train.engine import TrainResult, evaluate, resolve_device, train
 from advise.train.metrics import (
     AccuracyMeter,
@@ -43,7 +48,7 @@ from advise.train.metrics import (
     mean_class_accuracy,
     per_class_accuracy,
 )
-from advise.train.tasks import ActionTask, PlaybackRateTask
+from advise.train.tasks import ActionTask
 
 CHECKPOINT = Path("checkpoints") / "last"
 
@@ -302,25 +307,20 @@ def _write_run_record(out_dir: Path, meta: dict[str, Any]) -> None:
         (out_dir / "run.json").write_text(json.dumps(record, indent=2))
 
 
-def speed_names(config: Config) -> list[str]:
-    names = [f"speed {speed}" for speed in config.pretext.speeds]
-    if config.pretext.reverse:
-        names += [f"speed -{speed}" for speed in config.pretext.speeds]
-    return names
-
-
 def pretrain(
     config: Config, out_dir: Path, resume: bool = False, ifm: FrozenIFM | None = None
 ) -> TrainResult:
-    """Playback-rate perception: only the TMM and head train; the IFM stays frozen."""
+    """The pretext task (`pretext.kind`): only the TMM and head train; the IFM stays frozen."""
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
-    say(f"pretrain on {split.summary()}")
+    say(f"pretrain ({config.pretext.kind}) on {split.summary()}")
     run = setup(config, ifm)
-    dataset = loaders.pretrain_dataset(config, split, run.frame_preprocessing, run.store)
-    class_names = speed_names(config)
-    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
-    task = PlaybackRateTask(label_smoothing=config.pretext.label_smoothing)
-    meta = _meta(run, "pretrain", class_names, split)
+    pretext = build_pretext(config)
+    dataset = loaders.pretrain_dataset(
+        config, split, run.frame_preprocessing, run.store, pretext.sampler()
+    )
+    model = pretext_model(config, pretext, run)
+    task = pretext.task()
+    meta = _meta(run, "pretrain", pretext.class_names, split)
     if resume:  # before anything in the run folder is written
         _check_resumable(out_dir / CHECKPOINT, meta)
     _prepare_out(config, out_dir, resume)
@@ -338,6 +338,13 @@ def pretrain(
         max_bad_fraction=config.data.max_bad_fraction,
         description="pretrain",
     )
+
+
+def pretext_model(config: Config, pretext: Pretext, run: Setup) -> AdViSe:
+    """The model a pretext trains: the config's SFU and TMM, and the pretext's head (or the
+    config's head with one output per pretext class)."""
+    model = build_model(config, len(pretext.class_names), run.ifm, run.token_dim, head=pretext.head)
+    return model.to(run.device)
 
 
 def _check_fits(
@@ -365,24 +372,14 @@ def load_init(model: AdViSe, path: Path, run: Setup) -> None:
     tensors, state = load_checkpoint(path)
     _check_fits(state, run, path, parts=("sfu", "tmm"))
     inherited = {
-        key[len("model.") :]: value
-        for key, value in tensors.items()
-        if key.startswith(("model.tmm.", "model.sfu."))
+        key: value
+        for key, value in model_tensors(tensors).items()
+        if key.startswith(("tmm.", "sfu."))
     }
-    own = {k: v for k, v in model.trainable_state_dict().items() if k.startswith(("tmm.", "sfu."))}
-    if set(inherited) != set(own):
-        raise CheckpointError(
-            f"{path}: its temporal module does not match this config's "
-            f"(missing {sorted(set(own) - set(inherited))[:3]}, "
-            f"unexpected {sorted(set(inherited) - set(own))[:3]})"
-        )
-    for key, value in inherited.items():
-        if value.shape != own[key].shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {list(value.shape)}, this config builds "
-                f"{list(own[key].shape)} (check tmm.* settings)"
-            )
-    model.load_trainable_state_dict({**model.trainable_state_dict(), **inherited})
+    try:
+        model.load_trainable_state_dict(inherited, parts=("sfu", "tmm"))
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def finetune(
@@ -467,7 +464,7 @@ def evaluate_checkpoint(
     _check_fits(state, run, checkpoint)
     _check_classes(state, split.class_names, checkpoint)
     model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
-    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = model_tensors(tensors)
     try:
         model.load_trainable_state_dict(weights)
     except (RuntimeError, KeyError, ValueError) as error:
@@ -584,9 +581,7 @@ def predict(
     run = setup(config)
     _check_fits(state, run, checkpoint)
     model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
-    model.load_trainable_state_dict(
-        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
+    model.load_trainable_state_dict(model_tensors(tensors))
     model.eval()
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     dataset = MultiViewDataset(
@@ -628,7 +623,7 @@ def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
     The IFM's architecture is built on the meta device, so this works offline for every
     preset and costs no memory. MACs count convolutions and matrix multiplies.
     """
-    num_classes = num_classes or len(speed_names(config))
+    num_classes = num_classes or len(build_pretext(config).class_names)
     with torch.device("meta"):
         ifm = build_frozen_ifm(
             replace(config.ifm, random_init=True, weights=None), torch.device("meta")
@@ -895,40 +890,12 @@ def ifm_table() -> list[dict[str, Any]]:
 def evaluate_pretext(
     config: Config, checkpoint: Path, ifm: FrozenIFM | None = None
 ) -> dict[str, Any]:
-    """Playback-rate accuracy of a pre-training checkpoint on `data.root`'s videos.
-
-    Clips are drawn as in pre-training (random speed and start, fixed seed) but with the
-    deterministic centre-crop test transform; every clip counts.
-    """
+    """The pretext's own measure (`Pretext.evaluate`, e.g. PRP speed accuracy) of a
+    pre-training checkpoint on `config.data`'s videos."""
     tensors, state = load_checkpoint(checkpoint)
-    split = loaders.read_split(config.data, "train")
     run = setup(config, ifm)
     _check_fits(state, run, checkpoint)
-    class_names = speed_names(config)
-    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
-    model.load_trainable_state_dict(
-        {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    model.eval()
-    dataset = loaders.pretext_eval_dataset(config, split, run.frame_preprocessing, run.store)
-    dataset.index_videos()
-    correct = total = 0
-    for batch in torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.eval.batch_size,
-        num_workers=config.data.num_workers,
-        collate_fn=collate_clips,
-    ):
-        if batch["labels"].numel() == 0:
-            continue
-        if "tokens" in batch:  # from a feature store
-            logits = model(tokens=batch["tokens"].to(run.device))
-        else:
-            logits = model(batch["clips"].to(run.device))
-        correct += (logits.argmax(1).cpu() == batch["labels"]).sum().item()
-        total += batch["labels"].numel()
-    return {
-        "speed_acc": 100.0 * correct / max(total, 1),
-        "clips": total,
-        "videos": len(split.records),
-    }
+    pretext = build_pretext(config)
+    model = pretext_model(config, pretext, run)
+    model.load_trainable_state_dict(model_tensors(tensors))
+    return pretext.evaluate(model, config, run)

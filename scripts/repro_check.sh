@@ -2,24 +2,28 @@
 # Same seed, same machine, same bits: runs a tiny pretrain -> finetune -> evaluate chain on the
 # built-in benchmark (random-init mini IFM, from video and from a feature store) and prints a
 # sha256 of every checkpoint's tensors and of the evaluation numbers. Run it on two commits (e.g.
-# in a `git worktree`) and diff the output: a restructure that changes no result prints the same
-# lines. Usage: scripts/repro_check.sh WORKDIR  (uses the `advise` on PATH)
+# in a `git worktree`) with the same DATADIR and diff the output: a restructure that changes no
+# result prints the same lines. The videos are written once into DATADIR and shared, so both
+# commits read the same bytes. Usage: scripts/repro_check.sh WORKDIR DATADIR  (uses the
+# `advise` on PATH)
 set -euo pipefail
-work=${1:?usage: scripts/repro_check.sh WORKDIR}
-mkdir -p "$work"
+work=${1:?usage: scripts/repro_check.sh WORKDIR DATADIR}
+data=${2:?usage: scripts/repro_check.sh WORKDIR DATADIR}
+mkdir -p "$work" "$data"
 common=(--config demo --set ifm.random_init=true --set train.seed=3 --set data.num_workers=0
         --set train.log_every=1)
-[ -d "$work/spatial" ] || advise synth --out "$work/spatial" --task spatial --videos 40 --seed 0 >/dev/null
-[ -d "$work/pool" ] || advise synth --out "$work/pool" --task pool --videos 24 --seed 0 >/dev/null
-[ -d "$work/store" ] || advise extract "${common[@]}" --set data.root="$work/spatial" --out "$work/store" --subset all >/dev/null 2>&1
+[ -d "$data/spatial" ] || advise synth --out "$data/spatial" --task spatial --videos 40 --seed 0 >/dev/null
+[ -d "$data/pool" ] || advise synth --out "$data/pool" --task pool --videos 24 --seed 0 >/dev/null
+rm -rf "$work/store"
+advise extract "${common[@]}" --set data.root="$data/spatial" --out "$work/store" --subset all >/dev/null 2>&1
 rm -rf "$work/runs"
-advise pretrain "${common[@]}" --set data.root="$work/pool" --set train.epochs=2 \
+advise pretrain "${common[@]}" --set data.root="$data/pool" --set train.epochs=2 \
     --out "$work/runs/prp" >/dev/null 2>&1
-advise finetune "${common[@]}" --set data.root="$work/spatial" --set train.epochs=2 \
+advise finetune "${common[@]}" --set data.root="$data/spatial" --set train.epochs=2 \
     --init "$work/runs/prp/checkpoints/last.safetensors" --out "$work/runs/ft-video" >/dev/null 2>&1
-advise finetune "${common[@]}" --set data.root="$work/spatial" --set train.epochs=3 \
+advise finetune "${common[@]}" --set data.root="$data/spatial" --set train.epochs=3 \
     --set data.source="store:$work/store" --out "$work/runs/ft-store" >/dev/null 2>&1
-advise evaluate "${common[@]}" --set data.root="$work/spatial" --views 2x1 \
+advise evaluate "${common[@]}" --set data.root="$data/spatial" --views 2x1 \
     --ckpt "$work/runs/ft-video/checkpoints/last.safetensors" --out "$work/runs/eval-video.json" >/dev/null 2>&1
 python - "$work" <<'PY'
 import hashlib, json, sys

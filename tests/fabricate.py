@@ -253,7 +253,7 @@ def tiny_config(path: Path, **sections) -> Path:
         "tmm": {"bottleneck": {"hidden": 8, "out": 16}},
         "head": {"hidden": 16},
         "data": {"num_workers": 0, "num_frames": 4, "stride": 1},
-        "pretext": {"clips_per_video": 2},
+        "pretext": {"prp": {"clips_per_video": 2}},
         "optim": {"base_lr": 0.5, "warmup_epochs": 1},
         "train": {"epochs": 2, "batch_size": 2, "log_every": 1, "threads": 1},
         "eval": {"num_clips": 2, "num_crops": 1, "batch_size": 2},

@@ -5,8 +5,8 @@ from advise.config import Config, ConfigError, load_config, preset_names, save_c
 
 def test_defaults_follow_the_paper():
     config = Config()
-    assert config.pretext.speeds == (1, 2, 4, 8)
-    assert config.pretext.clips_per_video == 4
+    assert config.pretext.prp.speeds == (1, 2, 4, 8)
+    assert config.pretext.prp.clips_per_video == 4
     assert config.tmm.bottleneck.blocks == 1 and config.tmm.bottleneck.hidden == 256
     assert config.head.hidden == 1024
 
@@ -17,7 +17,7 @@ def test_override_types_and_nesting():
     )
     assert config.tmm.bottleneck.hidden == 512
     assert config.optim.base_lr == pytest.approx(1e-3)
-    assert config.pretext.speeds == (1, 2)
+    assert config.pretext.prp.speeds == (1, 2)
     assert load_config(None, ["ifm.img_size=null"]).ifm.img_size is None
     assert load_config(None, ["optim.grad_clip=2"]).optim.grad_clip == 2.0
 

@@ -47,11 +47,13 @@ def run_summary(*overrides: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def bool_keys() -> set[str]:
+def bool_keys(cls: type = Config, prefix: str = "") -> set[str]:
     keys = set()
-    for section in dataclasses.fields(Config):
-        hints = typing.get_type_hints(typing.get_type_hints(Config)[section.name])
-        keys |= {f"{section.name}.{name}" for name, kind in hints.items() if kind is bool}
+    for name, kind in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(kind):
+            keys |= bool_keys(kind, f"{prefix}{name}.")
+        elif kind is bool:
+            keys.add(prefix + name)
     return keys
 
 
@@ -87,8 +89,8 @@ def test_every_key_has_exactly_one_rule():
         ("tmm.bottleneck.hidden", "9" * 5000, "integer"),  # too long for YAML to read as an integer
         ("data.max_bad_fraction", "-1", "[0, 1]"),
         ("data.max_bad_fraction", ".nan", "finite"),
-        ("pretext.speeds", "[1, 1]", "distinct"),
-        ("pretext.speeds", "[1, 1000]", "[1, 64]"),
+        ("pretext.prp.speeds", "[1, 1]", "distinct"),
+        ("pretext.prp.speeds", "[1, 1000]", "[1, 64]"),
         ("train.checkpoint_every", "-5", "[0, "),
         ("train.seed", "-1", "[0, 4294967295]"),
         ("train.log_every", "0", "[1, "),
@@ -118,7 +120,7 @@ def test_a_yaml_config_is_checked_the_same_way(tmp_path):
     [
         "head.dropout=0.99", "train.checkpoint_every=0", "data.max_bad_fraction=0",
         "data.max_bad_fraction=1", "ifm.img_size=16", "ifm.img_size=1024", "ifm.img_size=null",
-        "tmm.bottleneck.hidden=8192", "optim.base_lr=100", "pretext.speeds=[3, 1]",
+        "tmm.bottleneck.hidden=8192", "optim.base_lr=100", "pretext.prp.speeds=[3, 1]",
         "train.threads=0", "train.seed=4294967295", "sfu.spatial=null", "optim.grad_clip=null",
         "train.epochs=0", "optim.weight_decay=0", "data.split=3",
         "tmm.bottleneck.temporal_kernel=15",

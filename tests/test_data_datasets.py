@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from advise.data.datasets import (
     ClipDataset,
     MultiViewDataset,
-    PlaybackRateDataset,
+    PretextDataset,
     SkippedVideo,
     SkippedVideoWarning,
     collate_clips,
@@ -67,9 +67,9 @@ def truncated(tmp_path_factory) -> VideoRecord:
     return VideoRecord(cut, 1)
 
 
-def playback_dataset(records, seed: int = 0) -> PlaybackRateDataset:
+def playback_dataset(records, seed: int = 0) -> PretextDataset:
     sampler = PlaybackRateSampler(num_frames=4, stride=2, clips_per_video=3)
-    return PlaybackRateDataset(records, sampler, train_transform(16, MEAN, STD), seed=seed)
+    return PretextDataset(records, sampler, train_transform(16, MEAN, STD), seed=seed)
 
 
 def test_playback_item(records):
@@ -85,7 +85,7 @@ def test_playback_item(records):
 def test_playback_clips_show_the_sampled_frames(records):
     """Decode + sample plumbing: each clip's frames are the sampler's indices for its label."""
     sampler = PlaybackRateSampler(num_frames=4, stride=2, clips_per_video=4)
-    dataset = PlaybackRateDataset(records, sampler, as_float, seed=3)
+    dataset = PretextDataset(records, sampler, as_float, seed=3)
     dataset.set_epoch(2)
     item = dataset[1]
     expected = sampler(LENGTHS[1], np.random.default_rng([3, 2, 1]))
@@ -225,7 +225,7 @@ def test_frame_ranges_bound_sampling(records):
     for clip, indices in zip(views, multiview_indices(16, 4, 2), strict=True):
         np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)
     sampler = PlaybackRateSampler(num_frames=4, stride=2, clips_per_video=4)
-    item = PlaybackRateDataset([ranged], sampler, as_float, seed=3)[0]
+    item = PretextDataset([ranged], sampler, as_float, seed=3)[0]
     expected_clips = sampler(16, np.random.default_rng([3, 0, 0]))  # what a 16-frame video gets
     for clip, (indices, _) in zip(item["clips"], expected_clips, strict=True):
         np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)

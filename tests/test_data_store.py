@@ -24,6 +24,7 @@ from advise.data.store import (
     quantize_int8,
 )
 from advise.models.build import build_frozen_ifm
+from advise.pretexts import build_pretext
 from advise.runs import evaluate_checkpoint, extract, finetune, pretrain
 
 
@@ -57,8 +58,9 @@ def test_stored_tokens_are_the_online_tokens(tmp_path, config, ifm):
     # the PRP sampling of the store and of the decoded videos pick the same frames; the
     # centre view's tokens are those the online IFM computes for the centre-crop frames
     split = loaders.read_split(config.data, "train")
-    online = loaders.pretext_eval_dataset(config, split, _prep(ifm))
-    stored = loaders.pretext_eval_dataset(config, split, None, store)
+    sampler = build_pretext(config).sampler()
+    online = loaders.pretext_eval_dataset(config, split, _prep(ifm), None, sampler)
+    stored = loaders.pretext_eval_dataset(config, split, None, store, sampler)
     for index in range(len(split.records)):
         frames, tokens = online[index], stored[index]
         assert torch.equal(frames["labels"], tokens["labels"])

@@ -52,7 +52,7 @@ def test_paper_presets_follow_the_measured_protocol():
     for name in ("prp-ucf101", "ft-ucf101", "t4-dinov2-diving48", "a-b16-2048"):
         config = load_config(name)
         assert (config.tmm.bottleneck.temporal_kernel, config.tmm.bottleneck.out) == (1, 1024)
-        assert config.pretext.speeds == (1, 2, 4, 8) and config.train.batch_size == 32
+        assert config.pretext.prp.speeds == (1, 2, 4, 8) and config.train.batch_size == 32
     assert load_config("prp-ucf101").train.epochs == 800
     assert load_config("t4-clip-mae-ucf101").ifm.name == "clip-l14+mae-l16"
     assert load_config("t5-avgpool-dinov2-diving48").tmm.kind == "none"

@@ -3,15 +3,18 @@ import json
 import pytest
 
 from advise.cli import main
+from advise.config import Config
+from advise.pretexts import build_pretext
 from advise.report import plot_curves, read_history, results_table
 
 
 def test_results_table_signs_dacc_and_marks_missing():
     table = results_table(
-        {"temporal": {"scratch_top1": 50.0, "pretrained_top1": 56.5, "delta_acc": 6.5}}
+        {"temporal": {"scratch_top1": 50.0, "pretrained_top1": 56.5, "delta_acc": 6.5}},
+        build_pretext(Config()),
     )
     header, rule, row = table.splitlines()
-    assert "dAcc" in header and set(rule) <= {"|", "-", " "}
+    assert "dAcc" in header and "PRP speed acc" in header and set(rule) <= {"|", "-", " "}
     assert "+6.5" in row and "56.5" in row and "| -" in row  # missing columns print "-"
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from advise.data.formats import VideoRecord
-from advise.data.sampling import PlaybackRateSampler, multiview_indices, segment_indices
+from advise.data.sampling import ClipSampler, multiview_indices, segment_indices
 from advise.data.video import VideoDecodeError, count_frames, read_frames
 
 ClipTransform = Callable[[Tensor], Tensor]  # uint8 [T, 3, H, W] -> float [T, 3, h, w] or [S, ...]
@@ -187,18 +187,19 @@ class _VideoDataset(Dataset):
             return SkippedVideo(index=index, path=path, reason=str(error))
 
 
-class PlaybackRateDataset(_VideoDataset):
-    """Playback-rate perception clips: several clips per video, labelled by speed.
+class PretextDataset(_VideoDataset):
+    """A pretext task's clips: the clips its sampler draws from each video, with their labels
+    (e.g. playback-rate perception: several clips per video, labelled by speed).
 
-    Item: {"clips": float [N, T, 3, H, W] (N = sampler.clips_per_video, each clip transformed
-    with its own random draw), "labels": long [N] (speed class, see `PlaybackRateSampler`),
-    "index": int}. The video's own label is not used.
+    Item: {"clips": float [N, T, 3, H, W] (N clips from the sampler, each transformed with its
+    own random draw), "labels": long [N] (the sampler's labels, e.g. the speed class of
+    `PlaybackRateSampler`), "index": int}. The video's own label is not used.
     """
 
     def __init__(
         self,
         records: Sequence[VideoRecord],
-        sampler: PlaybackRateSampler,
+        sampler: ClipSampler,
         transform: ClipTransform,
         seed: int = 0,
         store: Any = None,

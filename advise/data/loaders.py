@@ -7,9 +7,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from advise.config import Config, ConfigError, DataConfig, PretextConfig
+from advise.config import Config, ConfigError, DataConfig
 from advise.data.check import drop_quarantined
-from advise.data.datasets import ClipDataset, MultiViewDataset, PlaybackRateDataset
+from advise.data.datasets import ClipDataset, MultiViewDataset, PretextDataset
 from advise.data.formats import (
     AnnotatedSplit,
     AnnotationError,
@@ -23,7 +23,7 @@ from advise.data.formats import (
     read_ssv2,
     read_ucf101,
 )
-from advise.data.sampling import PlaybackRateSampler
+from advise.data.sampling import ClipSampler
 from advise.data.store import CentreTokens, TokenViews, TrainTokens
 from advise.data.transforms import Preprocessing, test_views, train_transform
 
@@ -123,17 +123,6 @@ def _clip_name(record: VideoRecord) -> str:
     return os.path.splitext(record.path.name)[0]
 
 
-def playback_rate_sampler(data: DataConfig, pretext: PretextConfig) -> PlaybackRateSampler:
-    return PlaybackRateSampler(
-        speeds=pretext.speeds,
-        num_frames=data.num_frames,
-        stride=data.stride,
-        jitter=pretext.jitter,
-        clips_per_video=pretext.clips_per_video,
-        reverse=pretext.reverse,
-    )
-
-
 def _train_transform(config: Config, prep: Preprocessing):
     data = config.data
     return train_transform(
@@ -156,31 +145,34 @@ def views_transform(prep: Preprocessing, num_crops: int):
 
 
 def pretrain_dataset(
-    config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
-) -> PlaybackRateDataset:
-    """Playback-rate clips of every video in `split` (labels in the split are ignored).
+    config: Config,
+    split: AnnotatedSplit,
+    prep: Preprocessing | None,
+    store: Any,
+    sampler: ClipSampler,
+) -> PretextDataset:
+    """The pretext's clips (`sampler`, e.g. playback rates) of every video in `split`; the
+    split's labels are not used.
 
-    From a feature store (`store`), speeds index its stored frames and the token-grid
+    From a feature store (`store`), the sampler indexes its stored frames and the token-grid
     augmentation (`TrainTokens`: view, grid crop, flip) replaces the frame transform.
     """
-    sampler = playback_rate_sampler(config.data, config.pretext)
     transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
     _check_store_covers(store, split, config)
-    return PlaybackRateDataset(
-        split.records, sampler, transform, seed=config.train.seed, store=store
-    )
+    return PretextDataset(split.records, sampler, transform, seed=config.train.seed, store=store)
 
 
 def pretext_eval_dataset(
-    config: Config, split: AnnotatedSplit, prep: Preprocessing | None, store: Any = None
-) -> PlaybackRateDataset:
-    """Playback-rate clips with the deterministic centre-crop view, for measuring speed accuracy."""
-    sampler = playback_rate_sampler(config.data, config.pretext)
+    config: Config,
+    split: AnnotatedSplit,
+    prep: Preprocessing | None,
+    store: Any,
+    sampler: ClipSampler,
+) -> PretextDataset:
+    """The pretext's clips with the deterministic centre-crop view, for measuring it."""
     centre = CentreTokens() if store is not None else SingleView(views_transform(prep, 1))
     _check_store_covers(store, split, config)
-    return PlaybackRateDataset(
-        split.records, sampler, centre, seed=config.train.seed + 1, store=store
-    )
+    return PretextDataset(split.records, sampler, centre, seed=config.train.seed + 1, store=store)
 
 
 class SingleView:

@@ -15,9 +15,13 @@ decodable frame is unusable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+# A pretext's clip sampler: (frames in the video, generator) -> [(frame indices [T], label)],
+# the clips one video gives per training item (e.g. `PlaybackRateSampler`); `num_frames`, T.
+ClipSampler = Callable[[int, np.random.Generator], list[tuple[np.ndarray, int]]]
 
 
 class PlaybackRateSampler:

@@ -74,15 +74,24 @@ class AdViSe(nn.Module):
         }
 
     def load_trainable_state_dict(
-        self, state_dict: Mapping[str, Tensor], strict: bool = True
+        self,
+        state_dict: Mapping[str, Tensor],
+        strict: bool = True,
+        parts: tuple[str, ...] = TRAINABLE_PARTS,
     ) -> tuple[list[str], list[str]]:
-        """Load what `trainable_state_dict` wrote; returns (missing_keys, unexpected_keys).
+        """Load what `trainable_state_dict` wrote into `parts` (all trainable parts, or e.g.
+        the SFU and TMM a pre-training checkpoint passes on); returns (missing_keys,
+        unexpected_keys).
 
         With `strict`, any missing or unexpected key or shape mismatch raises ValueError before
         anything is changed. IFM keys are never accepted (the IFM is not checkpointed).
         Without `strict`, matching keys are loaded and the rest reported.
         """
-        expected = self.trainable_state_dict()
+        expected = {
+            key: value
+            for key, value in self.trainable_state_dict().items()
+            if key.split(".", 1)[0] in parts
+        }
         missing = [key for key in expected if key not in state_dict]
         unexpected = [key for key in state_dict if key not in expected]
         wrong_shape = [
@@ -101,7 +110,7 @@ class AdViSe(nn.Module):
                 if keys
             ]
             raise ValueError("trainable state does not fit this model; " + "; ".join(problems))
-        for part in TRAINABLE_PARTS:
+        for part in parts:
             prefix = f"{part}."
             part_state = {
                 key[len(prefix) :]: value

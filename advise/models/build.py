@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,12 +58,15 @@ def build_model(
     num_classes: int,
     ifm: FrozenIFM | CombinedIFM | None,
     token_dim: int | None = None,
+    head: Callable[[int], nn.Module | None] | None = None,
 ) -> AdViSe:
     """IFM -> SFU -> TMM -> head, sized from the token width.
 
     `ifm` is built by the caller (it is shared between runs in the demo, and absent when the
     model only ever sees stored tokens); the width is read from it once, or given as
-    `token_dim` (the channels of stored tokens) when there is no IFM.
+    `token_dim` (the channels of stored tokens) when there is no IFM. `head`, given the TMM's
+    output width, may return a head of its own (a pretext's); by default, and where it returns
+    None, the config's head with `num_classes` outputs.
     """
     if ifm is None and token_dim is None:
         raise ValueError("build_model needs the IFM or token_dim (the width sizes the TMM)")
@@ -84,11 +89,12 @@ def build_model(
     width = sfu.out_dim(in_dim) if has_sfu else in_dim
     tmm = TMM_KINDS[tmm_config.kind](width, getattr(tmm_config, tmm_config.kind, None))
     width = tmm.out_dim
-    head = build_head(config, width, num_classes)
+    custom_head = head(width) if head is not None else None
+    head_module = custom_head if custom_head is not None else build_head(config, width, num_classes)
     if tmm_config.frozen:  # linear probing: only the head learns; AdViSe keeps these in eval
         sfu.requires_grad_(False)
         tmm.requires_grad_(False)
-    return AdViSe(ifm, sfu, tmm, head)
+    return AdViSe(ifm, sfu, tmm, head_module)
 
 
 def build_head(config: Config, in_dim: int, num_classes: int) -> nn.Module:

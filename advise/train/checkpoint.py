@@ -531,6 +531,11 @@ def _check_same_parameters(current: list[dict], saved: list[dict]) -> None:
             )
 
 
+def model_tensors(tensors: dict[str, Tensor], prefix: str = "model.") -> dict[str, Tensor]:
+    """The tensors saved under `prefix` ("model." for the trainable model state), without it."""
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
 ARCHITECTURE_KEYS = ("sfu.spatial", "sfu.channels", "head.kind", "head.hidden")
 
 

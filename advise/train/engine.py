@@ -28,6 +28,7 @@ from advise.data.datasets import collate_clips
 from advise.train import distributed
 from advise.train.checkpoint import (
     load_checkpoint,
+    model_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
     rng_state,
@@ -36,6 +37,7 @@ from advise.train.checkpoint import (
 )
 from advise.train.metrics import AccuracyMeter
 from advise.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from advise.train.tasks import forward_batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -206,22 +208,8 @@ def train(
     history: list[dict[str, Any]] = []
     if resume:
         tensors, state = load_checkpoint(checkpoint_stem)
-        model.load_trainable_state_dict(
-            {
-                key[len("model.") :]: value
-                for key, value in tensors.items()
-                if key.startswith("model.")
-            }
-        )
-        optimizer_from_tensors(
-            optimizer,
-            {
-                key[len("optim.") :]: value
-                for key, value in tensors.items()
-                if key.startswith("optim.")
-            },
-            state["optimizer"],
-        )
+        model.load_trainable_state_dict(model_tensors(tensors))
+        optimizer_from_tensors(optimizer, model_tensors(tensors, "optim."), state["optimizer"])
         set_rng_state(state["rng"])
         step = state["step"]
         history = state.get("history", [])
@@ -423,10 +411,7 @@ def evaluate(
         if batch["labels"].numel() == 0:
             continue
         with trainable_autocast(device, precision):
-            if "tokens" in batch:  # from a feature store
-                logits = model.forward_tokens(batch["tokens"].to(device)).float().cpu()
-            else:
-                logits = model(batch["clips"].to(device)).float().cpu()
+            logits = forward_batch(model, batch, device).float().cpu()
         local.update(logits, batch["labels"], batch["video_of_clip"])
     for tensors in distributed.all_gather_objects(local.to_tensors()):  # by video id
         meter.merge_tensors(tensors)

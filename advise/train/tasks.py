@@ -7,17 +7,41 @@ in the paper's configuration; none for fine-tuning).
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device | None = None):
+    """The model's output for a collated batch, whatever its input: stored IFM `tokens`
+    ([N, D, T, h, w], fed as `model(tokens=...)`) or decoded `clips` ([N, T, 3, H, W]
+    normalised frames, fed to `model(...)`). Moves the input to `device` when given.
+
+    The one place that decides how a batch enters the model: training steps, evaluation,
+    pretext evaluation and prediction all call it."""
+    if "tokens" in batch:
+        tokens = batch["tokens"] if device is None else batch["tokens"].to(device)
+        return model(tokens=tokens)
+    clips = batch["clips"] if device is None else batch["clips"].to(device)
+    return model(clips)
+
+
+class Task(Protocol):
+    """What the training loop asks of a task: one forward and loss per batch; optionally
+    work after each optimiser update and state to checkpoint (`advise.train.engine.train`)."""
+
+    name: str
+
+    def step(self, model: nn.Module, batch: dict) -> dict[str, Tensor | float | int]: ...
+
+
 class ClassificationTask:
     """Cross-entropy clip classification over a collated batch.
 
-    The batch holds `labels` (long [N]) and either `tokens` ([N, D, T, h, w] stored IFM
-    tokens, fed as `model(tokens=...)`) or `clips` ([N, T, 3, H, W] normalised frames, fed
-    to `model(...)`); tokens win when both are present. Inputs are expected on the model's
+    The batch holds `labels` (long [N]) and either `tokens` or `clips` (`forward_batch`);
+    tokens win when both are present. Inputs are expected on the model's
     device already (the loop moves them); labels follow the logits.
     """
 
@@ -30,10 +54,7 @@ class ClassificationTask:
 
     def logits(self, model: nn.Module, batch: dict) -> Tensor:
         """Model scores for the batch: [N, num_classes]."""
-        tokens = batch.get("tokens")
-        if tokens is not None:
-            return model(tokens=tokens)
-        return model(batch["clips"])
+        return forward_batch(model, batch)
 
     def step(self, model: nn.Module, batch: dict) -> dict[str, Tensor | float | int]:
         """Forward one batch: `{"loss": scalar Tensor (with graph), "acc": top-1 in percent
