@@ -623,12 +623,14 @@ def summary(config: Config, num_classes: int | None = None) -> dict[str, Any]:
     The IFM's architecture is built on the meta device, so this works offline for every
     preset and costs no memory. MACs count convolutions and matrix multiplies.
     """
-    num_classes = num_classes or len(build_pretext(config).class_names)
+    pretext = build_pretext(config)  # without num_classes: the pre-training model
+    head = pretext.head if num_classes is None else None
+    num_classes = num_classes or len(pretext.class_names)
     with torch.device("meta"):
         ifm = build_frozen_ifm(
             replace(config.ifm, random_init=True, weights=None), torch.device("meta")
         )
-        model = build_model(config, num_classes, ifm)
+        model = build_model(config, num_classes, ifm, head=head)
         size = ifm.img_size
         frames = torch.empty(1, config.data.num_frames, 3, size, size)
         tokens = ifm(frames)  # [1, D, T, h, w]

@@ -37,7 +37,7 @@ from advise.train.checkpoint import (
 )
 from advise.train.metrics import AccuracyMeter
 from advise.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
-from advise.train.tasks import forward_batch
+from advise.train.tasks import Task, forward_batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -164,7 +164,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def train(
     model: nn.Module,
-    task: Any,
+    task: Task,
     dataset: Dataset,
     *,
     optim: OptimConfig,
@@ -206,10 +206,12 @@ def train(
 
     step = 0
     history: list[dict[str, Any]] = []
+    task.start(model)
     if resume:
         tensors, state = load_checkpoint(checkpoint_stem)
         model.load_trainable_state_dict(model_tensors(tensors))
         optimizer_from_tensors(optimizer, model_tensors(tensors, "optim."), state["optimizer"])
+        task.load_state_tensors(model_tensors(tensors, "task."))
         set_rng_state(state["rng"])
         step = state["step"]
         history = state.get("history", [])
@@ -226,6 +228,7 @@ def train(
         optim_tensors, optim_meta = optimizer_to_tensors(optimizer)
         tensors = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
         tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})
+        tensors.update({f"task.{k}": v for k, v in task.state_tensors().items()})
         state = {
             "step": step,
             "epoch": step / steps_per_epoch,
@@ -285,8 +288,9 @@ def train(
             set_lr(optimizer, lr)
             model.train()
             record: dict[str, Any] = {"step": step + 1, "epoch": epoch + 1, "lr": lr}
-            # BatchNorm needs two samples; in DDP every process must step, or none
-            enough = batch["labels"].numel() >= 2
+            # BatchNorm needs two samples (a task may need more); in DDP every process must
+            # step, or none
+            enough = batch["labels"].numel() >= task.min_clips
             if world > 1:
                 enough = distributed.all_reduce_sum([0.0 if enough else 1.0])[0] == 0
             if enough:
@@ -303,6 +307,7 @@ def train(
                 if optim.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
                 optimizer.step()
+                task.after_update(model, step, total_steps)
                 # the global batch's loss and accuracy (a sum over processes in DDP)
                 loss_sum, acc_sum, num = distributed.all_reduce_sum(
                     [loss.item() * out["num"], out["acc"] * out["num"], out["num"]]
@@ -313,7 +318,8 @@ def train(
                 sums["num"] += int(num)
             elif batch["skipped"]:
                 warnings.warn(
-                    f"step {step + 1}: fewer than 2 clips left after skipping bad videos; "
+                    f"step {step + 1}: fewer than {task.min_clips} clips left after skipping bad "
+                    "videos; "
                     "no update this step",
                     stacklevel=2,
                 )

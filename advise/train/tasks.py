@@ -29,15 +29,45 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device 
 
 
 class Task(Protocol):
-    """What the training loop asks of a task: one forward and loss per batch; optionally
-    work after each optimiser update and state to checkpoint (`advise.train.engine.train`)."""
+    """What the training loop asks of a task (`advise.train.engine.train`): `step` does one
+    forward and loss per batch; `start` sees the model before training (and before a resume
+    restores anything), `after_update` runs after each optimiser step, and `state_tensors` /
+    `load_state_tensors` carry any state the task keeps into and out of checkpoints."""
 
     name: str
+    min_clips: int  # a batch with fewer clips is skipped (BatchNorm needs two)
+
+    def start(self, model: nn.Module) -> None: ...
 
     def step(self, model: nn.Module, batch: dict) -> dict[str, Tensor | float | int]: ...
 
+    def after_update(self, model: nn.Module, step: int, total_steps: int) -> None: ...
 
-class ClassificationTask:
+    def state_tensors(self) -> dict[str, Tensor]: ...
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None: ...
+
+
+class StatelessTask:
+    """The hooks of `Task` for a task that keeps no state: each does nothing."""
+
+    min_clips = 2
+
+    def start(self, model: nn.Module) -> None:
+        pass
+
+    def after_update(self, model: nn.Module, step: int, total_steps: int) -> None:
+        pass
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if tensors:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {sorted(tensors)[:3]}")
+
+
+class ClassificationTask(StatelessTask):
     """Cross-entropy clip classification over a collated batch.
 
     The batch holds `labels` (long [N]) and either `tokens` or `clips` (`forward_batch`);
