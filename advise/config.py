@@ -120,12 +120,23 @@ class PRPConfig:
 
 
 @dataclass(frozen=True)
+class BYOLConfig:
+    """pretext.kind=byol: two clips of one video, an online network with a predictor learns to
+    give a momentum target network's embedding of the other clip (`advise.pretexts.byol`)."""
+
+    dim: int = 256  # embedding (projection) width
+    hidden: int = 1024  # projector and predictor hidden width
+    momentum: float = 0.99  # the target's EMA momentum at the start, cosine-raised to 1
+
+
+@dataclass(frozen=True)
 class PretextConfig:
     """The self-supervised pretext task: `kind` picks one of `advise.pretexts.PRETEXTS`, and
     only that kind's section (`pretext.<kind>.*`) may differ from its defaults."""
 
-    kind: str = "prp"  # prp; see advise.pretexts
+    kind: str = "prp"  # prp | byol; see advise.pretexts
     prp: PRPConfig = field(default_factory=PRPConfig)
+    byol: BYOLConfig = field(default_factory=BYOLConfig)
 
 
 # one section per pretext kind (advise.pretexts has them all)
@@ -252,6 +263,9 @@ RANGES: dict[str, Range] = {
     "pretext.prp.jitter": PROBABILITY_BELOW_ONE,
     "pretext.prp.clips_per_video": Range(1, 64, why="clips; more would exhaust memory"),
     "pretext.prp.label_smoothing": PROBABILITY_BELOW_ONE,
+    "pretext.byol.dim": WIDTH,
+    "pretext.byol.hidden": WIDTH,
+    "pretext.byol.momentum": PROBABILITY_BELOW_ONE,
     "optim.base_lr": Range(0, 100, low_open=True),
     "optim.reference_batch": Range(1, 1 << 20),
     "optim.weight_decay": FRACTION,

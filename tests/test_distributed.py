@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from fabricate import tiny_config, ucf_tree, wait_for_checkpoint_step
 
 from advise.train.checkpoint import load_checkpoint
@@ -132,3 +133,27 @@ def test_extraction_split_over_processes_writes_the_same_store(tmp_path, tree):
     assert len(files) == 10 + 2  # videos, store.json, manifest.json
     for relative, content in files.items():
         assert (tmp_path / "two" / relative).read_bytes() == content, relative
+
+
+def test_byol_two_processes_follow_one_process(tmp_path, tree):
+    """The contrastive pretext under DDP: the momentum target, updated in every process from
+    the same online weights, ends as one process's does."""
+    config = tiny_config(
+        tmp_path / "c.yaml",
+        data={"root": str(tree)},
+        train={"epochs": 3, "batch_size": 4, "sync_bn": True},
+    )
+    values = yaml.safe_load(config.read_text())
+    values["pretext"] = {"kind": "byol", "byol": {"dim": 8, "hidden": 16, "momentum": 0.9}}
+    config.write_text(yaml.safe_dump(values))
+    run("pretrain", "--config", config, "--out", tmp_path / "one", processes=1)
+    run("pretrain", "--config", config, "--out", tmp_path / "two", processes=2)
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 3  # 3 epochs x 1 global batch of 4 videos
+    assert two == pytest.approx(one, rel=1e-4)
+    expected = load_checkpoint(tmp_path / "one" / "checkpoints" / "last")[0]
+    got = load_checkpoint(tmp_path / "two" / "checkpoints" / "last")[0]
+    assert expected.keys() == got.keys() and any(key.startswith("task.target.") for key in got)
+    for key in expected:
+        if key.startswith(("model.", "task.")) and "num_batches_tracked" not in key:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-3, atol=1e-4, msg=key)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import nn
 
+from advise.pretexts.byol import BYOLPretext
 from advise.pretexts.prp import PlaybackRatePretext
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Pretext(Protocol):
 
 PRETEXTS: dict[str, type] = {
     "prp": PlaybackRatePretext,
+    "byol": BYOLPretext,
 }
 
 
