@@ -34,6 +34,10 @@ class IFMConfig:
     weights: str | None = None  # a local weights file; None = the registry's source
     random_init: bool = False  # only on explicit request; reports say so
     precision: str = "auto"  # auto (bf16 where the device runs it natively) | fp32 | bf16
+    # transformer blocks whose patch tokens are used, e.g. [-4, -1] (negative: from the end);
+    # None = the last block's, as forward_features gives them. See README "Multi-layer tokens"
+    layers: tuple[int, ...] | None = None
+    layer_merge: str = "concat"  # concat (width D x len(layers)) | mean (width D)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ class Config:
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "ifm.precision": ("auto", "fp32", "bf16"),
+    "ifm.layer_merge": ("concat", "mean"),
     "tmm.kind": (*TMM_SECTIONS, "none"),
     "pretext.kind": PRETEXT_SECTIONS,
     "head.kind": ("mlp", "linear"),
@@ -244,6 +249,7 @@ BATCH = Range(1, 4096, why="videos per step; more would exhaust memory")
 # the bool fields and FREE_FORM below this covers every key (tests/test_config_ranges.py).
 RANGES: dict[str, Range] = {
     "ifm.img_size": Range(16, 1024, why="pixels: at least one 16-px patch; more exhausts memory"),
+    "ifm.layers": Range(-128, 127, why="blocks, negative from the end; also within the IFM depth"),
     "sfu.spatial": Range(1, 128, why="grid side; also at most the IFM's token grid"),
     "sfu.channels": Range(1, 8192, why="channels; also at most the IFM's width"),
     "tmm.bottleneck.blocks": Range(1, 64, why="bottleneck blocks; more would exhaust memory"),
@@ -414,6 +420,7 @@ def check(config: Config) -> None:
             section = lookup(config, f"{part}.{kind}")
             if hasattr(section, "check"):
                 section.check()
+    _check_ifm_layers(config.ifm)
     source = config.data.source
     if source != "video" and not (source.startswith("store:") and len(source) > len("store:")):
         raise ConfigError(f"data.source must be 'video' or 'store:PATH', got {_show(source)}")
@@ -422,6 +429,18 @@ def check(config: Config) -> None:
             'data.flip=true with data.format=ssv2: a horizontal flip turns "left" into "right" '
             'in Something-Something labels (e.g. "Pushing something from left to right"), so '
             "flipped clips carry the wrong label; set data.flip=false"
+        )
+
+
+def _check_ifm_layers(ifm: IFMConfig) -> None:
+    """ifm.layers distinct as written (the IFM checks them against its depth when built), and
+    ifm.layer_merge only set where there are layers to merge (else it would be ignored)."""
+    if ifm.layers is not None and len(set(ifm.layers)) < len(ifm.layers):
+        raise ConfigError(f"ifm.layers must be distinct blocks, got {list(ifm.layers)}")
+    if ifm.layers is None and ifm.layer_merge != "concat":
+        raise ConfigError(
+            f"ifm.layer_merge={ifm.layer_merge} has no effect without ifm.layers (the last "
+            f"block's tokens alone); set ifm.layers, e.g. [-4, -1], or drop ifm.layer_merge"
         )
 
 

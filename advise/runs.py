@@ -157,9 +157,10 @@ def store_source(config: Config) -> Path | None:
 
 
 def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreSpec:
-    """The spec a store must have to serve `config`: its IFM and input size, the pooling the
-    store applied must be the config's SFU, and at least `views` views. Fields a config does
-    not decide (weights hash, dtype, frame stride, token shape) are taken from the store."""
+    """The spec a store must have to serve `config`: its IFM, input size and blocks read
+    (ifm.layers and ifm.layer_merge, compared as written), the pooling the store applied must
+    be the config's SFU, and at least `views` views. Fields a config does not decide (weights
+    hash, dtype, frame stride, token shape) are taken from the store."""
     from advise.models.ifm import IFM_REGISTRY
 
     first = config.ifm.name.split("+")[0]
@@ -171,6 +172,8 @@ def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreS
         views=views,
         spatial=config.sfu.spatial if stored.spatial is not None else None,
         channels=config.sfu.channels if stored.channels is not None else None,
+        layers=config.ifm.layers,
+        layer_merge=config.ifm.layer_merge,
     )
 
 
@@ -720,6 +723,8 @@ def extract(
         spatial=config.sfu.spatial if pooled else None,
         channels=config.sfu.channels if pooled else None,
         token_shape=(probe.shape[1], probe.shape[3], probe.shape[4]),
+        layers=run.ifm.layers,
+        layer_merge=run.ifm.layer_merge,
     )
     if rank == 0:
         _start_store(out_dir, spec, config)
@@ -777,7 +782,10 @@ def _records_of(config: Config, subsets: list[str]) -> list:
 
 
 def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
-    """Write store.json, or check that a store being resumed was started with this spec."""
+    """Write store.json, or check that a store being resumed was started with this spec (one
+    started before a spec field existed holds that field's default, `SPEC_DEFAULTS`)."""
+    from advise.data.store import SPEC_DEFAULTS
+
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "videos").mkdir(exist_ok=True)
     for stale in (out_dir / "videos").glob(".*.tmp"):  # half-written by a killed extraction
@@ -788,7 +796,10 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
         try:
             started = json.loads(path.read_bytes())
         except ValueError as error:
-            if _manifest_record(out_dir) != record:
+            finished = _manifest_record(out_dir)
+            if finished is not None and isinstance(finished["spec"], dict):
+                finished["spec"] = {**SPEC_DEFAULTS, **finished["spec"]}
+            if finished != record:
                 raise StoreError(
                     f"{path} is damaged ({error}): the settings of the store in {out_dir} are "
                     "unknown; extract into another --out (or delete that folder)"
@@ -797,6 +808,7 @@ def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
             path.write_text(json.dumps(record, indent=2))
         if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
             started = {"spec": {}}
+        started = {**started, "spec": {**SPEC_DEFAULTS, **started["spec"]}}
         if started != record:
             differences = [
                 key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]

@@ -9,7 +9,8 @@ training and evaluation then read tokens instead of decoding and encoding frames
 Layout of a store folder:
 
     store.json          what the tokens are (`StoreSpec`): IFM name and weights hash, input
-                        size, precision, views, frame stride, dtype, pooling, token shape
+                        size, precision, views, frame stride, dtype, pooling, token shape,
+                        the IFM blocks read (ifm.layers, ifm.layer_merge)
     videos/0000017.npy  tokens of video 17: [V, T, D, h, w] (V views, T stored frames), fp16,
                         fp32 or int8; memory-mapped on read, so reading any frames of any video
                         touches only those frames (no per-read decompression)
@@ -159,15 +160,30 @@ class StoreSpec:
     spatial: int | None  # SFU pooling applied before storing (None = the IFM's grid)
     channels: int | None
     token_shape: tuple[int, int, int]  # (D, h, w) as stored
+    # ifm.layers / ifm.layer_merge as the config gave them (a store written before they
+    # existed holds the last block's tokens: None)
+    layers: tuple[int, ...] | None = None
+    layer_merge: str = "concat"
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["token_shape"] = list(self.token_shape)
+        values["layers"] = None if self.layers is None else list(self.layers)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StoreSpec:
-        return cls(**{**values, "token_shape": tuple(values["token_shape"])})
+        values = {**SPEC_DEFAULTS, **values}
+        layers = values["layers"]
+        return cls(**{
+            **values,
+            "token_shape": tuple(values["token_shape"]),
+            "layers": None if layers is None else tuple(int(index) for index in layers),
+        })  # fmt: skip
+
+
+# spec fields added after stores were first written: what a store without them holds
+SPEC_DEFAULTS: dict[str, Any] = {"layers": None, "layer_merge": "concat"}
 
 
 # ------------------------------------------------------------------------------- writing
@@ -388,10 +404,13 @@ class FeatureStore:
         differences = []
         for key in (
             "ifm", "weights_hash", "img_size", "frame_stride", "spatial", "channels",
-            "token_shape",
+            "token_shape", "layers", "layer_merge",
         ):  # fmt: skip
             have, want = getattr(self.spec, key), getattr(expected, key)
             if have != want:
+                if key in SPEC_DEFAULTS:  # named by their config key, lists as written
+                    key = f"ifm.{key}"
+                    have, want = (list(v) if isinstance(v, tuple) else v for v in (have, want))
                 differences.append(f"{key}: store {have!r}, {what} {want!r}")
         if expected.views > self.spec.views:
             differences.append(f"views: store {self.spec.views}, {what} needs {expected.views}")

@@ -49,6 +49,8 @@ def build_frozen_ifm(config: IFMConfig, device: torch.device) -> FrozenIFM | Com
             weights=config.weights,
             random_init=config.random_init,
             precision=resolve_precision(config.precision, device),
+            layers=config.layers,
+            layer_merge=config.layer_merge,
         )
     return ifm.to(device)
 

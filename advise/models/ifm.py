@@ -7,6 +7,10 @@ cache), and wraps it in a `FrozenIFM`. A randomly initialised IFM is used only o
 request (`random_init=True`). Names joined by "+" (`clip-l14+mae-l16`) build a `CombinedIFM`:
 the models side by side, their token grids brought to a common grid and concatenated.
 
+`layers` picks the patch tokens of several transformer blocks instead of the last one's (as
+EVL reads frozen CLIP): timm's `forward_intermediates`, each block's tokens through the model's
+final norm, concatenated along channels or averaged (`layer_merge`).
+
 The classifier head is not part of an IFM: it is removed after building (timm
 `reset_classifier(0)`) and its keys in a weights file are ignored; every other key must match.
 """
@@ -18,7 +22,7 @@ import difflib
 import hashlib
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,11 +34,18 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor, nn
 from torch.nn import functional
 
+from advise.config import ConfigError
+
 PRECISIONS = ("fp32", "bf16")
+LAYER_MERGES = ("concat", "mean")
 
 
 class IFMWeightsError(ValueError):
     """IFM weights are missing, unreadable or do not match the architecture."""
+
+
+class IFMLayersError(ConfigError):
+    """ifm.layers names blocks the IFM does not have (or it has no blocks to choose from)."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,19 @@ class FrozenIFM(nn.Module):
         -> tokens [B, D, T, h, w] float32, h = H // patch_size, w = W // patch_size.
 
     ViT prefix tokens (class and register tokens, timm `num_prefix_tokens`) are dropped; CNN
-    feature maps (NCHW, or NHWC) are used as they are. The forward runs under `torch.no_grad()`,
+    feature maps (NCHW, or NHWC) are used as they are.
+
+    `layers` (None: the last block's tokens, from `forward_features`) picks transformer blocks
+    by index, negative from the end (`(-4, -1)`): their patch tokens come from timm's
+    `forward_intermediates` (blocks after the deepest one picked are not run), each through the
+    model's final norm (timm `norm=True`, as DINOv2's multi-layer probes read them: `(-1,)`
+    equals the default, and blocks of any depth arrive on one scale), then, in the order
+    listed, concatenated along channels (`layer_merge="concat"`: D = width x len(layers)) or
+    averaged ("mean": D = width). Only models with transformer blocks (timm `blocks` and
+    `forward_intermediates`) offer layers; a ConvNet's stages differ in width and grid, so the
+    mini IFM refuses them. `embed_dim` is the merged width D.
+
+    The forward runs under `torch.no_grad()`,
     so the tokens carry no autograd graph; parameters never require gradients and the wrapped
     model stays in eval mode whatever `.train(mode)` is asked. `precision="bf16"` runs the model
     under bf16 autocast on the frames' device; "fp32" disables any surrounding autocast.
@@ -184,10 +207,14 @@ class FrozenIFM(nn.Module):
         patch_size: int,
         interpolation: str = "bicubic",
         precision: str = "fp32",
+        layers: Sequence[int] | None = None,
+        layer_merge: str = "concat",
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"IFM precision must be one of {PRECISIONS}, got {precision!r}")
+        if layer_merge not in LAYER_MERGES:
+            raise ValueError(f"IFM layer_merge must be one of {LAYER_MERGES}, got {layer_merge!r}")
         self.model = model
         self.name = name
         self.img_size = img_size
@@ -196,7 +223,12 @@ class FrozenIFM(nn.Module):
         self.patch_size = patch_size
         self.interpolation = interpolation
         self.precision = precision
-        self.embed_dim = int(model.num_features)
+        self.layers = None if layers is None else tuple(int(index) for index in layers)
+        self.layer_merge = layer_merge
+        self.block_indices = _block_indices(model, name, self.layers)  # absolute, or None
+        width = int(model.num_features)
+        merged = len(self.layers) if self.layers and layer_merge == "concat" else 1
+        self.embed_dim = width * merged
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self._weights_hash: str | None = None
         self._memo: dict[bytes, Tensor] | None = None
@@ -269,9 +301,28 @@ class FrozenIFM(nn.Module):
                 images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
             )
         with torch.no_grad(), autocast:
+            if self.block_indices is not None:
+                return self._merged_blocks(images)  # [N, D, h, w]
             features = self.model.forward_features(images)
             grid = self._token_grid(features, images.shape[-2:])  # [N, D, h, w]
         return grid.float()
+
+    def _merged_blocks(self, images: Tensor) -> Tensor:
+        """[N, 3, H, W] -> the picked blocks' patch tokens, merged: float32 [N, D, h, w]."""
+        taken = sorted(self.block_indices)
+        grids = self.model.forward_intermediates(
+            images,
+            indices=taken,
+            norm=True,
+            stop_early=True,
+            output_fmt="NCHW",
+            intermediates_only=True,
+        )  # one [N, width, h, w] per block, in block order (prefix tokens dropped)
+        by_block = dict(zip(taken, grids, strict=True))
+        ordered = [by_block[index].float() for index in self.block_indices]  # as listed
+        if self.layer_merge == "mean":
+            return torch.stack(ordered).mean(0)  # L x [N, width, h, w] -> [N, width, h, w]
+        return torch.cat(ordered, dim=1)  # L x [N, width, h, w] -> [N, width x L, h, w]
 
     def _token_grid(self, features: Tensor, image_size: torch.Size) -> Tensor:
         """timm `forward_features` output for N images -> [N, D, h, w]."""
@@ -313,7 +364,43 @@ class FrozenIFM(nn.Module):
         module._weights_hash = None
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, embed_dim={self.embed_dim}, precision={self.precision!r}"
+        layers = "" if self.layers is None else f", layers={list(self.layers)} ({self.layer_merge})"
+        return (
+            f"name={self.name!r}, embed_dim={self.embed_dim}, precision={self.precision!r}{layers}"
+        )
+
+
+def _block_indices(
+    model: nn.Module, name: str, layers: tuple[int, ...] | None
+) -> tuple[int, ...] | None:
+    """`layers` (negative from the end) as absolute block indices of `model`, in the order
+    given; None for None. Raises `IFMLayersError` naming the IFM and its depth."""
+    if layers is None:
+        return None
+    blocks = getattr(model, "blocks", None)
+    if not hasattr(model, "forward_intermediates") or not isinstance(
+        blocks, nn.Sequential | nn.ModuleList
+    ):
+        raise IFMLayersError(
+            f"ifm.layers={list(layers)}: IFM {name!r} ({type(model).__name__}) has no "
+            f"transformer blocks to choose from (its feature map is its only token grid); "
+            f"leave ifm.layers unset"
+        )
+    depth = len(blocks)
+    if not layers:
+        raise IFMLayersError(f"ifm.layers must name at least one of the {depth} blocks")
+    span = f"IFM {name!r} has {depth} blocks: 0 to {depth - 1}, or -{depth} to -1 from the end"
+    outside = [index for index in layers if not -depth <= index < depth]
+    if outside:
+        raise IFMLayersError(
+            f"ifm.layers={list(layers)}: block {outside[0]} is out of range; {span}"
+        )
+    absolute = tuple(index % depth for index in layers)
+    if len(set(absolute)) < len(absolute):
+        raise IFMLayersError(
+            f"ifm.layers={list(layers)} names one block twice (as blocks {list(absolute)}); {span}"
+        )
+    return absolute
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -444,6 +531,8 @@ def build_ifm(
     random_init: bool = False,
     precision: str = "fp32",
     offline: bool | None = None,
+    layers: Sequence[int] | None = None,
+    layer_merge: str = "concat",
 ) -> FrozenIFM | CombinedIFM:
     """Build the registered IFM `name` for square `img_size` frames (default: its own size).
 
@@ -457,6 +546,10 @@ def build_ifm(
     `name` may join several registry names with "+" (Table 4's CLIP+MAE): they are built at
     the same `img_size` (default: the first one's) and combined by `CombinedIFM`; `weights`
     then lists one file per model, separated by commas.
+
+    `layers` / `layer_merge`: the blocks whose patch tokens are used, and how they are merged
+    (see `FrozenIFM`); a combined IFM applies the same indices to every part (negative ones
+    count from each part's own end).
     """
     offline = is_offline() if offline is None else offline
     names = name.split("+")
@@ -475,7 +568,7 @@ def build_ifm(
             )
         size = img_size or _spec(names[0]).img_size
         parts = [
-            build_ifm(part, size, file, random_init, precision, offline)
+            build_ifm(part, size, file, random_init, precision, offline, layers, layer_merge)
             for part, file in zip(names, files, strict=True)
         ]
         return CombinedIFM(parts)
@@ -521,6 +614,8 @@ def build_ifm(
         patch_size=spec.patch_size,
         interpolation=config.get("interpolation") or spec.interpolation,
         precision=precision,
+        layers=layers,
+        layer_merge=layer_merge,
     )
 
 
@@ -551,6 +646,9 @@ class CombinedIFM(nn.Module):
     differ (CLIP-L/14 gives 16 x 16 at 224 px, MAE-L/16 14 x 14) are brought to the coarsest
     one by adaptive average pooling, which never invents detail. Quacks like a `FrozenIFM`:
     `name` ("a+b"), `img_size`, `mean`, `std`, `embed_dim`, `grid_size()`, `weights_hash()`.
+
+    Layers: every part is built with the same `layers` and `layer_merge` (each merges its own
+    blocks; negative indices count from each part's end), so sum of D_i is of merged widths.
     """
 
     def __init__(self, parts: list[FrozenIFM]) -> None:
@@ -567,6 +665,7 @@ class CombinedIFM(nn.Module):
         self.mean, self.std = first.mean, first.std
         self.interpolation = first.interpolation
         self.precision = first.precision
+        self.layers, self.layer_merge = first.layers, first.layer_merge
         self.patch_size = max(part.patch_size for part in parts)
         self.embed_dim = sum(part.embed_dim for part in parts)
         self.train(False)

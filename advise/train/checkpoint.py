@@ -536,7 +536,11 @@ def model_tensors(tensors: dict[str, Tensor], prefix: str = "model.") -> dict[st
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
-ARCHITECTURE_KEYS = ("sfu.spatial", "sfu.channels", "head.kind", "head.hidden")
+# settings that change what the trainable parts compute or their shapes (with the TMM kind's
+# section); the IFM's tokens are bound by name and weights hash, and by which blocks they are
+ARCHITECTURE_KEYS = (
+    "ifm.layers", "ifm.layer_merge", "sfu.spatial", "sfu.channels", "head.kind", "head.hidden",
+)  # fmt: skip
 
 
 def check_architecture(
@@ -565,7 +569,7 @@ def check_architecture(
             f"builds tmm.kind={kind_now}; set tmm.kind={kind_then} (and its tmm.{kind_then}.* "
             f"section as in that run's config.yaml) or use a tmm.kind={kind_now} checkpoint"
         )
-    keys = [key for key in ARCHITECTURE_KEYS if key.split(".")[0] in parts]
+    keys = [key for key in ARCHITECTURE_KEYS if key.split(".")[0] in (*parts, "ifm")]
     if "tmm" in parts:
         keys += sorted(key for key in now if key.startswith(f"tmm.{kind_now}."))
     differ = [
