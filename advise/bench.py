@@ -86,7 +86,7 @@ from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.r3d import R3D50
 from advise.pretexts import Pretext, build_pretext
-from advise.train.engine import trainable_autocast
+from advise.train.engine import training_step
 from advise.train.optim import build_optimizer, scaled_lr
 
 GIB = 1024**3
@@ -388,11 +388,10 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
             batch = {"tokens": batch["tokens"].to(device), "labels": batch["labels"].to(device)}
         else:
             batch, waited = fixed_batch, 0.0
-        with trainable_autocast(device, settings.tmm_precision):
-            result = task.step(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        result["loss"].backward()
-        optimizer.step()
+        result = training_step(
+            model, task, batch, optimizer, step=step, total_steps=total,
+            precision=settings.tmm_precision, grad_clip=config.optim.grad_clip,
+        )  # fmt: skip
         _synchronize(device)
         seconds = time.perf_counter() - start
         phase = "warm-up" if step < settings.warmup else "timed"

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -162,10 +162,137 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+class TrainingDataset(Protocol):
+    """What the loop asks of a dataset (`advise.data.datasets`): items by index, the epoch
+    whose random draws they make, and a chance to index every video before workers fork."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def index_videos(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps and learning rates of a run: `batch_size` videos per global step, the last
+    partial batch dropped (one step per epoch when the dataset is smaller than a batch)."""
+
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    min_lr: float
+    drop_last: bool
+
+    @classmethod
+    def of(cls, num_videos: int, optim: OptimConfig, train_config: TrainConfig) -> Schedule:
+        batch_size = train_config.batch_size  # global: split between processes in DDP
+        if batch_size % distributed.world_size():
+            raise ValueError(
+                f"train.batch_size={batch_size} must be divisible by "
+                f"{distributed.world_size()} processes"
+            )
+        steps_per_epoch = num_videos // batch_size if num_videos >= batch_size else 1
+        return cls(
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=steps_per_epoch * train_config.epochs,
+            warmup_steps=round(optim.warmup_epochs * steps_per_epoch),
+            peak_lr=scaled_lr(optim.base_lr, batch_size, optim.reference_batch),
+            min_lr=optim.min_lr,
+            drop_last=num_videos >= batch_size,
+        )
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
+
+
+def training_step(
+    model: nn.Module,
+    task: Task,
+    batch: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    step: int,
+    total_steps: int,
+    precision: str = "fp32",
+    grad_clip: float | None = None,
+    forward_model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """One update: the task's forward and loss (through `forward_model`, e.g. the DDP
+    wrapper, when given), backward, optional gradient clipping, the optimiser step and the
+    task's own update. Returns the task's `{"loss", "acc", "num"}`. The training loop and the
+    cost benchmark (`advise bench`) both run exactly this."""
+    device = next(model.parameters()).device
+    with trainable_autocast(device, precision):
+        out = task.step(forward_model or model, batch)
+    loss = out["loss"]
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    task.after_update(model, step, total_steps)
+    return out
+
+
+@dataclass
+class _Run:
+    """What the loop carries: model, task, optimiser, schedule, where it writes, and counts."""
+
+    model: nn.Module
+    forward_model: nn.Module
+    task: Task
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    checkpoint: Path
+    meta: dict[str, Any]
+    log: RunLog
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    bad_paths: set[str] = field(default_factory=set)
+
+    def save(self) -> Path:
+        """The checkpoint of this step; rank 0 writes, the others wait until it is whole."""
+        if distributed.is_main():
+            optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
+            tensors = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
+            tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})
+            tensors.update({f"task.{k}": v for k, v in self.task.state_tensors().items()})
+            state = {
+                "step": self.step,
+                "epoch": self.step / self.schedule.steps_per_epoch,
+                "total_steps": self.schedule.total_steps,
+                "optimizer": optim_meta,
+                "rng": rng_state(),
+                "history": self.history,
+                **self.meta,
+            }
+            save_checkpoint(self.checkpoint, tensors, state)
+        distributed.barrier()
+        return self.checkpoint
+
+    def restore(self) -> None:
+        """Model, optimiser, task state, RNG, step and history from the checkpoint."""
+        tensors, state = load_checkpoint(self.checkpoint)
+        self.model.load_trainable_state_dict(model_tensors(tensors))
+        optimizer_from_tensors(self.optimizer, model_tensors(tensors, "optim."), state["optimizer"])
+        self.task.load_state_tensors(model_tensors(tensors, "task."))
+        set_rng_state(state["rng"])
+        self.step = state["step"]
+        self.history = state.get("history", [])
+
+
 def train(
     model: nn.Module,
     task: Task,
-    dataset: Dataset,
+    dataset: TrainingDataset,
     *,
     optim: OptimConfig,
     train_config: TrainConfig,
@@ -180,196 +307,208 @@ def train(
 
     Writes `out_dir/metrics.jsonl` and `out_dir/checkpoints/last.{safetensors,json}`. `meta`
     (class names, IFM name and weights hash, resolved config) is stored in every checkpoint.
-    With `resume`, continues from the checkpoint in `out_dir` (model, optimiser, schedule, step,
-    RNG) so the run ends as an uninterrupted run would.
+    With `resume`, continues from the checkpoint in `out_dir` (model, optimiser, task state,
+    schedule, step, RNG) so the run ends as an uninterrupted run would.
     """
-    device = next(model.parameters()).device
-    batch_size = train_config.batch_size  # global: split between processes in a DDP run
-    world = distributed.world_size()
-    main_process = distributed.is_main()
-    if batch_size % world:
-        raise ValueError(f"train.batch_size={batch_size} must be divisible by {world} processes")
-    steps_per_epoch = len(dataset) // batch_size if len(dataset) >= batch_size else 1
-    drop_last = len(dataset) >= batch_size
-    total_steps = steps_per_epoch * train_config.epochs
-    warmup_steps = round(optim.warmup_epochs * steps_per_epoch)
-    peak_lr = scaled_lr(optim.base_lr, batch_size, optim.reference_batch)
-    if world > 1 and train_config.sync_bn:
-        distributed.convert_sync_batchnorm(model, device)
-    optimizer = build_optimizer(_trainable_named_parameters(model), peak_lr, optim.weight_decay)
-    forward_model = _data_parallel(model, device) if world > 1 else model
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_stem = out_dir / "checkpoints" / "last"
-    checkpoint_stem.parent.mkdir(exist_ok=True)
-    log = RunLog(out_dir / "metrics.jsonl", enabled=main_process)
-
-    step = 0
-    history: list[dict[str, Any]] = []
-    task.start(model)
-    if resume:
-        tensors, state = load_checkpoint(checkpoint_stem)
-        model.load_trainable_state_dict(model_tensors(tensors))
-        optimizer_from_tensors(optimizer, model_tensors(tensors, "optim."), state["optimizer"])
-        task.load_state_tensors(model_tensors(tensors, "task."))
-        set_rng_state(state["rng"])
-        step = state["step"]
-        history = state.get("history", [])
-        if main_process:
-            _truncate_log(log.path, step)
-    elif log.path.exists() and main_process:
-        log.path.unlink()
-    distributed.barrier()  # nobody starts before the log is reset
-
-    def save() -> Path:
-        if not main_process:  # rank 0 writes; the others wait until the files are whole
-            distributed.barrier()
-            return checkpoint_stem
-        optim_tensors, optim_meta = optimizer_to_tensors(optimizer)
-        tensors = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
-        tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})
-        tensors.update({f"task.{k}": v for k, v in task.state_tensors().items()})
-        state = {
-            "step": step,
-            "epoch": step / steps_per_epoch,
-            "total_steps": total_steps,
-            "optimizer": optim_meta,
-            "rng": rng_state(),
-            "history": history,
-            **meta,
-        }
-        save_checkpoint(checkpoint_stem, tensors, state)
-        distributed.barrier()
-        return checkpoint_stem
-
-    dataset.index_videos()
+    run = _start(model, task, dataset, optim, train_config, out_dir, meta, resume)
+    schedule, started = run.schedule, time.perf_counter()
     sampler = EpochSampler(
-        len(dataset), train_config.seed, batch_size=batch_size, drop_last=drop_last
-    )
-    started = time.perf_counter()
-    bad_paths: set[str] = set()
-    while step < total_steps:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        len(dataset), train_config.seed, batch_size=schedule.batch_size,
+        drop_last=schedule.drop_last,
+    )  # fmt: skip
+    dataset.index_videos()
+    while run.step < schedule.total_steps:
+        epoch, step_in_epoch = divmod(run.step, schedule.steps_per_epoch)
         dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, start=step_in_epoch * batch_size)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size // world,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=num_workers,
-            collate_fn=collate_clips,
-            persistent_workers=False,
-        )
-        sums = {"loss": 0.0, "acc": 0.0, "num": 0, "data_seconds": 0.0, "step_seconds": 0.0}
-        epoch_skipped = 0
-        progress = tqdm(
-            total=steps_per_epoch,
-            initial=step_in_epoch,
-            desc=f"{description} epoch {epoch + 1}/{train_config.epochs}",
-            disable=not (_show_progress() and main_process),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        tick = time.perf_counter()
-        for batch in loader:
+        sampler.set_epoch(epoch, start=step_in_epoch * schedule.batch_size)
+        sums = dict.fromkeys(("loss", "acc", "num", "data_seconds", "step_seconds"), 0.0)
+        skipped, tick = 0, time.perf_counter()
+        progress = _progress(description, epoch, step_in_epoch, schedule, train_config.epochs)
+        for batch in _epoch_loader(dataset, sampler, schedule, num_workers):
             data_seconds = time.perf_counter() - tick
-            skipped_paths = batch["skipped_paths"]
-            if world > 1 and distributed.all_reduce_sum([batch["skipped"]])[0]:
-                skipped_paths = sum(distributed.all_gather_objects(skipped_paths), [])
-            epoch_skipped += len(skipped_paths) if world > 1 else batch["skipped"]
-            bad_paths.update(skipped_paths)
-            if len(bad_paths) > max_bad_fraction * len(dataset):
-                raise TooManyBadVideos(
-                    f"{len(bad_paths)} of {len(dataset)} videos failed to decode (more than "
-                    f"data.max_bad_fraction={max_bad_fraction}); first: {min(bad_paths or ['-'])}"
-                )
-            lr = lr_at(step, total_steps, warmup_steps, peak_lr, optim.min_lr)
-            set_lr(optimizer, lr)
-            model.train()
-            record: dict[str, Any] = {"step": step + 1, "epoch": epoch + 1, "lr": lr}
-            # BatchNorm needs two samples (a task may need more); in DDP every process must
-            # step, or none
-            enough = batch["labels"].numel() >= task.min_clips
-            if world > 1:
-                enough = distributed.all_reduce_sum([0.0 if enough else 1.0])[0] == 0
-            if enough:
-                with trainable_autocast(device, train_config.precision):
-                    out = task.step(forward_model, to_device(batch, device))
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1}; the last good checkpoint "
-                        f"is {checkpoint_stem}.safetensors (lower optim.base_lr?)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if optim.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                optimizer.step()
-                task.after_update(model, step, total_steps)
-                # the global batch's loss and accuracy (a sum over processes in DDP)
-                loss_sum, acc_sum, num = distributed.all_reduce_sum(
-                    [loss.item() * out["num"], out["acc"] * out["num"], out["num"]]
-                )
-                record.update(loss=loss_sum / num, acc=acc_sum / num, num=int(num))
-                sums["loss"] += loss_sum
-                sums["acc"] += acc_sum
-                sums["num"] += int(num)
-            elif batch["skipped"]:
-                warnings.warn(
-                    f"step {step + 1}: fewer than {task.min_clips} clips left after skipping bad "
-                    "videos; "
-                    "no update this step",
-                    stacklevel=2,
-                )
-            step += 1
+            skipped += _count_bad_videos(run, batch, len(dataset), max_bad_fraction)
+            record = _step(run, batch, sums, optim.grad_clip, train_config.precision)
             step_seconds = time.perf_counter() - tick
             sums["data_seconds"] += data_seconds
             sums["step_seconds"] += step_seconds
             record.update(data_seconds=round(data_seconds, 4), step_seconds=round(step_seconds, 4))
-            if step % train_config.log_every == 0 or step == total_steps:
-                log.write(record)
-                if main_process and not _show_progress():
-                    print(
-                        f"{description} step {step}/{total_steps} "
-                        f"loss {record.get('loss', float('nan')):.4f} "
-                        f"acc {record.get('acc', float('nan')):.1f} lr {lr:.2e} "
-                        f"data {data_seconds:.3f}s step {step_seconds:.3f}s",
-                        flush=True,
-                    )
-            progress.set_postfix(loss=f"{record.get('loss', float('nan')):.3f}", lr=f"{lr:.1e}")
-            progress.update()
-            at_epoch_end = step % steps_per_epoch == 0
+            _log_step(run, record, train_config.log_every, description, progress)
+            at_epoch_end = run.step % schedule.steps_per_epoch == 0
             if at_epoch_end:
-                num = max(sums["num"], 1)
-                summary = {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "train_loss": sums["loss"] / num,
-                    "train_acc": sums["acc"] / num,
-                    "skipped_videos": epoch_skipped,
-                    "data_seconds": round(sums["data_seconds"], 3),
-                    "step_seconds": round(sums["step_seconds"], 3),
-                }
-                history.append(summary)
-                log.write(summary)
-            if (train_config.checkpoint_every and step % train_config.checkpoint_every == 0) or (
-                at_epoch_end
-            ):
-                save()
+                run.history.append(_epoch_summary(epoch, run.step, sums, skipped))
+                run.log.write(run.history[-1])
+            every = train_config.checkpoint_every
+            if at_epoch_end or (every and run.step % every == 0):
+                run.save()
             tick = time.perf_counter()
         progress.close()
     distributed.barrier()
-    if total_steps == 0 or not checkpoint_stem.with_suffix(".json").exists():
-        save()
-    return TrainResult(
-        steps=step,
-        epochs=train_config.epochs,
-        seconds=time.perf_counter() - started,
-        history=history,
-        checkpoint=checkpoint_stem,
+    if schedule.total_steps == 0 or not run.checkpoint.with_suffix(".json").exists():
+        run.save()
+    seconds = time.perf_counter() - started
+    return TrainResult(run.step, train_config.epochs, seconds, run.history, run.checkpoint)
+
+
+def _start(
+    model: nn.Module,
+    task: Task,
+    dataset: TrainingDataset,
+    optim: OptimConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    meta: dict[str, Any],
+    resume: bool,
+) -> _Run:
+    """Schedule, optimiser, DDP wrapper and run folder; restored from its checkpoint with
+    `resume` (log lines after it dropped), else with a fresh log."""
+    device = next(model.parameters()).device
+    schedule = Schedule.of(len(dataset), optim, train_config)
+    if distributed.world_size() > 1 and train_config.sync_bn:
+        distributed.convert_sync_batchnorm(model, device)
+    optimizer = build_optimizer(
+        _trainable_named_parameters(model), schedule.peak_lr, optim.weight_decay
     )
+    forward_model = _data_parallel(model, device) if distributed.world_size() > 1 else model
+    checkpoint = out_dir / "checkpoints" / "last"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out_dir / "metrics.jsonl", enabled=distributed.is_main())
+    run = _Run(model, forward_model, task, optimizer, schedule, checkpoint, meta, log)
+    task.start(model)
+    if resume:
+        run.restore()
+        if distributed.is_main():
+            _truncate_log(log.path, run.step)
+    elif log.path.exists() and distributed.is_main():
+        log.path.unlink()
+    distributed.barrier()  # nobody starts before the log is reset
+    return run
+
+
+def _epoch_loader(
+    dataset: TrainingDataset, sampler: EpochSampler, schedule: Schedule, num_workers: int
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=schedule.batch_size // distributed.world_size(),
+        sampler=sampler,
+        drop_last=schedule.drop_last,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        persistent_workers=False,
+    )
+
+
+def _progress(
+    description: str, epoch: int, step_in_epoch: int, schedule: Schedule, epochs: int
+) -> tqdm:
+    return tqdm(
+        total=schedule.steps_per_epoch,
+        initial=step_in_epoch,
+        desc=f"{description} epoch {epoch + 1}/{epochs}",
+        disable=not (_show_progress() and distributed.is_main()),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def _count_bad_videos(
+    run: _Run, batch: dict[str, Any], num_videos: int, max_bad_fraction: float
+) -> int:
+    """The batch's skipped videos (over every process in DDP), counted against the run's
+    allowance; more bad videos in the run than `max_bad_fraction` stop it."""
+    skipped_paths = batch["skipped_paths"]
+    world = distributed.world_size()
+    if world > 1 and distributed.all_reduce_sum([batch["skipped"]])[0]:
+        skipped_paths = sum(distributed.all_gather_objects(skipped_paths), [])
+    run.bad_paths.update(skipped_paths)
+    if len(run.bad_paths) > max_bad_fraction * num_videos:
+        raise TooManyBadVideos(
+            f"{len(run.bad_paths)} of {num_videos} videos failed to decode (more than "
+            f"data.max_bad_fraction={max_bad_fraction}); first: {min(run.bad_paths or ['-'])}"
+        )
+    return len(skipped_paths) if world > 1 else batch["skipped"]
+
+
+def _step(
+    run: _Run,
+    batch: dict[str, Any],
+    sums: dict[str, float],
+    grad_clip: float | None,
+    precision: str,
+) -> dict[str, Any]:
+    """Set the step's learning rate and take it (when the batch has enough clips in every
+    process); the step's log record, with the global batch's loss and accuracy, also added
+    to the epoch's `sums`."""
+    lr = run.schedule.lr(run.step)
+    set_lr(run.optimizer, lr)
+    run.model.train()
+    epoch = run.step // run.schedule.steps_per_epoch + 1
+    record: dict[str, Any] = {"step": run.step + 1, "epoch": epoch, "lr": lr}
+    enough = batch["labels"].numel() >= run.task.min_clips
+    if distributed.world_size() > 1:  # in DDP every process must step, or none
+        enough = distributed.all_reduce_sum([0.0 if enough else 1.0])[0] == 0
+    if enough:
+        device = next(run.model.parameters()).device
+        try:
+            out = training_step(
+                run.model, run.task, to_device(batch, device), run.optimizer,
+                step=run.step, total_steps=run.schedule.total_steps, precision=precision,
+                grad_clip=grad_clip, forward_model=run.forward_model,
+            )  # fmt: skip
+        except TrainingDiverged as error:
+            raise TrainingDiverged(
+                f"{error}; the last good checkpoint is {run.checkpoint}.safetensors (lower "
+                f"optim.base_lr?)"
+            ) from None
+        # the global batch's loss and accuracy (a sum over processes in DDP)
+        loss_sum, acc_sum, num = distributed.all_reduce_sum(
+            [out["loss"].item() * out["num"], out["acc"] * out["num"], out["num"]]
+        )
+        record.update(loss=loss_sum / num, acc=acc_sum / num, num=int(num))
+        sums["loss"] += loss_sum
+        sums["acc"] += acc_sum
+        sums["num"] += int(num)
+    elif batch["skipped"]:
+        warnings.warn(
+            f"step {run.step + 1}: fewer than {run.task.min_clips} clips left after skipping "
+            "bad videos; no update this step",
+            stacklevel=3,
+        )
+    run.step += 1
+    return record
+
+
+def _log_step(
+    run: _Run, record: dict[str, Any], log_every: int, description: str, progress: tqdm
+) -> None:
+    """metrics.jsonl every `log_every` steps and at the end (a printed line when stderr is
+    not a terminal), and the progress bar."""
+    nan = float("nan")
+    if run.step % log_every == 0 or run.step == run.schedule.total_steps:
+        run.log.write(record)
+        if distributed.is_main() and not _show_progress():
+            print(
+                f"{description} step {run.step}/{run.schedule.total_steps} "
+                f"loss {record.get('loss', nan):.4f} acc {record.get('acc', nan):.1f} "
+                f"lr {record['lr']:.2e} data {record['data_seconds']:.3f}s "
+                f"step {record['step_seconds']:.3f}s",
+                flush=True,
+            )
+    progress.set_postfix(loss=f"{record.get('loss', nan):.3f}", lr=f"{record['lr']:.1e}")
+    progress.update()
+
+
+def _epoch_summary(epoch: int, step: int, sums: dict[str, float], skipped: int) -> dict[str, Any]:
+    num = max(sums["num"], 1)
+    return {
+        "epoch": epoch + 1,
+        "step": step,
+        "train_loss": sums["loss"] / num,
+        "train_acc": sums["acc"] / num,
+        "skipped_videos": skipped,
+        "data_seconds": round(sums["data_seconds"], 3),
+        "step_seconds": round(sums["step_seconds"], 3),
+    }
 
 
 def trainable_autocast(device: torch.device, precision: str) -> torch.autocast:
