@@ -372,7 +372,8 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
     fixed_batch = None
     if loader is None:
         fixed_batch = {
-            "clips": torch.randn(settings.batch, settings.frames, 3, size, size, device=device),
+            "input": torch.randn(settings.batch, settings.frames, 3, size, size, device=device),
+            "input_kind": "frames",
             "labels": torch.randint(num_classes, (settings.batch,), device=device),
         }
     batches = iter(loader) if loader is not None else None
@@ -385,7 +386,8 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
         if batches is not None:
             batch = next(batches)
             waited = time.perf_counter() - start
-            batch = {"tokens": batch["tokens"].to(device), "labels": batch["labels"].to(device)}
+            batch = {**batch, "input": batch["input"].to(device)}
+            batch["labels"] = batch["labels"].to(device)
         else:
             batch, waited = fixed_batch, 0.0
         result = training_step(
@@ -410,7 +412,7 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
     )
     ifm_seconds = []
     if variant.kind == "online":  # the frozen part alone, after the memory peak was read
-        ifm_seconds = _time_ifm_forward(model.ifm, fixed_batch["clips"], settings, name)
+        ifm_seconds = _time_ifm_forward(model.ifm, fixed_batch["input"], settings, name)
     return {
         "step_seconds": step_seconds,
         "data_seconds": data_seconds,

@@ -48,7 +48,7 @@ from advise.train.metrics import (
     mean_class_accuracy,
     per_class_accuracy,
 )
-from advise.train.tasks import ActionTask
+from advise.train.tasks import ActionTask, forward_batch
 
 CHECKPOINT = Path("checkpoints") / "last"
 
@@ -567,7 +567,7 @@ def predict(
     and a `warning` (None when there is none) when the video was cut short.
     """
     from advise.data.check import cut_short
-    from advise.data.datasets import MultiViewDataset, SkippedVideo
+    from advise.data.datasets import MultiViewDataset, SkippedVideo, collate_clips
     from advise.data.formats import VideoRecord
     from advise.data.video import VideoDecodeError, probe_video
 
@@ -601,7 +601,8 @@ def predict(
         raise VideoDecodeError(video, f"cannot test it: {reason}")
     damage = cut_short(probe_video(video))  # probed already: cached
     with torch.no_grad():
-        probs = model(item["clips"].to(run.device)).float().softmax(dim=1).mean(0).cpu()
+        logits = forward_batch(model, collate_clips([item]), run.device)
+        probs = logits.float().softmax(dim=1).mean(0).cpu()
     scores, indices = probs.topk(min(top, len(class_names)))
     return {
         "video": str(video),

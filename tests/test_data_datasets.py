@@ -76,7 +76,7 @@ def test_playback_item(records):
     dataset = playback_dataset(records)
     assert len(dataset) == 3
     item = dataset[1]
-    assert item["clips"].shape == (3, 4, 3, 16, 16) and item["clips"].dtype == torch.float32
+    assert item["input"].shape == (3, 4, 3, 16, 16) and item["input"].dtype == torch.float32
     assert item["labels"].shape == (3,) and item["labels"].dtype == torch.long
     assert ((item["labels"] >= 0) & (item["labels"] < 4)).all()
     assert item["index"] == 1
@@ -90,7 +90,7 @@ def test_playback_clips_show_the_sampled_frames(records):
     item = dataset[1]
     expected = sampler(LENGTHS[1], np.random.default_rng([3, 2, 1]))
     for clip, label, (indices, expected_label) in zip(
-        item["clips"], item["labels"], expected, strict=True
+        item["input"], item["labels"], expected, strict=True
     ):
         assert int(label) == expected_label
         np.testing.assert_array_equal(frame_numbers(clip), indices)
@@ -107,12 +107,12 @@ def test_randomness_is_a_function_of_seed_epoch_index(records):
     fresh = playback_dataset(records, seed=4)
     fresh.set_epoch(1)
     for other in (again, fresh[2]):
-        torch.testing.assert_close(other["clips"], first["clips"], rtol=0, atol=0)
+        torch.testing.assert_close(other["input"], first["input"], rtol=0, atol=0)
         assert torch.equal(other["labels"], first["labels"])
     dataset.set_epoch(2)
-    assert not torch.equal(dataset[2]["clips"], first["clips"])
+    assert not torch.equal(dataset[2]["input"], first["input"])
     assert not torch.equal(
-        playback_dataset(records, seed=5).__getitem__(2)["clips"], first["clips"]
+        playback_dataset(records, seed=5).__getitem__(2)["input"], first["input"]
     )
 
 
@@ -128,31 +128,31 @@ def test_items_do_not_touch_the_global_torch_generator(records):
 def test_clip_dataset_train_and_test(records):
     train = ClipDataset(records, 8, as_float, train=True, seed=1)
     item = train[0]
-    assert item["clips"].shape == (1, 8, 3, 32, 32)
+    assert item["input"].shape == (1, 8, 3, 32, 32)
     assert item["labels"].tolist() == [0] and item["index"] == 0
     expected = segment_indices(LENGTHS[0], 8, np.random.default_rng([1, 0, 0]))
-    np.testing.assert_array_equal(frame_numbers(item["clips"][0]), expected)
+    np.testing.assert_array_equal(frame_numbers(item["input"][0]), expected)
 
     test = ClipDataset(records, 8, as_float, train=False)
-    centred = frame_numbers(test[1]["clips"][0])
+    centred = frame_numbers(test[1]["input"][0])
     np.testing.assert_array_equal(centred, segment_indices(LENGTHS[1], 8, None))
     test.set_epoch(5)
-    np.testing.assert_array_equal(frame_numbers(test[1]["clips"][0]), centred)
+    np.testing.assert_array_equal(frame_numbers(test[1]["input"][0]), centred)
 
     # A view transform gives several clips per item.
     views = ClipDataset(records, 8, make_test_views(16, MEAN, STD, num_crops=3), train=False)
-    assert views[2]["clips"].shape == (3, 8, 3, 16, 16)
+    assert views[2]["input"].shape == (3, 8, 3, 16, 16)
 
 
 def test_multiview_dataset(records):
     dataset = MultiViewDataset(records, 4, 2, make_test_views(16, MEAN, STD, num_crops=3))
     item = dataset[1]
-    assert item["clips"].shape == (6, 4, 3, 16, 16)  # K * S = 2 * 3
+    assert item["input"].shape == (6, 4, 3, 16, 16)  # K * S = 2 * 3
     assert item["labels"].tolist() == [1]
-    plain = MultiViewDataset(records, 4, 2, as_float)[1]["clips"]  # [K, T, 3, H, W]
+    plain = MultiViewDataset(records, 4, 2, as_float)[1]["input"]  # [K, T, 3, H, W]
     for clip, indices in zip(plain, multiview_indices(LENGTHS[1], 4, 2), strict=True):
         np.testing.assert_array_equal(frame_numbers(clip), indices)
-    torch.testing.assert_close(dataset[1]["clips"], item["clips"], rtol=0, atol=0)
+    torch.testing.assert_close(dataset[1]["input"], item["input"], rtol=0, atol=0)
 
 
 def test_bad_videos_are_skipped_and_short_ones_loop(records, truncated, tmp_path):
@@ -164,7 +164,7 @@ def test_bad_videos_are_skipped_and_short_ones_loop(records, truncated, tmp_path
             item = dataset[index]
         assert isinstance(item, SkippedVideo) and not item
         assert item.path == str(record.path) and item.index == index
-    clip = dataset[1]["clips"][0]  # 3 frames, a clip of 8: played in a loop
+    clip = dataset[1]["input"][0]  # 3 frames, a clip of 8: played in a loop
     np.testing.assert_array_equal(frame_numbers(clip), [0, 1, 2, 0, 1, 2, 0, 1])
 
 
@@ -176,7 +176,7 @@ def test_dataloader_skips_a_truncated_video(records, truncated):
     assert len(batches) == 1
     batch = batches[0]
     assert batch["skipped"] == 1 and batch["skipped_paths"] == [str(truncated.path)]
-    assert batch["clips"].shape == (9, 4, 3, 16, 16)  # 3 good videos x 3 clips
+    assert batch["input"].shape == (9, 4, 3, 16, 16)  # 3 good videos x 3 clips
     assert batch["labels"].shape == (9,) and batch["labels"].dtype == torch.long
     assert batch["index"].tolist() == [0, 2, 3]
     assert batch["video_of_clip"].tolist() == [0, 0, 0, 2, 2, 2, 3, 3, 3]
@@ -185,13 +185,13 @@ def test_dataloader_skips_a_truncated_video(records, truncated):
 def test_collate_repeats_single_labels_and_handles_all_bad(records):
     dataset = MultiViewDataset(records, 4, 2, make_test_views(16, MEAN, STD, num_crops=1))
     batch = collate_clips([dataset[2], None, dataset[0]])
-    assert batch["clips"].shape == (4, 4, 3, 16, 16)
+    assert batch["input"].shape == (4, 4, 3, 16, 16)
     assert batch["labels"].tolist() == [2, 2, 0, 0]
     assert batch["video_of_clip"].tolist() == [2, 2, 0, 0]
     assert batch["skipped"] == 1 and batch["skipped_paths"] == []
 
     empty = collate_clips([None, SkippedVideo(index=4, path="/x/bad.mp4", reason="broken")])
-    assert empty["clips"].shape[0] == 0 and empty["labels"].shape == (0,)
+    assert empty["input"].shape[0] == 0 and empty["labels"].shape == (0,)
     assert empty["index"].shape == (0,) and empty["video_of_clip"].shape == (0,)
     assert empty["skipped"] == 2 and empty["skipped_paths"] == ["/x/bad.mp4"]
 
@@ -216,18 +216,18 @@ def test_records_hold_only_paths(records):
 def test_frame_ranges_bound_sampling(records):
     """Samplers see only [start_frame, end_frame): frame numbers come out shifted by start_frame."""
     ranged = VideoRecord(records[1].path, 1, start_frame=6, end_frame=22)  # 16 of 32 frames
-    centred = ClipDataset([ranged], 8, as_float, train=False)[0]["clips"][0]
+    centred = ClipDataset([ranged], 8, as_float, train=False)[0]["input"][0]
     np.testing.assert_array_equal(frame_numbers(centred), 6 + segment_indices(16, 8, None))
-    random = ClipDataset([ranged], 8, as_float, train=True, seed=2)[0]["clips"][0]
+    random = ClipDataset([ranged], 8, as_float, train=True, seed=2)[0]["input"][0]
     expected = 6 + segment_indices(16, 8, np.random.default_rng([2, 0, 0]))
     np.testing.assert_array_equal(frame_numbers(random), expected)
-    views = MultiViewDataset([ranged], 4, 2, as_float)[0]["clips"]
+    views = MultiViewDataset([ranged], 4, 2, as_float)[0]["input"]
     for clip, indices in zip(views, multiview_indices(16, 4, 2), strict=True):
         np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)
     sampler = PlaybackRateSampler(num_frames=4, stride=2, clips_per_video=4)
     item = PretextDataset([ranged], sampler, as_float, seed=3)[0]
     expected_clips = sampler(16, np.random.default_rng([3, 0, 0]))  # what a 16-frame video gets
-    for clip, (indices, _) in zip(item["clips"], expected_clips, strict=True):
+    for clip, (indices, _) in zip(item["input"], expected_clips, strict=True):
         np.testing.assert_array_equal(frame_numbers(clip), 6 + indices)
         assert ((frame_numbers(clip) >= 6) & (frame_numbers(clip) < 22)).all()
 
@@ -235,7 +235,7 @@ def test_frame_ranges_bound_sampling(records):
 def test_frame_range_end_is_clamped_to_the_video(records):
     past_end = VideoRecord(records[2].path, 2, start_frame=4, end_frame=100)  # 20-frame video
     assert past_end.frame_range(LENGTHS[2]) == (4, 20)
-    clip = ClipDataset([past_end], 8, as_float, train=False)[0]["clips"][0]
+    clip = ClipDataset([past_end], 8, as_float, train=False)[0]["input"][0]
     np.testing.assert_array_equal(frame_numbers(clip), 4 + segment_indices(16, 8, None))
 
 

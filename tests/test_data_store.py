@@ -64,9 +64,10 @@ def test_stored_tokens_are_the_online_tokens(tmp_path, config, ifm):
     for index in range(len(split.records)):
         frames, tokens = online[index], stored[index]
         assert torch.equal(frames["labels"], tokens["labels"])
-        expected = ifm(frames["clips"])  # [N, D, T, h, w]
+        assert (frames["input_kind"], tokens["input_kind"]) == ("frames", "tokens")
+        expected = ifm(frames["input"])  # [N, D, T, h, w]
         # equal up to float summation order (the IFM saw other batch sizes)
-        torch.testing.assert_close(tokens["tokens"], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tokens["input"], expected, rtol=1e-4, atol=1e-5)
 
 
 def _prep(ifm):

@@ -36,12 +36,15 @@ class FixedLogits(nn.Module):
 
 
 def make_batch(generator, num_clips=12, with_tokens=False):
+    frames = torch.randn(num_clips, 2, 3, 4, 4, generator=generator)
     batch = {
-        "clips": torch.randn(num_clips, 2, 3, 4, 4, generator=generator),
+        "input": frames,
+        "input_kind": "frames",
         "labels": torch.randint(0, 4, (num_clips,), generator=generator),
     }
     if with_tokens:
-        batch["tokens"] = torch.randn(num_clips, 6, 2, 2, 2, generator=generator)
+        batch["input"] = torch.randn(num_clips, 6, 2, 2, 2, generator=generator)
+        batch["input_kind"] = "tokens"
     return batch
 
 
@@ -61,14 +64,14 @@ def test_steps_on_a_fixed_batch_lower_the_loss(task_class, with_tokens):
         losses.append(result["loss"].item())
     assert losses[-1] < 0.3 * losses[0]
     assert result["acc"] == 100.0 and result["num"] == 12
-    # Tokens, when present, replace the frames (the IFM already ran when they were stored).
+    # Stored tokens go in as tokens (the IFM already ran when they were stored).
     assert (model.token_calls, model.frame_calls) == ((30, 0) if with_tokens else (0, 30))
 
 
 def test_label_smoothing_matches_its_definition():
     logits = torch.tensor([[4.0, 0.0, -1.0, 0.5], [0.0, 3.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
     labels = torch.tensor([0, 1, 3])
-    batch = {"clips": torch.zeros(3, 1), "labels": labels}
+    batch = {"input": torch.zeros(3, 1), "input_kind": "frames", "labels": labels}
     log_probs = logits.log_softmax(dim=1)
     nll = -log_probs[torch.arange(3), labels].mean()
     uniform = -log_probs.mean()  # cross-entropy against the uniform distribution
@@ -84,7 +87,8 @@ def test_label_smoothing_matches_its_definition():
 def test_loss_is_float32_under_low_precision_logits():
     logits = torch.randn(4, 3).bfloat16()
     result = ActionTask().step(
-        FixedLogits(logits), {"clips": None, "labels": torch.zeros(4).long()}
+        FixedLogits(logits),
+        {"input": torch.zeros(4, 1), "input_kind": "frames", "labels": torch.zeros(4).long()},
     )
     assert result["loss"].dtype == torch.float32
 
@@ -92,7 +96,8 @@ def test_loss_is_float32_under_low_precision_logits():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="empty batch"):
         ActionTask().step(
-            TinyModel(), {"clips": torch.zeros(0, 2, 3, 4, 4), "labels": torch.zeros(0)}
+            TinyModel(),
+            {"input": torch.zeros(0, 2, 3, 4, 4), "input_kind": "frames", "labels": torch.zeros(0)},
         )
     with pytest.raises(ValueError, match="label_smoothing"):
         ClassificationTask(label_smoothing=1.0)

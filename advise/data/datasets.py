@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from advise.data.formats import VideoRecord
 from advise.data.sampling import ClipSampler, multiview_indices, segment_indices
-from advise.data.video import VideoDecodeError, count_frames, read_frames
+from advise.data.sources import Source, VideoSource, VideoTooShortError
+from advise.data.video import VideoDecodeError
 
 ClipTransform = Callable[[Tensor], Tensor]  # uint8 [T, 3, H, W] -> float [T, 3, h, w] or [S, ...]
 
@@ -58,21 +59,23 @@ class SkippedVideo:
         return False
 
 
-class _VideoTooShortError(Exception):
-    pass
-
-
 class _VideoDataset(Dataset):
-    """Shared parts: records, seed/epoch randomness, decoding with skip-and-warn.
+    """Shared parts: records, seed/epoch randomness, reading through a source with
+    skip-and-warn.
 
-    With a `store` (`advise.data.store.FeatureStore`) clips come from stored IFM tokens
-    instead of decoded frames: the same frame sampling, over the store's frames, and the
-    transform receives float [V, T, D, h, w] (every stored view) instead of uint8 frames;
-    items then carry "tokens" in place of "clips". A video the store lacks is skipped.
+    The `source` (`advise.data.sources`: decoded videos by default, or a feature store's
+    tokens) says how many frames a video has and reads the sampled frame indices; the
+    transform receives what it reads (uint8 frames [T, 3, H, W], or float tokens
+    [V, T, D, h, w] with every stored view). Items carry the result as their one `input`, and
+    the source's `input_kind` ("frames" or "tokens"). A video the source cannot read is skipped.
     """
 
     def __init__(
-        self, records: Sequence[VideoRecord], num_frames: int, seed: int, store: Any = None
+        self,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        seed: int,
+        source: Source | None = None,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -80,11 +83,7 @@ class _VideoDataset(Dataset):
         self.num_frames = num_frames
         self.seed = seed
         self.epoch = 0
-        self.store = store
-        self.key = "clips" if store is None else "tokens"
-        self._store_indices = (
-            None if store is None else [store.index_of(record.path) for record in self.records]
-        )
+        self.source = source if source is not None else VideoSource(self.records)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws `__getitem__` makes (call once per epoch)."""
@@ -102,61 +101,13 @@ class _VideoDataset(Dataset):
         inherit the cache instead of decoding every file again. Bad videos are left for
         `__getitem__` to skip and report.
         """
-        if self.store is not None:
-            return  # stored frame counts are in the store's manifest
-        for record in self.records:
-            try:
-                count_frames(record.path)
-            except VideoDecodeError:
-                pass
+        self.source.index_videos()
 
     def _generator(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def _store_index(self, index: int) -> int:
-        store_index = self._store_indices[index]
-        if store_index is None:
-            raise VideoDecodeError(self.records[index].path, "not in the feature store")
-        return store_index
-
-    def _num_frames_of(self, index: int) -> int:
-        """Frames the samplers see: the store's frames, or the record's frame range."""
-        if self.store is not None:
-            return self.store.num_frames(self._store_index(index))
-        return self._num_video_frames(self.records[index])
-
-    def _read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
-        """Each clip's frames: uint8 [T, 3, H, W] decoded, or float [V, T, D, h, w] stored."""
-        if self.store is not None:
-            store_index = self._store_index(index)
-            return [self.store.read(store_index, indices) for indices in clip_indices]
-        return self._read_clips(self.records[index], clip_indices)
-
-    def _num_video_frames(self, record: VideoRecord) -> int:
-        """Frames the samplers see: the length of the record's frame range (end clamped)."""
-        num_file_frames = count_frames(record.path)
-        start, stop = record.frame_range(num_file_frames)
-        if stop == start:  # a range shorter than a clip loops (advise.data.sampling)
-            where = ""
-            if (start, stop) != (0, num_file_frames):
-                where = f" in frames [{start}, {stop}) of {num_file_frames}"
-            raise _VideoTooShortError(
-                f"{record.path}: only 0 frames{where}, a clip needs at least 1"
-            )
-        return stop - start
-
-    @staticmethod
-    def _read_clips(record: VideoRecord, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
-        """Decode the union of the clips' frames once; uint8 [T, 3, H, W] per clip.
-
-        `clip_indices` count from the record's start_frame (sampled within
-        `_num_video_frames`, so they stay inside the range).
-        """
-        lengths = [len(indices) for indices in clip_indices]
-        file_indices = np.concatenate(clip_indices) + record.start_frame
-        frames = read_frames(record.path, file_indices)  # [sum T, H, W, 3]
-        frames_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # -> [sum T, 3, H, W]
-        return list(torch.split(frames_tensor, lengths))
+    def _item_of(self, index: int, inputs: Tensor, labels: Tensor) -> dict[str, Any]:
+        return {"input": inputs, "input_kind": self.source.kind, "labels": labels, "index": index}
 
     @staticmethod
     def _transform_clips(
@@ -181,7 +132,7 @@ class _VideoDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self.records)} videos")
         try:
             return self._item(index)
-        except (VideoDecodeError, _VideoTooShortError) as error:
+        except (VideoDecodeError, VideoTooShortError) as error:
             path = str(self.records[index].path)
             warnings.warn(f"skipping video {error}", SkippedVideoWarning, stacklevel=2)
             return SkippedVideo(index=index, path=path, reason=str(error))
@@ -191,9 +142,10 @@ class PretextDataset(_VideoDataset):
     """A pretext task's clips: the clips its sampler draws from each video, with their labels
     (e.g. playback-rate perception: several clips per video, labelled by speed).
 
-    Item: {"clips": float [N, T, 3, H, W] (N clips from the sampler, each transformed with its
-    own random draw), "labels": long [N] (the sampler's labels, e.g. the speed class of
-    `PlaybackRateSampler`), "index": int}. The video's own label is not used.
+    Item: {"input": float [N, T, 3, H, W] frames or [N, D, T, h, w] tokens (N clips from the
+    sampler, each transformed with its own random draw), "input_kind", "labels": long [N] (the
+    sampler's labels, e.g. the speed class of `PlaybackRateSampler`), "index": int}. The
+    video's own label is not used.
     """
 
     def __init__(
@@ -202,29 +154,27 @@ class PretextDataset(_VideoDataset):
         sampler: ClipSampler,
         transform: ClipTransform,
         seed: int = 0,
-        store: Any = None,
+        source: Source | None = None,
     ) -> None:
-        super().__init__(records, sampler.num_frames, seed, store)
+        super().__init__(records, sampler.num_frames, seed, source)
         self.sampler = sampler
         self.transform = transform
 
     def _item(self, index: int) -> dict[str, Any]:
         rng = self._generator(index)
-        clips = self.sampler(self._num_frames_of(index), rng)
-        frames = self._read(index, [indices for indices, _ in clips])
-        return {
-            self.key: self._transform_clips(self.transform, frames, rng),
-            "labels": torch.tensor([label for _, label in clips], dtype=torch.long),
-            "index": index,
-        }
+        clips = self.sampler(self.source.num_frames(index), rng)
+        frames = self.source.read(index, [indices for indices, _ in clips])
+        labels = torch.tensor([label for _, label in clips], dtype=torch.long)
+        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
 
 
 class ClipDataset(_VideoDataset):
     """One uniformly (TSN) sampled clip per video, labelled by the video's class.
 
     Frames: `segment_indices` (random within each segment when `train`, segment centres
-    otherwise). Item: {"clips": float [S, T, 3, H, W] (S = 1 for a [T, 3, H, W] transform, or
-    the number of views a view transform makes), "labels": long [1], "index": int}.
+    otherwise). Item: {"input": float [S, T, 3, H, W] (S = 1 for a [T, 3, H, W] transform, or
+    the number of views a view transform makes; tokens from a store), "input_kind",
+    "labels": long [1], "index": int}.
     """
 
     def __init__(
@@ -234,23 +184,20 @@ class ClipDataset(_VideoDataset):
         transform: ClipTransform,
         train: bool = True,
         seed: int = 0,
-        store: Any = None,
+        source: Source | None = None,
     ) -> None:
-        super().__init__(records, num_frames, seed, store)
+        super().__init__(records, num_frames, seed, source)
         self.transform = transform
         self.train = train
 
     def _item(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         rng = self._generator(index)
-        num_video_frames = self._num_frames_of(index)
+        num_video_frames = self.source.num_frames(index)
         indices = segment_indices(num_video_frames, self.num_frames, rng if self.train else None)
-        frames = self._read(index, [indices])
-        return {
-            self.key: self._transform_clips(self.transform, frames, rng),
-            "labels": torch.tensor([record.label], dtype=torch.long),
-            "index": index,
-        }
+        frames = self.source.read(index, [indices])
+        labels = torch.tensor([record.label], dtype=torch.long)
+        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
 
 
 class MultiViewDataset(_VideoDataset):
@@ -258,8 +205,9 @@ class MultiViewDataset(_VideoDataset):
 
     Frames: `multiview_indices(num_video_frames, num_frames, num_clips)`; each clip goes
     through `views_transform` (e.g. `test_views`, uint8 [T, 3, H, W] -> [S, T, 3, h, w]).
-    Item: {"clips": float [K * S, T, 3, h, w] (clip-major: row k * S + s), "labels": long [1],
-    "index": int}; `collate_clips` repeats the label for every view.
+    Item: {"input": float [K * S, T, 3, h, w] (clip-major: row k * S + s; tokens from a
+    store), "input_kind", "labels": long [1], "index": int}; `collate_clips` repeats the label
+    for every view.
     """
 
     def __init__(
@@ -269,9 +217,9 @@ class MultiViewDataset(_VideoDataset):
         num_clips: int,
         views_transform: ClipTransform,
         seed: int = 0,
-        store: Any = None,
+        source: Source | None = None,
     ) -> None:
-        super().__init__(records, num_frames, seed, store)
+        super().__init__(records, num_frames, seed, source)
         self.num_clips = num_clips
         self.views_transform = views_transform
 
@@ -279,44 +227,45 @@ class MultiViewDataset(_VideoDataset):
         record = self.records[index]
         rng = self._generator(index)
         clip_indices = multiview_indices(
-            self._num_frames_of(index), self.num_frames, self.num_clips
+            self.source.num_frames(index), self.num_frames, self.num_clips
         )
-        frames = self._read(index, clip_indices)
-        return {
-            self.key: self._transform_clips(self.views_transform, frames, rng),
-            "labels": torch.tensor([record.label], dtype=torch.long),
-            "index": index,
-        }
+        frames = self.source.read(index, clip_indices)
+        labels = torch.tensor([record.label], dtype=torch.long)
+        inputs = self._transform_clips(self.views_transform, frames, rng)
+        return self._item_of(index, inputs, labels)
 
 
 def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict[str, Any]:
     """Batch dataset items, dropping skipped videos (`SkippedVideo` or None).
 
     Returns:
-        {"clips": float [C, T, 3, H, W] (all clips of all good items, item by item; items of a
-         feature store give "tokens" [C, D, T, h, w] instead),
+        {"input": float [C, T, 3, H, W] frames (all clips of all good items, item by item) or
+         [C, D, T, h, w] stored tokens, "input_kind": "frames" or "tokens" (the items' own),
          "labels": long [C] (an item's single label is repeated for each of its clips),
          "index": long [B] (dataset index of each good item),
          "video_of_clip": long [C] (dataset index of the video each clip comes from),
          "skipped": int (items dropped), "skipped_paths": list[str] (their files, when known)}.
-        With no good item, C = B = 0 and "clips" is an empty [0, 0, 3, 0, 0] tensor.
+        With no good item, C = B = 0 and "input" is an empty [0, 0, 3, 0, 0] frames tensor.
     """
     good = [item for item in items if isinstance(item, dict)]
     skipped = [item for item in items if not isinstance(item, dict)]
     skipped_paths = [item.path for item in skipped if isinstance(item, SkippedVideo)]
     if not good:
         return {
-            "clips": torch.empty((0, 0, 3, 0, 0)),
+            "input": torch.empty((0, 0, 3, 0, 0)),
+            "input_kind": "frames",
             "labels": torch.empty(0, dtype=torch.long),
             "index": torch.empty(0, dtype=torch.long),
             "video_of_clip": torch.empty(0, dtype=torch.long),
             "skipped": len(skipped),
             "skipped_paths": skipped_paths,
         }
-    key = "tokens" if "tokens" in good[0] else "clips"  # stored tokens or decoded frames
+    kinds = {item["input_kind"] for item in good}
+    if len(kinds) > 1:
+        raise ValueError(f"a batch mixes inputs of kinds {sorted(kinds)}")
     labels, video_of_clip = [], []
     for item in good:
-        num_clips = item[key].shape[0]
+        num_clips = item["input"].shape[0]
         item_labels = item["labels"].reshape(-1)
         if item_labels.numel() == 1:
             item_labels = item_labels.expand(num_clips)
@@ -327,7 +276,8 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
         labels.append(item_labels)
         video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
     return {
-        key: torch.cat([item[key] for item in good]),  # [C, T, 3, H, W] or [C, D, T, h, w]
+        "input": torch.cat([item["input"] for item in good]),  # [C, T, 3, H, W] / [C, D, T, h, w]
+        "input_kind": kinds.pop(),
         "labels": torch.cat(labels).to(torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "video_of_clip": torch.cat(video_of_clip),

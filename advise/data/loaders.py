@@ -24,6 +24,7 @@ from advise.data.formats import (
     read_ucf101,
 )
 from advise.data.sampling import ClipSampler
+from advise.data.sources import source_of
 from advise.data.store import CentreTokens, TokenViews, TrainTokens
 from advise.data.transforms import Preprocessing, test_views, train_transform
 
@@ -159,7 +160,10 @@ def pretrain_dataset(
     """
     transform = _train_tokens(config) if store is not None else _train_transform(config, prep)
     _check_store_covers(store, split, config)
-    return PretextDataset(split.records, sampler, transform, seed=config.train.seed, store=store)
+    return PretextDataset(
+        split.records, sampler, transform, seed=config.train.seed,
+        source=source_of(split.records, store),
+    )  # fmt: skip
 
 
 def pretext_eval_dataset(
@@ -172,7 +176,10 @@ def pretext_eval_dataset(
     """The pretext's clips with the deterministic centre-crop view, for measuring it."""
     centre = CentreTokens() if store is not None else SingleView(views_transform(prep, 1))
     _check_store_covers(store, split, config)
-    return PretextDataset(split.records, sampler, centre, seed=config.train.seed + 1, store=store)
+    return PretextDataset(
+        split.records, sampler, centre, seed=config.train.seed + 1,
+        source=source_of(split.records, store),
+    )  # fmt: skip
 
 
 class SingleView:
@@ -196,7 +203,7 @@ def finetune_dataset(
         transform,
         train=True,
         seed=config.train.seed,
-        store=store,
+        source=source_of(split.records, store),
     )
 
 
@@ -210,7 +217,10 @@ def eval_dataset(
 ) -> MultiViewDataset:
     views = TokenViews(num_crops) if store is not None else views_transform(prep, num_crops)
     _check_store_covers(store, split, config)
-    return MultiViewDataset(split.records, config.data.num_frames, num_clips, views, store=store)
+    return MultiViewDataset(
+        split.records, config.data.num_frames, num_clips, views,
+        source=source_of(split.records, store),
+    )  # fmt: skip
 
 
 def _check_store_covers(store: Any, split: AnnotatedSplit, config: Config) -> None:

@@ -31,7 +31,7 @@ from advise.data import loaders
 from advise.data.datasets import collate_clips
 from advise.data.sampling import PlaybackRateSampler
 from advise.models.heads import global_average_pool
-from advise.train.tasks import StatelessTask
+from advise.train.tasks import StatelessTask, batch_tokens
 
 if TYPE_CHECKING:
     from advise.config import Config
@@ -103,11 +103,7 @@ class BYOLTask(StatelessTask):
         """`{"loss", "acc", "num"}`: acc is the percent of clips whose partner's target
         embedding is the nearest of the batch's to their prediction (a batch-level check that
         the two clips of a video are found to belong together)."""
-        base = model.module if hasattr(model, "module") else model  # DDP wraps the model
-        if "tokens" in batch:
-            tokens = batch["tokens"]
-        else:
-            tokens = base.ifm(batch["clips"])  # frozen: no graph; one IFM pass for both nets
+        tokens = batch_tokens(model, batch)  # frozen: no graph; one IFM pass for both nets
         count = tokens.shape[0]
         if count < 4 or count % 2:
             raise ValueError(f"byol task: needs clip pairs, at least two, got {count} clips")
@@ -204,10 +200,7 @@ def _features(model: nn.Module, config: Config, subset: str, run: Any) -> tuple[
     ):
         if batch["labels"].numel() == 0:
             continue
-        if "tokens" in batch:
-            tokens = batch["tokens"].to(run.device)
-        else:
-            tokens = model.ifm(batch["clips"].to(run.device))
+        tokens = batch_tokens(model, batch, run.device)
         pooled = global_average_pool(model.tmm(model.sfu(tokens))).float().cpu()
         features.append(F.normalize(pooled, dim=1))
         labels.append(batch["labels"])

@@ -15,17 +15,27 @@ from torch import Tensor, nn
 
 
 def forward_batch(model: nn.Module, batch: dict[str, Any], device: torch.device | None = None):
-    """The model's output for a collated batch, whatever its input: stored IFM `tokens`
-    ([N, D, T, h, w], fed as `model(tokens=...)`) or decoded `clips` ([N, T, 3, H, W]
-    normalised frames, fed to `model(...)`). Moves the input to `device` when given.
+    """The model's output for a collated batch, whatever its input: stored IFM tokens
+    (`input_kind` "tokens": [N, D, T, h, w], fed as `model(tokens=...)`) or decoded frames
+    ("frames": [N, T, 3, H, W] normalised, fed to `model(...)`). Moves the input to `device`
+    when given.
 
     The one place that decides how a batch enters the model: training steps, evaluation,
     pretext evaluation and prediction all call it."""
-    if "tokens" in batch:
-        tokens = batch["tokens"] if device is None else batch["tokens"].to(device)
-        return model(tokens=tokens)
-    clips = batch["clips"] if device is None else batch["clips"].to(device)
-    return model(clips)
+    inputs = batch["input"] if device is None else batch["input"].to(device)
+    if batch["input_kind"] == "tokens":
+        return model(tokens=inputs)
+    return model(inputs)
+
+
+def batch_tokens(model: nn.Module, batch: dict[str, Any], device: torch.device | None = None):
+    """The IFM tokens [N, D, T, h, w] of a batch: stored, or the frozen IFM's for its frames
+    (for a task that feeds the same tokens to more than one network)."""
+    inputs = batch["input"] if device is None else batch["input"].to(device)
+    if batch["input_kind"] == "tokens":
+        return inputs
+    base = model.module if hasattr(model, "module") else model  # DDP wraps the model
+    return base.ifm(inputs)
 
 
 class Task(Protocol):
@@ -70,8 +80,8 @@ class StatelessTask:
 class ClassificationTask(StatelessTask):
     """Cross-entropy clip classification over a collated batch.
 
-    The batch holds `labels` (long [N]) and either `tokens` or `clips` (`forward_batch`);
-    tokens win when both are present. Inputs are expected on the model's
+    The batch holds `labels` (long [N]) and its `input` of `input_kind` (`forward_batch`).
+    Inputs are expected on the model's
     device already (the loop moves them); labels follow the logits.
     """
 

@@ -1,0 +1,111 @@
+"""Where a dataset's frames come from: decoded videos, or a feature store's stored tokens.
+
+A source answers the two questions a dataset asks of a video: how many frames it has, and
+what these frame indices hold. `VideoSource` decodes the files (frames: uint8 [T, 3, H, W]
+per clip); `StoreSource` reads what `advise extract` stored (tokens: float [V, T, D, h, w] per
+clip, every stored view). The dataset samples the same frame indices from either, so a run
+from a store sees the frames a run from videos would. `kind` names what a source's clips are
+("frames" or "tokens"); items and batches carry it beside their one `input`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from advise.data.formats import VideoRecord
+from advise.data.video import VideoDecodeError, count_frames, read_frames
+
+
+class VideoTooShortError(Exception):
+    """A record's frame range holds no frame."""
+
+
+class Source(Protocol):
+    kind: ClassVar[str]  # "frames" or "tokens"
+
+    def num_frames(self, index: int) -> int:
+        """Frames the samplers see for record `index`."""
+
+    def read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
+        """Each clip's frames (indices count from the record's first frame)."""
+
+    def index_videos(self) -> None:
+        """Count every video's frames in this process before data workers fork."""
+
+
+class VideoSource:
+    """Decoded video files: each record's frame range of its file."""
+
+    kind = "frames"
+
+    def __init__(self, records: Sequence[VideoRecord]) -> None:
+        self.records = list(records)
+
+    def num_frames(self, index: int) -> int:
+        """The length of the record's frame range (end clamped to the file)."""
+        record = self.records[index]
+        num_file_frames = count_frames(record.path)
+        start, stop = record.frame_range(num_file_frames)
+        if stop == start:  # a range shorter than a clip loops (advise.data.sampling)
+            where = ""
+            if (start, stop) != (0, num_file_frames):
+                where = f" in frames [{start}, {stop}) of {num_file_frames}"
+            raise VideoTooShortError(
+                f"{record.path}: only 0 frames{where}, a clip needs at least 1"
+            )
+        return stop - start
+
+    def read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
+        """Decode the union of the clips' frames once; uint8 [T, 3, H, W] per clip."""
+        record = self.records[index]
+        lengths = [len(indices) for indices in clip_indices]
+        file_indices = np.concatenate(clip_indices) + record.start_frame
+        frames = read_frames(record.path, file_indices)  # [sum T, H, W, 3]
+        frames_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # -> [sum T, 3, H, W]
+        return list(torch.split(frames_tensor, lengths))
+
+    def index_videos(self) -> None:
+        """One decode per file, cached in-process; bad videos are left for reads to report."""
+        for record in self.records:
+            try:
+                count_frames(record.path)
+            except VideoDecodeError:
+                pass
+
+
+class StoreSource:
+    """A feature store's tokens of the records' videos (`advise.data.store.FeatureStore`)."""
+
+    kind = "tokens"
+
+    def __init__(self, store: Any, records: Sequence[VideoRecord]) -> None:
+        self.store = store
+        self.records = list(records)
+        self.store_indices = [store.index_of(record.path) for record in self.records]
+
+    def _store_index(self, index: int) -> int:
+        store_index = self.store_indices[index]
+        if store_index is None:
+            raise VideoDecodeError(self.records[index].path, "not in the feature store")
+        return store_index
+
+    def num_frames(self, index: int) -> int:
+        return self.store.num_frames(self._store_index(index))
+
+    def read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
+        """float [V, T, D, h, w] per clip: every stored view of the clip's frames."""
+        store_index = self._store_index(index)
+        return [self.store.read(store_index, indices) for indices in clip_indices]
+
+    def index_videos(self) -> None:
+        pass  # stored frame counts are in the store's manifest
+
+
+def source_of(records: Sequence[VideoRecord], store: Any = None) -> Source:
+    """The records' videos decoded, or their tokens in `store` when one is given."""
+    return VideoSource(records) if store is None else StoreSource(store, records)
