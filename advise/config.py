@@ -589,7 +589,8 @@ def load_config(source: str | None = None, overrides: list[str] | dict | None = 
     layers = [list(flatten(_read_yaml(source, bases=False) if source else {})), list(dotted)]
     for part in SECTIONS:
         picks = [index for index, keys in enumerate(layers) if f"{part}.kind" in keys]
-        check_own_section(config, sum(layers[picks[-1] if picks else 0 :], []))
+        keys = sum(layers[picks[-1] if picks else 0 :], [])
+        check_own_section(config, [key for key in keys if key.startswith(f"{part}.")])
     return config
 
 

@@ -41,6 +41,13 @@ def test_a_kind_reads_only_its_own_section(overrides, message):
         load_config("demo", overrides)
 
 
+@pytest.mark.parametrize("kind", ["none", "bottleneck"])
+def test_an_override_may_pick_another_kind_than_the_preset(kind):
+    """demo sets tmm.bottleneck.*; the demo's own avg-pool arm sets tmm.kind=none over it."""
+    assert load_config("demo", {"tmm.kind": kind}).tmm.kind == kind
+    assert load_config("demo", {"pretext.kind": "byol"}).pretext.kind == "byol"
+
+
 def test_a_preset_may_pick_another_kind_than_its_base(tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text("base: demo\ntmm:\n  kind: none\n")  # demo sets tmm.bottleneck.*
