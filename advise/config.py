@@ -62,13 +62,63 @@ class BottleneckConfig:
 
 
 @dataclass(frozen=True)
+class Conv3dConfig:
+    """tmm.kind=conv3d: two plain 3-D convolutions (`advise.models.tmm_conv3d.Conv3dTMM`)."""
+
+    hidden: int = 256
+    out: int = 1024
+    kernel: tuple[int, ...] = (3, 3, 3)  # (t, h, w), each odd: keeps T, h, w unchanged
+
+    def check(self) -> None:
+        _three("tmm.conv3d.kernel", self.kernel)
+        _odd("tmm.conv3d.kernel", self.kernel)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """tmm.kind=transformer: space-time self-attention over every token
+    (`advise.models.tmm_transformer.TransformerTMM`)."""
+
+    depth: int = 2
+    width: int = 256  # attention width; the tokens are projected to it
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    out: int = 1024
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        _divisible("transformer", self.width, self.heads)
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """tmm.kind=swin: a video-Swin stage, attention in (shifted) 3-D windows
+    (`advise.models.tmm_swin.SwinTMM`)."""
+
+    depth: int = 2  # blocks; every second one shifts its windows by half a window
+    width: int = 256
+    heads: int = 4
+    window: tuple[int, ...] = (2, 4, 4)  # (t, h, w) tokens per window, cut to the input's size
+    mlp_ratio: float = 4.0
+    out: int = 1024
+    dropout: float = 0.0
+
+    def check(self) -> None:
+        _three("tmm.swin.window", self.window)
+        _divisible("swin", self.width, self.heads)
+
+
+@dataclass(frozen=True)
 class TMMConfig:
-    """The temporal modelling module: `kind` picks one of `advise.models.tmm.TMM_KINDS`, and
+    """The temporal modelling module: `kind` picks one of `advise.models.registry.TMM_KINDS`, and
     only that kind's section (`tmm.<kind>.*`) may differ from its defaults."""
 
-    kind: str = "bottleneck"  # bottleneck | none (avg-pool); see advise.models.registry
+    kind: str = "bottleneck"  # bottleneck | conv3d | transformer | swin | none (avg-pool)
     frozen: bool = False  # keep the inherited SFU + TMM fixed (linear probing)
     bottleneck: BottleneckConfig = field(default_factory=BottleneckConfig)
+    conv3d: Conv3dConfig = field(default_factory=Conv3dConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    swin: SwinConfig = field(default_factory=SwinConfig)
 
 
 # the kinds with a config section: one TMMConfig field each (advise.models.registry has them all)
@@ -256,6 +306,22 @@ RANGES: dict[str, Range] = {
     "tmm.bottleneck.hidden": WIDTH,
     "tmm.bottleneck.out": WIDTH,
     "tmm.bottleneck.temporal_kernel": Range(1, 15, why="frames; odd"),
+    "tmm.conv3d.hidden": WIDTH,
+    "tmm.conv3d.out": WIDTH,
+    "tmm.conv3d.kernel": Range(1, 15, why="tokens; odd"),
+    "tmm.transformer.depth": Range(1, 64, why="blocks; more would exhaust memory"),
+    "tmm.transformer.width": WIDTH,
+    "tmm.transformer.heads": Range(1, 64),
+    "tmm.transformer.mlp_ratio": Range(0, 16, low_open=True),
+    "tmm.transformer.out": WIDTH,
+    "tmm.transformer.dropout": PROBABILITY_BELOW_ONE,
+    "tmm.swin.depth": Range(1, 64, why="blocks; more would exhaust memory"),
+    "tmm.swin.width": WIDTH,
+    "tmm.swin.heads": Range(1, 64),
+    "tmm.swin.window": Range(1, 64, why="tokens"),
+    "tmm.swin.mlp_ratio": Range(0, 16, low_open=True),
+    "tmm.swin.out": WIDTH,
+    "tmm.swin.dropout": PROBABILITY_BELOW_ONE,
     "head.hidden": WIDTH,
     "head.dropout": PROBABILITY_BELOW_ONE,
     "data.num_frames": Range(1, 256, why="frames per clip; more would exhaust memory"),
@@ -454,6 +520,19 @@ def lookup(config: Any, key: str) -> Any:
 def _odd(key: str, sizes: tuple[int, ...]) -> None:
     if any(size % 2 == 0 for size in sizes):
         raise ConfigError(f"{key} must be odd (keeps T, h, w unchanged), got {_show(sizes)}")
+
+
+def _three(key: str, sizes: tuple[int, ...]) -> None:
+    if len(sizes) != 3:
+        raise ConfigError(f"{key} must be three sizes (t, h, w), got {_show(sizes)}")
+
+
+def _divisible(kind: str, width: int, heads: int) -> None:
+    if width % heads:
+        raise ConfigError(
+            f"tmm.{kind}.width={width} must be divisible by tmm.{kind}.heads={heads} (each head "
+            f"gets width / heads channels)"
+        )
 
 
 def check_own_section(config: Config, keys: list[str]) -> None:

@@ -32,6 +32,7 @@ def test_old_flat_keys_still_set_the_bottleneck():
     "overrides, message",
     [
         (["tmm.kind=lstm"], "tmm.kind must be one of bottleneck, .*none"),
+        (["tmm.conv3d.hidden=3"], "tmm.conv3d.hidden is set but tmm.kind=bottleneck"),
         (["tmm.kind=none", "tmm.bottleneck.hidden=7"], "tmm.kind=none, which reads no section"),
         (["tmm.bottleneck.depth=3"], "tmm.bottleneck has: blocks, hidden, out, temporal_kernel"),
     ],

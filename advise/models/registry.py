@@ -14,8 +14,14 @@ from typing import Any
 from torch import nn
 
 from advise.models.tmm import BottleneckTMM, IdentityTMM
+from advise.models.tmm_conv3d import Conv3dTMM
+from advise.models.tmm_swin import SwinTMM
+from advise.models.tmm_transformer import TransformerTMM
 
 TMM_KINDS: dict[str, Callable[[int, Any], nn.Module]] = {
     "bottleneck": BottleneckTMM.from_config,
+    "conv3d": Conv3dTMM.from_config,
+    "transformer": TransformerTMM.from_config,
+    "swin": SwinTMM.from_config,
     "none": IdentityTMM,  # the average-pooling baseline: the head pools the tokens directly
 }
