@@ -21,6 +21,7 @@ import torch
 
 from advise import __version__
 from advise.config import Config, load_config
+from advise.files import atomic_write
 from advise.models.build import build_frozen_ifm
 from advise.pretexts import build_pretext
 from advise.report import plot_curves, read_history, results_table
@@ -178,9 +179,9 @@ def run_demo(
     }
     # results.json: per task at the top level, as the README documents
     document = {**results["tasks"], **{k: v for k, v in results.items() if k != "tasks"}}
-    (out / "results.json").write_text(json.dumps(document, indent=2))
+    atomic_write(out / "results.json", json.dumps(document, indent=2))
     table = results_table(flat, pretext)
-    (out / "report.md").write_text(_report(table, results, figure.name))
+    atomic_write(out / "report.md", _report(table, results, figure.name))
     print()
     print(table)
     print(f"\nseconds: {json.dumps(results['seconds'])}")

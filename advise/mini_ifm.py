@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg
 from torch import Tensor, nn
 
 from advise.data import synthetic
+from advise.files import atomic_write
 
 MINI_IMG_SIZE = 64
 # Per-channel statistics of `render_stills` images in [0, 1] (measured on 2000 stills).
@@ -277,12 +278,8 @@ def ensure_mini_ifm(
             "heldout_digit_accuracy": f"{model.heldout_accuracy:.4f}",
             "train_seconds": f"{time.perf_counter() - start:.1f}",
         }
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
-        save_file(tensors, str(temporary), metadata=metadata)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        atomic_write(path, save(tensors, metadata=metadata))
         if progress:
             print(f"Mini IFM held-out still digit accuracy: {model.heldout_accuracy:.3f}")
     return path

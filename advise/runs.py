@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +20,46 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advise import __version__
 from advise.config import Config, ConfigError, from_dict, parse_override, save_config
 from advise.data import loaders
-from advise.data.check import read_quarantine
-from advise.data.formats import SSV2_LABEL_FILES, AnnotatedSplit
-from advise.data.store import FeatureStore, StoreError, StoreSpec, encode_views
+from advise.data.formats import AnnotatedSplit
+from advise.data.store import FeatureStore, StoreError, StoreSpec, StoreWriter, encode_views
 from advise.data.transforms import Preprocessing
+from advise.files import atomic_write
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.ifm import CombinedIFM, FrozenIFM, build_ifm
 from advise.pretexts import Pretext, build_pretext
+from advise.provenance import (
+    data_manifest,
+    environment,
+    online_ifm_record,
+    run_meta,
+    store_ifm_record,
+    write_run_record,
+)
 from advise.report import plot_confusion
 from advise.train import distributed
 from advise.train.checkpoint import (
     CheckpointError,
     check_architecture,
+    check_classes,
+    check_ifm,
+    check_resumable,
+    check_stage,
     load_checkpoint,
     model_tensors,
+    part_tensors,
 )
-from advise.train.engine import TrainResult, evaluate, resolve_device, train
+from advise.train.engine import TrainingDataset, TrainResult, evaluate, resolve_device, train
 from advise.train.metrics import (
     AccuracyMeter,
     confusion_matrix,
     mean_class_accuracy,
     per_class_accuracy,
 )
-from advise.train.tasks import ActionTask, forward_batch
+from advise.train.tasks import ActionTask, Task, forward_batch
 
 CHECKPOINT = Path("checkpoints") / "last"
 
@@ -84,26 +95,9 @@ class Setup:
         """The IFM behind this run's tokens, and whether they were stored or computed online
         (stored views are fixed, which can change an evaluation)."""
         if self.store is not None:
-            spec = self.store.spec
-            return {
-                "name": spec.ifm,
-                "weights_hash": spec.weights_hash,
-                "random_init": spec.random_init,
-                "precision": spec.precision,
-                "img_size": spec.img_size,
-                "features": f"store:{self.store.path}",
-                "store": {"views": spec.views, "frame_stride": spec.frame_stride,
-                          "dtype": spec.dtype, "spatial": spec.spatial,
-                          "channels": spec.channels},
-            }  # fmt: skip
-        return {
-            "name": self.ifm.name,
-            "weights_hash": self.ifm.weights_hash(),
-            "random_init": self.config.ifm.random_init,
-            "precision": resolve_precision(self.config.ifm.precision, self.device),
-            "img_size": self.ifm.img_size,
-            "features": "online",
-        }
+            return store_ifm_record(self.store)
+        precision = resolve_precision(self.config.ifm.precision, self.device)
+        return online_ifm_record(self.ifm, self.config.ifm.random_init, precision)
 
 
 def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup:
@@ -193,85 +187,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _meta(run: Setup, stage: str, class_names: list[str], split: AnnotatedSplit) -> dict:
-    return {
-        "stage": stage,
-        "class_names": class_names,
-        "ifm": run.ifm_record(),
-        "data": data_manifest(run.config, split),
-        "config": run.config.to_dict(),
-        "environment": environment(),
-        "advise_version": __version__,
-        "torch_version": torch.__version__,
-    }
-
-
-def data_manifest(config: Config, split: AnnotatedSplit) -> dict[str, Any]:
-    """What a number was computed on: format, root, counts per class, missing videos, the
-    quarantine list (hash, entries), and a sha256 of every annotation file the split was read
-    from, the files that define the class labels included."""
-    counts = split.counts()
-    files = {file for file, _ in split.origins} | {split.source}
-    folder = Path(split.source).parent  # where the files that define the labels sit
-    label_files = {
-        "ucf101": ["classInd.txt"],
-        "diving48": ["Diving48_vocab.json"],
-        "ssv2": list(SSV2_LABEL_FILES),
-    }.get(config.data.format, [])
-    files |= {str(folder / name) for name in label_files if (folder / name).is_file()}
-    quarantine = None
-    if config.data.quarantine:
-        path = Path(config.data.quarantine).expanduser()
-        quarantine = {
-            "file": str(path),
-            "sha256": _sha256(path),
-            "listed": len(read_quarantine(path)),
-        }
-    return {
-        "format": config.data.format,
-        "root": config.data.root,
-        "split": config.data.split if config.data.format in ("ucf101", "hmdb51") else None,
-        "source": split.source,
-        "videos": counts.videos,
-        "classes": counts.classes,
-        "per_class": counts.per_class,
-        "missing": counts.missing,
-        "quarantine": quarantine,
-        "annotation_sha256": {
-            file: _sha256(Path(file)) for file in sorted(files) if Path(file).is_file()
-        },
-    }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def environment() -> dict[str, Any]:
-    """Package versions and the machine, so a result can be traced to what produced it."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in ("torch", "torchvision", "timm", "av", "numpy", "safetensors"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    return {
-        "advise": __version__,
-        "python": platform.python_version(),
-        "packages": packages,
-        "platform": platform.platform(),
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-
-
 def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
     checkpoint = out_dir / CHECKPOINT
     if not resume and checkpoint.with_suffix(".json").exists():
@@ -284,54 +199,44 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
     distributed.barrier()
 
 
-def _check_resumable(checkpoint: Path, meta: dict[str, Any]) -> None:
-    """--resume continues the run it finds, on the same classes and data, or not at all."""
-    if not checkpoint.with_suffix(".json").exists():
-        raise ConfigError(f"--resume: no checkpoint at {checkpoint}.json to resume from")
-    _, state = load_checkpoint(checkpoint)
-    check_architecture(state.get("config"), meta["config"], checkpoint, "--resume: ")
-    _check_classes(state, meta["class_names"], checkpoint)
-    manifest = meta["data"]
-    recorded = state.get("data") or {}
-    for key in ("annotation_sha256", "videos", "quarantine"):
-        if key in recorded and recorded[key] != manifest[key]:
-            raise ConfigError(
-                f"--resume: the data changed since {checkpoint} was written ({key} differs: "
-                f"annotation files edited, videos added or removed, or another quarantine "
-                f"list); start a new run with another --out"
-            )
+@dataclass
+class _Stage:
+    """What a training stage trains, built once the run is set up: what differs between
+    pretrain and finetune."""
+
+    model: AdViSe
+    task: Task
+    dataset: TrainingDataset
+    class_names: list[str]
+    record: dict[str, Any] = field(default_factory=dict)  # its own entries of the run record
 
 
-def _write_run_record(out_dir: Path, meta: dict[str, Any]) -> None:
-    """run.json: what this run is made of (IFM, data manifest, environment), for people;
-    checkpoints carry the same record."""
-    record = {key: value for key, value in meta.items() if key != "config"}
-    if distributed.is_main():
-        (out_dir / "run.json").write_text(json.dumps(record, indent=2))
-
-
-def pretrain(
-    config: Config, out_dir: Path, resume: bool = False, ifm: FrozenIFM | None = None
+def _train_stage(
+    config: Config,
+    out_dir: Path,
+    resume: bool,
+    ifm: FrozenIFM | None,
+    stage: str,
+    title: str,
+    build: Callable[[Setup, AnnotatedSplit], _Stage],
 ) -> TrainResult:
-    """The pretext task (`pretext.kind`): only the TMM and head train; the IFM stays frozen."""
+    """What pretrain and finetune share: read the train split, set up, `build` the stage's
+    model, task and dataset, record the run, check what --resume continues, write the run
+    folder and train."""
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
-    say(f"pretrain ({config.pretext.kind}) on {split.summary()}")
+    say(f"{title} on {split.summary()}")
     run = setup(config, ifm)
-    pretext = build_pretext(config)
-    dataset = loaders.pretrain_dataset(
-        config, split, run.frame_preprocessing, run.store, pretext.sampler()
-    )
-    model = pretext_model(config, pretext, run)
-    task = pretext.task()
-    meta = _meta(run, "pretrain", pretext.class_names, split)
+    parts = build(run, split)
+    meta = run_meta(stage, parts.class_names, run.ifm_record(), config, split) | parts.record
     if resume:  # before anything in the run folder is written
-        _check_resumable(out_dir / CHECKPOINT, meta)
+        check_resumable(out_dir / CHECKPOINT, meta)
     _prepare_out(config, out_dir, resume)
-    _write_run_record(out_dir, meta)
+    if distributed.is_main():
+        write_run_record(out_dir, meta)
     return train(
-        model,
-        task,
-        dataset,
+        parts.model,
+        parts.task,
+        parts.dataset,
         optim=config.optim,
         train_config=config.train,
         out_dir=out_dir,
@@ -339,8 +244,26 @@ def pretrain(
         resume=resume,
         num_workers=config.data.num_workers,
         max_bad_fraction=config.data.max_bad_fraction,
-        description="pretrain",
+        description=stage,
     )
+
+
+def pretrain(
+    config: Config, out_dir: Path, resume: bool = False, ifm: FrozenIFM | None = None
+) -> TrainResult:
+    """The pretext task (`pretext.kind`): only the TMM and head train; the IFM stays frozen."""
+
+    def build(run: Setup, split: AnnotatedSplit) -> _Stage:
+        pretext = build_pretext(config)
+        sampler = pretext.sampler()
+        dataset = loaders.pretrain_dataset(
+            config, split, run.frame_preprocessing, run.store, sampler
+        )
+        model = pretext_model(config, pretext, run)
+        return _Stage(model, pretext.task(), dataset, pretext.class_names)
+
+    title = f"pretrain ({config.pretext.kind})"
+    return _train_stage(config, out_dir, resume, ifm, "pretrain", title, build)
 
 
 def pretext_model(config: Config, pretext: Pretext, run: Setup) -> AdViSe:
@@ -354,31 +277,15 @@ def _check_fits(
     state: dict, run: Setup, path: Path, parts: tuple[str, ...] = ("sfu", "tmm", "head")
 ) -> None:
     """The checkpoint at `path` was made with this run's IFM and model settings (`parts`)."""
-    _check_ifm(state, run, path)
+    check_ifm(state, run.ifm_record(), path)
     check_architecture(state.get("config"), run.config, path, parts=parts)
-
-
-def _check_ifm(state: dict, run: Setup, path: Path) -> None:
-    recorded = state.get("ifm", {})
-    current = run.ifm_record()
-    for key in ("name", "weights_hash"):
-        if recorded.get(key) != current[key]:
-            raise CheckpointError(
-                f"{path} was trained on IFM {recorded.get('name')!r} (weights "
-                f"{str(recorded.get('weights_hash'))[:12]}), but this run uses {current['name']!r} "
-                f"(weights {current['weights_hash'][:12]})"
-            )
 
 
 def load_init(model: AdViSe, path: Path, run: Setup) -> None:
     """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new."""
     tensors, state = load_checkpoint(path)
     _check_fits(state, run, path, parts=("sfu", "tmm"))
-    inherited = {
-        key: value
-        for key, value in model_tensors(tensors).items()
-        if key.startswith(("tmm.", "sfu."))
-    }
+    inherited = part_tensors(tensors, ("sfu", "tmm"))
     try:
         model.load_trainable_state_dict(inherited, parts=("sfu", "tmm"))
     except ValueError as error:
@@ -398,42 +305,18 @@ def finetune(
             "tmm.frozen=true (linear probing) needs --init PRETRAIN_CKPT: a frozen random "
             "temporal module would be probed"
         )
-    split = loaders.read_split(config.data, "train")
-    say(f"finetune on {split.summary()}")
-    run = setup(config, ifm)
-    dataset = loaders.finetune_dataset(config, split, run.frame_preprocessing, run.store)
-    model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
-    if init is not None and not resume:
-        load_init(model, init, run)
-    meta = _meta(run, "finetune", split.class_names, split)
-    meta["init"] = str(init) if init else None
-    if resume:  # before anything in the run folder is written
-        _check_resumable(out_dir / CHECKPOINT, meta)
-    _prepare_out(config, out_dir, resume)
-    _write_run_record(out_dir, meta)
-    return train(
-        model,
-        ActionTask(label_smoothing=config.optim.label_smoothing),
-        dataset,
-        optim=config.optim,
-        train_config=config.train,
-        out_dir=out_dir,
-        meta=meta,
-        resume=resume,
-        num_workers=config.data.num_workers,
-        max_bad_fraction=config.data.max_bad_fraction,
-        description="finetune",
-    )
 
+    def build(run: Setup, split: AnnotatedSplit) -> _Stage:
+        dataset = loaders.finetune_dataset(config, split, run.frame_preprocessing, run.store)
+        model = build_model(config, len(split.class_names), run.ifm, run.token_dim)
+        model = model.to(run.device)
+        if init is not None and not resume:
+            load_init(model, init, run)
+        task = ActionTask(label_smoothing=config.optim.label_smoothing)
+        record = {"init": str(init) if init else None}
+        return _Stage(model, task, dataset, split.class_names, record)
 
-def _check_classes(state: dict, class_names: list[str], path: Path) -> None:
-    recorded = state.get("class_names")
-    if recorded != class_names:
-        raise CheckpointError(
-            f"{path} was trained on {len(recorded or [])} classes "
-            f"({', '.join((recorded or [])[:3])}, ...) but the dataset has {len(class_names)} "
-            f"({', '.join(class_names[:3])}, ...): class names must match in order"
-        )
+    return _train_stage(config, out_dir, resume, ifm, "finetune", "finetune", build)
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -456,24 +339,12 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5 of a fine-tuned checkpoint on the test split."""
     tensors, state = load_checkpoint(checkpoint)
-    if state.get("stage") != "finetune":
-        raise CheckpointError(
-            f"{checkpoint} is a {state.get('stage')} checkpoint; evaluate a fine-tuned one"
-        )
+    check_stage(state, checkpoint, "finetune", "evaluate a fine-tuned one")
     split = loaders.read_split(config.data, "test")
     say(f"evaluate on {split.summary()}")
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     run = setup(config, ifm, views=num_crops)
-    _check_fits(state, run, checkpoint)
-    _check_classes(state, split.class_names, checkpoint)
-    model = build_model(config, len(split.class_names), run.ifm, run.token_dim).to(run.device)
-    weights = model_tensors(tensors)
-    try:
-        model.load_trainable_state_dict(weights)
-    except (RuntimeError, KeyError, ValueError) as error:
-        raise CheckpointError(
-            f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
-        ) from None
+    model = _finetuned_model(run, tensors, state, checkpoint, split.class_names)
     dataset = loaders.eval_dataset(
         config, split, run.frame_preprocessing, num_clips, num_crops, run.store
     )
@@ -489,19 +360,11 @@ def evaluate_checkpoint(
         max_bad_fraction=config.data.max_bad_fraction,
     )
     video_ids, labels, probs = meter.video_scores()
-    predictions = probs.argmax(dim=1) if len(video_ids) else labels
-    confusion = confusion_matrix(labels, predictions, len(split.class_names))
-    per_class = per_class_accuracy(confusion)
     result.update(
         views=f"{num_clips}x{num_crops}",
         num_clips=num_clips,
         num_crops=num_crops,
-        mean_class_top1=mean_class_accuracy(confusion),
-        per_class=[
-            {"class": name, "videos": int(confusion[index].sum()), "top1": per_class[index]}
-            for index, name in enumerate(split.class_names)
-        ],
-        confusion_matrix=confusion.tolist(),
+        **_class_scores(labels, probs, split.class_names),
         checkpoint=str(checkpoint),
         ifm=run.ifm_record(),
         data=data_manifest(config, split),
@@ -510,24 +373,63 @@ def evaluate_checkpoint(
         seconds=round(time.perf_counter() - started, 2),
     )
     if out_file is not None and distributed.is_main():
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        figure = out_file.with_name(out_file.stem + "_confusion.png")
-        predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
-        result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
-        title = (
-            f"{len(video_ids)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
-            f"mean class {result['mean_class_top1']:.1f}"
-        )
-        plot_confusion(result["confusion_matrix"], split.class_names, figure, title)
-        write_predictions(
-            predictions_file,
-            [split.records[index].path for index in video_ids.tolist()],
-            labels,
-            probs,
-            split.class_names,
-        )
-        out_file.write_text(json.dumps(result, indent=2))  # last: its files exist when it does
+        videos = [split.records[index].path for index in video_ids.tolist()]
+        _write_evaluation(out_file, result, videos, labels, probs, split.class_names)
     return result
+
+
+def _finetuned_model(
+    run: Setup, tensors: dict[str, Tensor], state: dict, checkpoint: Path, class_names: list[str]
+) -> AdViSe:
+    """The model `run.config` builds, with the fine-tuned checkpoint's weights (checked to be
+    made for this IFM, model settings and classes)."""
+    _check_fits(state, run, checkpoint)
+    check_classes(state, class_names, checkpoint)
+    model = build_model(run.config, len(class_names), run.ifm, run.token_dim).to(run.device)
+    try:
+        model.load_trainable_state_dict(model_tensors(tensors))
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise CheckpointError(
+            f"{checkpoint} does not fit the model this config builds: {str(error)[:300]}"
+        ) from None
+    return model
+
+
+def _class_scores(labels: Tensor, probs: Tensor, class_names: list[str]) -> dict[str, Any]:
+    """Mean class top-1, per-class top-1 and the confusion matrix of per-video scores."""
+    predictions = probs.argmax(dim=1) if len(labels) else labels
+    confusion = confusion_matrix(labels, predictions, len(class_names))
+    per_class = per_class_accuracy(confusion)
+    return {
+        "mean_class_top1": mean_class_accuracy(confusion),
+        "per_class": [
+            {"class": name, "videos": int(confusion[index].sum()), "top1": per_class[index]}
+            for index, name in enumerate(class_names)
+        ],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def _write_evaluation(
+    out_file: Path,
+    result: dict[str, Any],
+    videos: list[Path],
+    labels: Tensor,
+    probs: Tensor,
+    class_names: list[str],
+) -> None:
+    """`out_file` (the result as JSON), its confusion figure and per-video predictions CSV."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    figure = out_file.with_name(out_file.stem + "_confusion.png")
+    predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
+    result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
+    title = (
+        f"{len(videos)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
+        f"mean class {result['mean_class_top1']:.1f}"
+    )
+    plot_confusion(result["confusion_matrix"], class_names, figure, title)
+    write_predictions(predictions_file, videos, labels, probs, class_names)
+    atomic_write(out_file, json.dumps(result, indent=2))  # last: its files exist when it does
 
 
 def write_predictions(
@@ -572,10 +474,7 @@ def predict(
     from advise.data.video import VideoDecodeError, probe_video
 
     tensors, state = load_checkpoint(checkpoint)
-    if state.get("stage") != "finetune":
-        raise CheckpointError(
-            f"{checkpoint} is a {state.get('stage')} checkpoint; predict needs a fine-tuned one"
-        )
+    check_stage(state, checkpoint, "finetune", "predict needs a fine-tuned one")
     if not Path(video).is_file():
         raise FileNotFoundError(2, "video not found", str(video))
     config = from_dict(state["config"]).replace(parse_overrides(overrides or []))
@@ -691,17 +590,9 @@ def extract(
     are skipped. `pool=True` applies the config's SFU before storing. With several processes,
     process `rank` of `world_size` takes every world_size-th video; the last to finish its
     share and find every other share done writes the manifest."""
-    from tqdm import tqdm
-
-    from advise.data.store import DTYPES, FrameViewsDataset, video_problem, write_video_tokens
     from advise.models.sfu import SFU
 
-    if views not in (1, 3):
-        raise ConfigError(f"--views must be 1 or 3 (centre, or three crops), got {views}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if frame_stride < 1:
-        raise ConfigError(f"--frame-stride must be >= 1, got {frame_stride}")
+    _check_extract_options(views, frame_stride, dtype)
     rank = distributed.rank() if rank is None else rank
     world_size = distributed.world_size() if world_size is None else world_size
     config = config.replace({"data.source": "video"})
@@ -709,9 +600,39 @@ def extract(
     run = setup(config, ifm)
     pooled = pool and (config.sfu.spatial is not None or config.sfu.channels is not None)
     sfu = SFU(config.sfu.spatial, config.sfu.channels) if pooled else nn.Identity()
-    size = run.ifm.img_size
+    spec = _extraction_spec(run, sfu, pooled, views, frame_stride, dtype)
+    writer = StoreWriter(out_dir, spec, config.data.root, rank, world_size)
+    if rank == 0:
+        writer.start()
+    distributed.barrier()
+    writer.start()  # every rank checks what it resumes
+    todo = [(index, records[index]) for index in writer.todo(len(records))]
+    writer.finish(_store_videos(run, sfu, writer, todo, chunk_frames, progress))
+    distributed.barrier()
+    if rank == 0 and writer.all_done():
+        writer.write_manifest(records)
+    distributed.barrier()
+    return out_dir
+
+
+def _check_extract_options(views: int, frame_stride: int, dtype: str) -> None:
+    from advise.data.store import DTYPES
+
+    if views not in (1, 3):
+        raise ConfigError(f"--views must be 1 or 3 (centre, or three crops), got {views}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if frame_stride < 1:
+        raise ConfigError(f"--frame-stride must be >= 1, got {frame_stride}")
+
+
+def _extraction_spec(
+    run: Setup, sfu: nn.Module, pooled: bool, views: int, frame_stride: int, dtype: str
+) -> StoreSpec:
+    """What the store's tokens will be: the run's IFM, and `sfu`'s output shape (probed)."""
+    config, size = run.config, run.ifm.img_size
     probe = sfu(run.ifm(torch.zeros(1, 1, 3, size, size, device=run.device)))  # [1, D, 1, h, w]
-    spec = StoreSpec(
+    return StoreSpec(
         ifm=run.ifm.name,
         weights_hash=run.ifm.weights_hash(),
         random_init=config.ifm.random_init,
@@ -727,20 +648,27 @@ def extract(
         layers=run.ifm.layers,
         layer_merge=run.ifm.layer_merge,
     )
-    if rank == 0:
-        _start_store(out_dir, spec, config)
-    distributed.barrier()
-    _start_store(out_dir, spec, config)  # every rank checks what it resumes
-    todo = [  # what is not stored yet, or stored damaged (a file cut by a crash of the disk)
-        (index, record)
-        for index, record in enumerate(records)
-        if index % world_size == rank and video_problem(out_dir, index, spec) is not None
-    ]
-    dataset = FrameViewsDataset(
-        todo, frame_stride, loaders.views_transform(run.preprocessing, views)
-    )
+
+
+def _store_videos(
+    run: Setup,
+    sfu: nn.Module,
+    writer: StoreWriter,
+    todo: list[tuple[int, Any]],
+    chunk_frames: int,
+    progress: bool | None,
+) -> int:
+    """Decode, encode and store the (store index, record) videos of `todo`; returns how many
+    were stored (a video that does not decode is skipped, warned)."""
+    from tqdm import tqdm
+
+    from advise.data.store import FrameViewsDataset
+
+    spec = writer.spec
+    views = loaders.views_transform(run.preprocessing, spec.views)
+    dataset = FrameViewsDataset(todo, spec.frame_stride, views)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=config.data.num_workers
+        dataset, batch_size=None, num_workers=run.config.data.num_workers
     )
     show = sys.stderr.isatty() if progress is None else progress
     failed = 0
@@ -748,16 +676,8 @@ def extract(
         if not isinstance(item, dict):
             failed += 1
             continue
-        tokens = encode_views(run.ifm, sfu, item["views"], chunk_frames)
-        write_video_tokens(out_dir, item["index"], tokens, dtype)
-    (out_dir / f"done.{rank}-of-{world_size}").write_text(f"{len(todo) - failed}\n")
-    distributed.barrier()
-    if rank == 0 and all(
-        (out_dir / f"done.{r}-of-{world_size}").is_file() for r in range(world_size)
-    ):
-        _write_manifest(out_dir, spec, config, records)
-    distributed.barrier()
-    return out_dir
+        writer.write(item["index"], encode_views(run.ifm, sfu, item["views"], chunk_frames))
+    return len(todo) - failed
 
 
 def _records_of(config: Config, subsets: list[str]) -> list:
@@ -780,95 +700,6 @@ def _records_of(config: Config, subsets: list[str]) -> list:
                 seen.add((record.path, record.start_frame, record.end_frame))
                 records.append(record)
     return records
-
-
-def _start_store(out_dir: Path, spec: StoreSpec, config: Config) -> None:
-    """Write store.json, or check that a store being resumed was started with this spec (one
-    started before a spec field existed holds that field's default, `SPEC_DEFAULTS`)."""
-    from advise.data.store import SPEC_DEFAULTS
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "videos").mkdir(exist_ok=True)
-    for stale in (out_dir / "videos").glob(".*.tmp"):  # half-written by a killed extraction
-        stale.unlink(missing_ok=True)
-    path = out_dir / "store.json"
-    record = {"spec": spec.to_dict(), "data_root": _absolute(config.data.root)}
-    if path.is_file():
-        try:
-            started = json.loads(path.read_bytes())
-        except ValueError as error:
-            finished = _manifest_record(out_dir)
-            if finished is not None and isinstance(finished["spec"], dict):
-                finished["spec"] = {**SPEC_DEFAULTS, **finished["spec"]}
-            if finished != record:
-                raise StoreError(
-                    f"{path} is damaged ({error}): the settings of the store in {out_dir} are "
-                    "unknown; extract into another --out (or delete that folder)"
-                ) from None
-            started = record  # a finished store's manifest says what it was: repair it
-            path.write_text(json.dumps(record, indent=2))
-        if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
-            started = {"spec": {}}
-        started = {**started, "spec": {**SPEC_DEFAULTS, **started["spec"]}}
-        if started != record:
-            differences = [
-                key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]
-            ] + (["data_root"] if started.get("data_root") != record["data_root"] else [])
-            raise StoreError(
-                f"{out_dir} holds a store started with other settings ({', '.join(differences)} "
-                f"differ); resume with the same ones or choose another --out"
-            )
-        return
-    path.write_text(json.dumps(record, indent=2))
-
-
-def _manifest_record(out_dir: Path) -> dict[str, Any] | None:
-    """What store.json held, as an intact manifest records it; None without one."""
-    from advise.data.store import read_manifest
-
-    try:
-        manifest = read_manifest(out_dir)
-        return {"spec": manifest["spec"], "data_root": manifest["data_root"]}
-    except (StoreError, KeyError):
-        return None
-
-
-def _absolute(root: str) -> str:
-    """A store records its data root absolute: a relative one would mean another folder as
-    soon as the store is used from another working directory."""
-    return os.path.abspath(os.path.expanduser(root))
-
-
-def _write_manifest(out_dir: Path, spec: StoreSpec, config: Config, records: list) -> None:
-    from advise.data.store import (
-        STORE_VERSION,
-        _relative_key,
-        manifest_checksum,
-        video_file,
-        video_problem,
-    )
-
-    videos, failed = [], []
-    for index, record in enumerate(records):
-        key = _relative_key(record.path, config.data.root)
-        file = out_dir / video_file(index)
-        if video_problem(out_dir, index, spec) is not None:  # not decodable, or damaged since
-            failed.append(key)
-            continue
-        frames = int(np.load(file, mmap_mode="r").shape[1])
-        videos.append({"path": key, "label": record.label, "frames": frames,
-                       "file": video_file(index)})  # fmt: skip
-    manifest = {
-        "version": STORE_VERSION,
-        "spec": spec.to_dict(),
-        "data_root": _absolute(config.data.root),
-        "videos": videos,
-        "failed": failed,
-    }
-    manifest["sha256"] = manifest_checksum(manifest)
-    temporary = out_dir / f".manifest.json.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1))
-    os.replace(temporary, out_dir / "manifest.json")
 
 
 def ifm_table() -> list[dict[str, Any]]:

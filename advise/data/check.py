@@ -43,6 +43,7 @@ from advise.data.formats import (
     read_annotation_text,
 )
 from advise.data.video import VideoDecodeError, VideoInfo, probe_video, read_frames
+from advise.files import atomic_write
 
 # A usable video's frames may span less time than its header states by this much before it is
 # flagged (frames, and a fraction of the stated duration; both must be exceeded): containers
@@ -374,8 +375,8 @@ def write_report(report: CheckReport, out_dir: str | Path) -> dict[str, Path]:
         "markdown": out / "check_report.md",
         "quarantine": out / "quarantine.txt",
     }
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    paths["markdown"].write_text(_markdown(report))
+    atomic_write(paths["json"], json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write(paths["markdown"], _markdown(report))
     failed = report.failed
     header = (
         f"# Videos that failed `advise check-data`: {len(failed)} of {len(report.videos)}.\n"
@@ -383,7 +384,7 @@ def write_report(report: CheckReport, out_dir: str | Path) -> dict[str, Path]:
         "# Lines starting with # are comments; relative paths are relative to this folder.\n"
     )
     lines = [os.path.abspath(entry.path) + "\n" for entry in failed]
-    paths["quarantine"].write_text(header + "".join(lines))
+    atomic_write(paths["quarantine"], header + "".join(lines))
     return paths
 
 

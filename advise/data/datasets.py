@@ -23,7 +23,7 @@ plays in a loop (`advise.data.sampling`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,3 +284,15 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
         "skipped": len(skipped),
         "skipped_paths": skipped_paths,
     }
+
+
+def test_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Iterator[dict]:
+    """The dataset's collated batches in order, for measuring a model: videos indexed first,
+    batches whose every video was skipped left out."""
+    dataset.index_videos()
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips
+    )
+    for batch in loader:
+        if batch["labels"].numel():
+            yield batch

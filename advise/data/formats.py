@@ -1,6 +1,8 @@
 """Annotation readers: lists of (video file, class label, frame range) from dataset split files.
 
-One reader per `data.format` (`advise.data.loaders.read_split` picks it):
+One reader per `data.format`; the `FORMATS` table at the end says how each is read (which
+annotation files it needs, its official splits, the files that define its labels), and
+`advise.data.loaders.read_split` reads the table:
 
     ucf101    read_ucf101           classInd.txt + trainlist0N.txt / testlist0N.txt
     hmdb51    read_hmdb51           <class>_test_splitN.txt, markers 1 = train, 2 = test
@@ -821,37 +823,7 @@ def read_kinetics(
     """
     root = Path(root)
     annotation_file = Path(annotation_file)
-    rows = _read_csv_rows(annotation_file)
-    if not rows:
-        raise AnnotationError(annotation_file, 0, "no videos listed")
-    header_line, header = rows.pop(0)
-    lowered = [name.lower() for name in header]
-    absent = [name for name in KINETICS_COLUMNS if name not in lowered]
-    if absent:
-        raise AnnotationError(
-            annotation_file,
-            header_line,
-            f"header {','.join(header)!r} lacks {', '.join(absent)}; expected "
-            f"'{','.join(KINETICS_COLUMNS)},split'",
-        )
-    columns = [lowered.index(name) for name in KINETICS_COLUMNS]
-    entries: list[tuple[int, str, str]] = []
-    for number, row in rows:
-        if len(row) != len(header):
-            raise AnnotationError(
-                annotation_file, number, f"expected {len(header)} fields like the header, got {row}"
-            )
-        label, youtube_id, start_text, end_text = (row[column] for column in columns)
-        start, end = _time(start_text), _time(end_text)
-        if not label or not youtube_id or start is None or end is None:
-            raise AnnotationError(
-                annotation_file,
-                number,
-                f"expected a label, a youtube_id and whole-second time_start, time_end; got {row}",
-            )
-        entries.append((number, label, f"{youtube_id}_{start:06d}_{end:06d}"))
-    if not entries:
-        raise AnnotationError(annotation_file, 0, "no videos listed")
+    entries = _kinetics_entries(annotation_file)
     class_names = sorted({label for _, label, _ in entries})
     label_of_class = {name: index for index, name in enumerate(class_names)}
     class_lines: dict[str, int] = {}
@@ -883,6 +855,49 @@ def read_kinetics(
             stacklevel=2,
         )
     return AnnotatedSplit(records, class_names, str(annotation_file), origins, missing, class_lines)
+
+
+def _kinetics_entries(annotation_file: Path) -> list[tuple[int, str, str]]:
+    """(line, label, clip name "<youtube_id>_<start:06d>_<end:06d>") of every row of a Kinetics
+    CSV, its header checked for the columns `KINETICS_COLUMNS`."""
+    rows = _read_csv_rows(annotation_file)
+    if not rows:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    header_line, header = rows.pop(0)
+    lowered = [name.lower() for name in header]
+    absent = [name for name in KINETICS_COLUMNS if name not in lowered]
+    if absent:
+        raise AnnotationError(
+            annotation_file,
+            header_line,
+            f"header {','.join(header)!r} lacks {', '.join(absent)}; expected "
+            f"'{','.join(KINETICS_COLUMNS)},split'",
+        )
+    columns = [lowered.index(name) for name in KINETICS_COLUMNS]
+    entries: list[tuple[int, str, str]] = []
+    for number, row in rows:
+        if len(row) != len(header):
+            raise AnnotationError(
+                annotation_file, number, f"expected {len(header)} fields like the header, got {row}"
+            )
+        label, youtube_id, start_text, end_text = (row[column] for column in columns)
+        start, end = _time(start_text), _time(end_text)
+        if not label or not youtube_id or start is None or end is None:
+            raise AnnotationError(
+                annotation_file,
+                number,
+                f"expected a label, a youtube_id and whole-second time_start, time_end; got {row}",
+            )
+        entries.append((number, label, f"{youtube_id}_{start:06d}_{end:06d}"))
+    if not entries:
+        raise AnnotationError(annotation_file, 0, "no videos listed")
+    return entries
+
+
+def kinetics_clip_key(record: VideoRecord) -> str:
+    """A Kinetics clip's "<youtube_id>_<start>_<end>", wherever and however it is stored: clips
+    may sit flat or in class folders, with any suffix."""
+    return os.path.splitext(record.path.name)[0]
 
 
 def _find_clip(root: Path, label: str, name: str, listing: _Listing) -> Path | None:
@@ -959,3 +974,79 @@ def read_csv_annotations(
 
 def _is_integer(text: str) -> bool:
     return text.lstrip("+-").isdigit()
+
+
+# ------------------------------------------------------------------------- the format table
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """How one `data.format` is read.
+
+    `read(root, annotations, subset, split, check_files)` returns the subset's videos.
+    `annotations` is, when `split_folder`, the folder that holds every split's lists
+    (`data.annotations`; None: found under the root) and `split` (`data.split`) picks one of
+    the official `splits`; otherwise the subset's own file (`data.annotations` for train,
+    `data.test_annotations` for test) and `split` is unused. `label_files` are the files beside
+    the annotations that define the class labels (their hashes go into every run's data
+    manifest). `clip_key` says when a train and a test record are the same video (None: the
+    same path).
+    """
+
+    read: Callable[[Path, Path | None, str, int, bool], AnnotatedSplit]
+    split_folder: bool = False
+    splits: tuple[int, ...] = ()
+    label_files: tuple[str, ...] = ()
+    clip_key: Callable[[VideoRecord], object] | None = None
+
+
+def _read_ucf101_lists(
+    root: Path, annotations: Path | None, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_ucf101(
+        root, split=split, subset=subset, annotation_dir=annotations, check_files=check_files
+    )
+
+
+def _read_hmdb51_lists(
+    root: Path, annotations: Path | None, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_hmdb51(
+        root, split=split, subset=subset, annotation_dir=annotations, check_files=check_files
+    )
+
+
+def _read_diving48_file(
+    root: Path, annotations: Path, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_diving48(root, annotations, check_files=check_files)
+
+
+def _read_ssv2_file(
+    root: Path, annotations: Path, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_ssv2(root, annotations, check_files=check_files)
+
+
+def _read_kinetics_file(
+    root: Path, annotations: Path, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_kinetics(root, annotations, check_files=check_files)
+
+
+def _read_csv_file(
+    root: Path, annotations: Path, subset: str, split: int, check_files: bool
+) -> AnnotatedSplit:
+    return read_csv_annotations(annotations, root=root, check_files=check_files)
+
+
+# data.format -> how it is read; `advise.config.CHOICES["data.format"]` lists the same names
+FORMATS: dict[str, FormatSpec] = {
+    "ucf101": FormatSpec(_read_ucf101_lists, split_folder=True, splits=(1, 2, 3),
+                         label_files=("classInd.txt",)),
+    "hmdb51": FormatSpec(_read_hmdb51_lists, split_folder=True, splits=(1, 2, 3)),
+    "diving48": FormatSpec(_read_diving48_file, label_files=("Diving48_vocab.json",)),
+    "ssv2": FormatSpec(_read_ssv2_file, label_files=SSV2_LABEL_FILES),
+    "k400": FormatSpec(_read_kinetics_file, clip_key=kinetics_clip_key),
+    "csv": FormatSpec(_read_csv_file),
+}  # fmt: skip

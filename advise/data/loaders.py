@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,32 +10,22 @@ from advise.config import Config, ConfigError, DataConfig
 from advise.data.check import drop_quarantined
 from advise.data.datasets import ClipDataset, MultiViewDataset, PretextDataset
 from advise.data.formats import (
+    FORMATS,
     AnnotatedSplit,
     AnnotationError,
-    VideoRecord,
     check_disjoint,
     on_train_classes,
-    read_csv_annotations,
-    read_diving48,
-    read_hmdb51,
-    read_kinetics,
-    read_ssv2,
-    read_ucf101,
 )
 from advise.data.sampling import ClipSampler
 from advise.data.sources import source_of
 from advise.data.store import CentreTokens, TokenViews, TrainTokens
 from advise.data.transforms import Preprocessing, test_views, train_transform
 
-# Formats whose train and test lists are two files named by data.annotations and
-# data.test_annotations (ucf101 and hmdb51 find both lists in one annotation folder).
-_FILE_FORMATS = ("diving48", "ssv2", "k400", "csv")
-
 
 def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
     """The annotated videos of `subset` ("train" or "test"); errors name file and line.
 
-    `data.format` picks the reader (`advise.data.formats`); what `data.annotations` and
+    `data.format` picks the reader (`advise.data.formats.FORMATS`); what `data.annotations` and
     `data.test_annotations` name depends on it:
 
         ucf101, hmdb51  data.annotations = the folder of the split lists (empty: found under
@@ -72,7 +61,8 @@ def _check_against_other_subset(
 ) -> AnnotatedSplit:
     """Refuse a video in both subsets or a test class train lacks; give both train's classes."""
     other_subset = "test" if subset == "train" else "train"
-    if data.format in _FILE_FORMATS and not _annotation_file(data, other_subset):
+    data_format = FORMATS[data.format]
+    if not data_format.split_folder and not _annotation_file(data, other_subset):
         return split
     try:
         with warnings.catch_warnings():  # its size or missing clips concern the other subset
@@ -83,9 +73,7 @@ def _check_against_other_subset(
             raise
         return split  # no such list, or an empty one (`advise synth pool`): nothing overlaps
     train, test = (split, other) if subset == "train" else (other, split)
-    # Kinetics clips may sit flat or in class folders, with any suffix; other formats'
-    # paths follow from the annotation alone.
-    check_disjoint(train, test, key=_clip_name if data.format == "k400" else None)
+    check_disjoint(train, test, key=data_format.clip_key)
     # Formats that take their classes from each list itself (CSV, Kinetics, Diving48 without
     # its vocabulary) number a test list's classes on their own: "run" could be class 1 in
     # train and 0 in test. The train list's numbering is the model's; test follows it.
@@ -99,29 +87,16 @@ def _annotation_file(data: DataConfig, subset: str) -> Path | None:
 
 
 def _read(data: DataConfig, root: Path, subset: str, check_files: bool) -> AnnotatedSplit:
-    if data.format in ("ucf101", "hmdb51"):
-        folder = Path(data.annotations).expanduser() if data.annotations else None
-        reader = read_ucf101 if data.format == "ucf101" else read_hmdb51
-        return reader(
-            root, split=data.split, subset=subset, annotation_dir=folder, check_files=check_files
-        )
-    path = _annotation_file(data, subset)
-    if path is None:
-        key = "data.annotations" if subset == "train" else "data.test_annotations"
-        what = "train" if subset == "train" else "test (validation)"
-        raise ConfigError(f"{key} is empty: the {data.format} format needs the {what} file")
-    if data.format == "diving48":
-        return read_diving48(root, path, check_files=check_files)
-    if data.format == "ssv2":
-        return read_ssv2(root, path, check_files=check_files)
-    if data.format == "k400":
-        return read_kinetics(root, path, check_files=check_files)
-    return read_csv_annotations(path, root=root, check_files=check_files)
-
-
-def _clip_name(record: VideoRecord) -> str:
-    """A Kinetics clip's "<youtube_id>_<start>_<end>", wherever and however it is stored."""
-    return os.path.splitext(record.path.name)[0]
+    data_format = FORMATS[data.format]
+    if data_format.split_folder:  # every split's lists in one folder
+        annotations = Path(data.annotations).expanduser() if data.annotations else None
+    else:
+        annotations = _annotation_file(data, subset)
+        if annotations is None:
+            key = "data.annotations" if subset == "train" else "data.test_annotations"
+            what = "train" if subset == "train" else "test (validation)"
+            raise ConfigError(f"{key} is empty: the {data.format} format needs the {what} file")
+    return data_format.read(root, annotations, subset, data.split, check_files)
 
 
 def _train_transform(config: Config, prep: Preprocessing):

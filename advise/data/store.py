@@ -27,14 +27,16 @@ re-extracts exactly the damaged files and rewrites the manifest. A manifest that
 readable JSON of the expected layout, or does not match the checksum it carries (an edit that
 keeps the JSON valid), is a `StoreError` saying so.
 
-Resumable: every video file is written to a temporary name, flushed and renamed, so a killed
-extraction leaves only whole files; a rerun skips them and produces a store identical to an
-uninterrupted one (the IFM runs the same frames in the same chunks). Several processes
-(`rank`, `world_size`) split the videos between them; the manifest is written once all are done.
+Resumable: every file is written by `advise.files.atomic_write` (a temporary name, fsynced and
+renamed), so a killed extraction leaves only whole files; a rerun skips them and produces a store
+identical to an uninterrupted one (the IFM runs the same frames in the same chunks). Several
+processes (`rank`, `world_size`) split the videos between them; the manifest is written once all
+are done. `StoreWriter` does the writing; `advise.runs.extract` feeds it the IFM's tokens.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -49,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from advise.files import atomic_write
 from advise.provenance import json_sha256
 
 STORE_VERSION = 1
@@ -201,13 +204,10 @@ def quantize_int8(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(quantized, -127, 127).astype(np.int8), scales
 
 
-def _write_atomic(path: Path, array: np.ndarray) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def _write_array(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write(path, buffer.getbuffer())
 
 
 def video_file(index: int) -> str:
@@ -220,10 +220,10 @@ def write_video_tokens(store: Path, index: int, tokens: np.ndarray, dtype: str) 
     path = store / video_file(index)
     if dtype == "int8":
         quantized, scales = quantize_int8(tokens)
-        _write_atomic(path.with_suffix(".scale.npy"), scales)
-        _write_atomic(path, quantized)
+        _write_array(path.with_suffix(".scale.npy"), scales)
+        _write_array(path, quantized)
     else:
-        _write_atomic(path, tokens.astype(_NUMPY_DTYPES[dtype]))
+        _write_array(path, tokens.astype(_NUMPY_DTYPES[dtype]))
 
 
 def encode_views(ifm: nn.Module, sfu: nn.Module, views: Tensor, chunk_frames: int) -> np.ndarray:
@@ -242,6 +242,135 @@ def encode_views(ifm: nn.Module, sfu: nn.Module, views: Tensor, chunk_frames: in
         chunks.append(tokens.float().cpu())
     tokens = torch.cat(chunks, dim=2)  # [V, D, T, h, w]
     return tokens.permute(0, 2, 1, 3, 4).contiguous().numpy()  # -> [V, T, D, h, w]
+
+
+class StoreWriter:
+    """Writes one store folder, as process `rank` of `world_size` (each takes every
+    world_size-th video).
+
+    `start()` writes store.json, or checks that the store being resumed was started with the
+    same spec and data root; `todo(count)` is this process's share of the `count` videos, less
+    those already stored whole; `write(index, tokens)` stores one video; `finish(stored)`
+    marks the share done; once `all_done()`, `write_manifest(records)` lists every stored video
+    and makes the store readable.
+    """
+
+    def __init__(
+        self, path: Path, spec: StoreSpec, data_root: str, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.path = Path(path)
+        self.spec = spec
+        self.data_root = data_root  # data.root as configured (recorded absolute)
+        self.rank = rank
+        self.world_size = world_size
+
+    def _record(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "data_root": _absolute(self.data_root)}
+
+    def start(self) -> None:
+        """Write store.json, or check that a store being resumed was started with this spec (one
+        started before a spec field existed holds that field's default, `SPEC_DEFAULTS`).
+        Removes the temporary files a killed extraction left."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "videos").mkdir(exist_ok=True)
+        for stale in (self.path / "videos").glob(".*.tmp"):  # half-written by a killed extraction
+            stale.unlink(missing_ok=True)
+        if (self.path / "store.json").is_file():
+            self._check_started()
+        else:
+            atomic_write(self.path / "store.json", json.dumps(self._record(), indent=2))
+
+    def _check_started(self) -> None:
+        path, record = self.path / "store.json", self._record()
+        try:
+            started = json.loads(path.read_bytes())
+        except ValueError as error:
+            finished = _manifest_record(self.path)
+            if finished is not None and isinstance(finished["spec"], dict):
+                finished["spec"] = {**SPEC_DEFAULTS, **finished["spec"]}
+            if finished != record:
+                raise StoreError(
+                    f"{path} is damaged ({error}): the settings of the store in {self.path} are "
+                    "unknown; extract into another --out (or delete that folder)"
+                ) from None
+            started = record  # a finished store's manifest says what it was: repair it
+            atomic_write(path, json.dumps(record, indent=2))
+        if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
+            started = {"spec": {}}
+        started = {**started, "spec": {**SPEC_DEFAULTS, **started["spec"]}}
+        if started != record:
+            differences = [
+                key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]
+            ] + (["data_root"] if started.get("data_root") != record["data_root"] else [])
+            raise StoreError(
+                f"{self.path} holds a store started with other settings "
+                f"({', '.join(differences)} differ); resume with the same ones or choose "
+                "another --out"
+            )
+
+    def todo(self, count: int) -> list[int]:
+        """This process's videos among `count` that are not stored yet, or stored damaged (a
+        file cut by a crash of the disk)."""
+        return [
+            index
+            for index in range(count)
+            if index % self.world_size == self.rank
+            and video_problem(self.path, index, self.spec) is not None
+        ]
+
+    def write(self, index: int, tokens: np.ndarray) -> None:
+        """Store the tokens [V, T, D, h, w] (float) of video `index` in the spec's dtype."""
+        write_video_tokens(self.path, index, tokens, self.spec.dtype)
+
+    def _done_file(self, rank: int) -> Path:
+        return self.path / f"done.{rank}-of-{self.world_size}"
+
+    def finish(self, stored: int) -> None:
+        """Mark this process's share done (`stored` of its videos decoded and stored)."""
+        atomic_write(self._done_file(self.rank), f"{stored}\n")
+
+    def all_done(self) -> bool:
+        """Every process has finished its share."""
+        return all(self._done_file(rank).is_file() for rank in range(self.world_size))
+
+    def write_manifest(self, records: Sequence[Any]) -> None:
+        """manifest.json: per video of `records` (store index = position) its path relative to
+        the data root, label, stored frame count and file; the videos not stored whole
+        (undecodable, or damaged since) are listed as failed."""
+        videos, failed = [], []
+        for index, record in enumerate(records):
+            key = _relative_key(record.path, self.data_root)
+            file = self.path / video_file(index)
+            if video_problem(self.path, index, self.spec) is not None:
+                failed.append(key)
+                continue
+            frames = int(np.load(file, mmap_mode="r").shape[1])
+            videos.append({"path": key, "label": record.label, "frames": frames,
+                           "file": video_file(index)})  # fmt: skip
+        manifest = {
+            "version": STORE_VERSION,
+            "spec": self.spec.to_dict(),
+            "data_root": _absolute(self.data_root),
+            "videos": videos,
+            "failed": failed,
+        }
+        manifest["sha256"] = manifest_checksum(manifest)
+        atomic_write(self.path / "manifest.json", json.dumps(manifest, indent=1))
+
+
+def _manifest_record(store: Path) -> dict[str, Any] | None:
+    """What store.json held, as an intact manifest records it; None without one."""
+    try:
+        manifest = read_manifest(store)
+        return {"spec": manifest["spec"], "data_root": manifest["data_root"]}
+    except (StoreError, KeyError):
+        return None
+
+
+def _absolute(root: str) -> str:
+    """A store records its data root absolute: a relative one would mean another folder as
+    soon as the store is used from another working directory."""
+    return os.path.abspath(os.path.expanduser(root))
 
 
 # ------------------------------------------------------------------------------- reading

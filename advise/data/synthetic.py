@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from advise.files import atomic_write
+
 FRAME_SIZE = 64
 FPS = 25
 # Side of the square periodic background texture, in pixels (the camera window wraps around it).
@@ -687,7 +689,7 @@ def generate(
 
 
 def _write_text(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines))
+    atomic_write(path, "".join(line + "\n" for line in lines))
 
 
 def _is_complete(out_dir: Path, manifest: dict, relative_paths: list[list[str]]) -> bool:

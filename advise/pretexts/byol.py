@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advise.data import loaders
-from advise.data.datasets import collate_clips
+from advise.data.datasets import test_batches
 from advise.data.sampling import PlaybackRateSampler
 from advise.models.heads import global_average_pool
 from advise.train.tasks import StatelessTask, batch_tokens
@@ -189,17 +189,9 @@ def _features(model: nn.Module, config: Config, subset: str, run: Any) -> tuple[
     """Unit-length pooled TMM features [V, D] of one centre clip per video, and the labels."""
     split = loaders.read_split(config.data, subset)
     dataset = loaders.eval_dataset(config, split, run.frame_preprocessing, 1, 1, run.store)
-    dataset.index_videos()
     model.eval()
     features, labels = [], []
-    for batch in torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.eval.batch_size,
-        num_workers=config.data.num_workers,
-        collate_fn=collate_clips,
-    ):
-        if batch["labels"].numel() == 0:
-            continue
+    for batch in test_batches(dataset, config.eval.batch_size, config.data.num_workers):
         tokens = batch_tokens(model, batch, run.device)
         pooled = global_average_pool(model.tmm(model.sfu(tokens))).float().cpu()
         features.append(F.normalize(pooled, dim=1))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from advise.data import loaders
-from advise.data.datasets import collate_clips
+from advise.data.datasets import test_batches
 from advise.data.sampling import PlaybackRateSampler
 from advise.train.tasks import PlaybackRateTask, forward_batch
 
@@ -58,17 +58,9 @@ class PlaybackRatePretext:
         dataset = loaders.pretext_eval_dataset(
             config, split, run.frame_preprocessing, run.store, self.sampler()
         )
-        dataset.index_videos()
         model.eval()
         correct = total = 0
-        for batch in torch.utils.data.DataLoader(
-            dataset,
-            batch_size=config.eval.batch_size,
-            num_workers=config.data.num_workers,
-            collate_fn=collate_clips,
-        ):
-            if batch["labels"].numel() == 0:
-                continue
+        for batch in test_batches(dataset, config.eval.batch_size, config.data.num_workers):
             logits = forward_batch(model, batch, run.device)
             correct += (logits.argmax(1).cpu() == batch["labels"]).sum().item()
             total += batch["labels"].numel()

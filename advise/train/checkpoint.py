@@ -8,9 +8,9 @@ the state's canonical JSON (`state_sha256`). Loading checks both, so an edited s
 swapped in from another checkpoint, or altered tensors are refused with a message saying which
 files disagree and on what; a pair is never mixed.
 
-Each file is written to a temporary file in the same folder, flushed, fsynced and renamed over
-the old one (`os.replace`, atomic on POSIX), and the folder is fsynced. The JSON is written
-last, so:
+Each file is written by `advise.files.atomic_write`: to a temporary file in the same folder,
+flushed, fsynced and renamed over the old one (`os.replace`, atomic on POSIX), and the folder
+is fsynced. The JSON is written last, so:
 
 - a crash before the tensor file is renamed leaves the previous checkpoint intact;
 - a crash between the two renames leaves a torn pair (new tensors, old JSON). Before a save
@@ -22,8 +22,11 @@ last, so:
 Version 1 checkpoints (written before the binding) carry no metadata to check the JSON
 against; they still load, with a warning, and the next save of a resumed run binds them.
 
-Also here: `rng_state` / `set_rng_state` (python, numpy, torch) and a flat tensors + JSON form
-of an optimiser's state (`optimizer_to_tensors` / `optimizer_from_tensors`).
+Also here: `rng_state` / `set_rng_state` (python, numpy, torch), a flat tensors + JSON form
+of an optimiser's state (`optimizer_to_tensors` / `optimizer_from_tensors`), and what a run's
+checkpoint holds beyond the bits: the model's tensors (`model_tensors`, `part_tensors`) and the
+checks of its recorded stage, IFM, classes, architecture and data against a run
+(`check_stage`, `check_ifm`, `check_classes`, `check_architecture`, `check_resumable`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
+from advise.files import atomic_write
 from advise.provenance import json_sha256
 
 FORMAT = "advise-checkpoint"
@@ -106,8 +109,8 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
     ):
         _atomic_link(tensor_path, kept_tensor_path)
         _atomic_link(state_path, kept_state_path)
-    _atomic_write(tensor_path, data)
-    _atomic_write(state_path, record_text.encode("utf-8"))
+    atomic_write(tensor_path, data)
+    atomic_write(state_path, record_text)
     return state_path
 
 
@@ -298,38 +301,6 @@ def _prepare_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         seen_storage.add(tensor.untyped_storage().data_ptr())
         prepared[name] = tensor
     return prepared
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` so that readers see the old or the new content, never a part."""
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make a rename inside `folder` durable (a no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 # ---------------------------------------------------------------------------- RNG states
@@ -531,9 +502,71 @@ def _check_same_parameters(current: list[dict], saved: list[dict]) -> None:
             )
 
 
+# ------------------------------------------------------------- what a run's checkpoint holds
+
+
 def model_tensors(tensors: dict[str, Tensor], prefix: str = "model.") -> dict[str, Tensor]:
     """The tensors saved under `prefix` ("model." for the trainable model state), without it."""
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def part_tensors(tensors: dict[str, Tensor], parts: tuple[str, ...]) -> dict[str, Tensor]:
+    """The model tensors of the named parts only (e.g. ("sfu", "tmm"): what `--init` inherits),
+    named as in the model's state dict."""
+    prefixes = tuple(f"{part}." for part in parts)
+    return {key: value for key, value in model_tensors(tensors).items() if key.startswith(prefixes)}
+
+
+def check_stage(state: dict, path: str | Path, stage: str, purpose: str) -> None:
+    """Refuse a checkpoint written by another stage than `stage` ("pretrain", "finetune");
+    `purpose` ends the message ("evaluate a fine-tuned one")."""
+    if state.get("stage") != stage:
+        raise CheckpointError(f"{path} is a {state.get('stage')} checkpoint; {purpose}")
+
+
+def check_ifm(state: dict, current: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint trained on tokens of another IFM than `current` (a run's IFM
+    record: name and weights hash are compared)."""
+    recorded = state.get("ifm", {})
+    for key in ("name", "weights_hash"):
+        if recorded.get(key) != current[key]:
+            raise CheckpointError(
+                f"{path} was trained on IFM {recorded.get('name')!r} (weights "
+                f"{str(recorded.get('weights_hash'))[:12]}), but this run uses {current['name']!r} "
+                f"(weights {current['weights_hash'][:12]})"
+            )
+
+
+def check_classes(state: dict, class_names: list[str], path: str | Path) -> None:
+    """Refuse a checkpoint trained on other classes, or the same in another order."""
+    recorded = state.get("class_names")
+    if recorded != class_names:
+        raise CheckpointError(
+            f"{path} was trained on {len(recorded or [])} classes "
+            f"({', '.join((recorded or [])[:3])}, ...) but the dataset has {len(class_names)} "
+            f"({', '.join(class_names[:3])}, ...): class names must match in order"
+        )
+
+
+def check_resumable(path: Path, meta: dict[str, Any]) -> None:
+    """--resume continues the run it finds at `path`, on the same classes and data, or not at
+    all. `meta` is what the resumed run would record (config, class_names, data manifest)."""
+    from advise.config import ConfigError
+
+    if not checkpoint_paths(path)[1].exists():
+        raise ConfigError(f"--resume: no checkpoint at {path}.json to resume from")
+    _, state = load_checkpoint(path)
+    check_architecture(state.get("config"), meta["config"], path, "--resume: ")
+    check_classes(state, meta["class_names"], path)
+    manifest = meta["data"]
+    recorded = state.get("data") or {}
+    for key in ("annotation_sha256", "videos", "quarantine"):
+        if key in recorded and recorded[key] != manifest[key]:
+            raise ConfigError(
+                f"--resume: the data changed since {path} was written ({key} differs: "
+                f"annotation files edited, videos added or removed, or another quarantine "
+                f"list); start a new run with another --out"
+            )
 
 
 # settings that change what the trainable parts compute or their shapes (with the TMM kind's

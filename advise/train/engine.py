@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from advise.config import ConfigError, OptimConfig, TrainConfig
 from advise.data.datasets import collate_clips
+from advise.files import atomic_write
 from advise.train import distributed
 from advise.train.checkpoint import (
     load_checkpoint,
@@ -159,7 +160,7 @@ def _truncate_log(path: Path, step: int) -> None:
         record = json.loads(line)
         if record.get("step", 0) <= step:
             kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
+    atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 class TrainingDataset(Protocol):
