@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from advise.files import atomic_write
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -697,4 +699,4 @@ def save_config(config: Config, path: str | Path) -> None:
         for kind in kinds:
             if kind != values[part]["kind"]:
                 del values[part][kind]
-    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+    atomic_write(Path(path), yaml.safe_dump(values, sort_keys=False))
