@@ -86,8 +86,10 @@ from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.r3d import R3D50
 from advise.pretexts import Pretext, build_pretext
+from advise.report import markdown_table
 from advise.train.engine import training_step
 from advise.train.optim import build_optimizer, scaled_lr
+from advise.train.tasks import Task
 
 GIB = 1024**3
 
@@ -351,17 +353,9 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
     size = clip_size(name, settings)
 
     memory = _MemoryProbe(device)
-    loader = None
     pretext = build_pretext(config)
     num_classes = len(pretext.class_names)
-    if variant.kind == "r3d":
-        model: nn.Module = R3D50(num_classes=num_classes).to(device)
-    elif variant.kind == "online":
-        ifm = build_frozen_ifm(config.ifm, device)
-        model = build_model(config, num_classes, ifm).to(device)
-    else:
-        loader, token_dim = _store_loader(config, settings, pretext)
-        model = build_model(config, num_classes, None, token_dim).to(device)
+    model, loader = _trained_model(variant.kind, config, settings, pretext, device)
     model.train()
     optimizer = build_optimizer(
         model.named_parameters(),
@@ -371,13 +365,76 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
     task = pretext.task()
     fixed_batch = None
     if loader is None:
-        fixed_batch = {
-            "input": torch.randn(settings.batch, settings.frames, 3, size, size, device=device),
-            "input_kind": "frames",
-            "labels": torch.randint(num_classes, (settings.batch,), device=device),
-        }
-    batches = iter(loader) if loader is not None else None
+        fixed_batch = _random_batch(settings, size, num_classes, device)
+    step_seconds, data_seconds, result = _train_iterations(
+        name, model, task, optimizer, config, settings, fixed_batch, loader
+    )
 
+    peak_bytes, method = memory.peak()
+    precision = (
+        resolve_precision(config.ifm.precision, device) if variant.kind == "online" else None
+    )
+    ifm_seconds = []
+    if variant.kind == "online":  # the frozen part alone, after the memory peak was read
+        ifm_seconds = _time_ifm_forward(model.ifm, fixed_batch["input"], settings, name)
+    return {
+        "step_seconds": step_seconds,
+        "data_seconds": data_seconds,
+        "median_step_seconds": statistics.median(step_seconds),
+        "data_share": sum(data_seconds) / sum(step_seconds),
+        "peak_memory_bytes": peak_bytes,
+        "memory_method": method,
+        "ifm_precision": precision,
+        "tmm_precision": settings.tmm_precision,
+        "ifm_forward_seconds": ifm_seconds,
+        "torch_threads": torch.get_num_threads(),
+        "clip": [settings.batch, settings.frames, 3, size, size],
+        "last_loss": float(result["loss"].detach()),
+    }
+
+
+def _trained_model(
+    kind: str, config: Config, settings: BenchSettings, pretext: Pretext, device: torch.device
+) -> tuple[nn.Module, torch.utils.data.DataLoader | None]:
+    """The variant's model on `device`, and for the store path the DataLoader of its tokens
+    (None otherwise): R3D-50, the online model around a frozen IFM, or TMM + head alone."""
+    num_classes = len(pretext.class_names)
+    if kind == "r3d":
+        return R3D50(num_classes=num_classes).to(device), None
+    if kind == "online":
+        ifm = build_frozen_ifm(config.ifm, device)
+        return build_model(config, num_classes, ifm).to(device), None
+    loader, token_dim = _store_loader(config, settings, pretext)
+    return build_model(config, num_classes, None, token_dim).to(device), loader
+
+
+def _random_batch(
+    settings: BenchSettings, size: int, num_classes: int, device: torch.device
+) -> dict[str, Any]:
+    """One batch of random frames and labels, kept in memory for every iteration."""
+    return {
+        "input": torch.randn(settings.batch, settings.frames, 3, size, size, device=device),
+        "input_kind": "frames",
+        "labels": torch.randint(num_classes, (settings.batch,), device=device),
+    }
+
+
+def _train_iterations(
+    name: str,
+    model: nn.Module,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    config: Config,
+    settings: BenchSettings,
+    fixed_batch: dict[str, Any] | None,
+    loader: torch.utils.data.DataLoader | None,
+) -> tuple[list[float], list[float], dict[str, Any]]:
+    """`warmup + iters` training steps on `fixed_batch`, or on the batches of `loader`.
+
+    Returns the seconds of each timed step, the part of each it waited for the DataLoader,
+    and the last step's result."""
+    device = torch.device(settings.device)
+    batches = iter(loader) if loader is not None else None
     step_seconds, data_seconds = [], []
     total = settings.warmup + settings.iters
     for step in range(total):
@@ -405,28 +462,7 @@ def measure_variant(job: dict[str, Any]) -> dict[str, Any]:
         if step >= settings.warmup:
             step_seconds.append(seconds)
             data_seconds.append(waited)
-
-    peak_bytes, method = memory.peak()
-    precision = (
-        resolve_precision(config.ifm.precision, device) if variant.kind == "online" else None
-    )
-    ifm_seconds = []
-    if variant.kind == "online":  # the frozen part alone, after the memory peak was read
-        ifm_seconds = _time_ifm_forward(model.ifm, fixed_batch["input"], settings, name)
-    return {
-        "step_seconds": step_seconds,
-        "data_seconds": data_seconds,
-        "median_step_seconds": statistics.median(step_seconds),
-        "data_share": sum(data_seconds) / sum(step_seconds),
-        "peak_memory_bytes": peak_bytes,
-        "memory_method": method,
-        "ifm_precision": precision,
-        "tmm_precision": settings.tmm_precision,
-        "ifm_forward_seconds": ifm_seconds,
-        "torch_threads": torch.get_num_threads(),
-        "clip": [settings.batch, settings.frames, 3, size, size],
-        "last_loss": float(result["loss"].detach()),
-    }
+    return step_seconds, data_seconds, result
 
 
 def _time_ifm_forward(
@@ -615,21 +651,7 @@ def run_bench(settings: BenchSettings, out_dir: Path) -> dict[str, Any]:
 
 def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchResult:
     names = list(dict.fromkeys(settings.variants))
-    result = BenchResult(
-        settings=asdict(settings),
-        environment={
-            "device": device_name(device),
-            "device_type": device.type,
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": _load_average(),
-        },
-    )
-    if device.type == "cuda":  # cuDNN convolutions (the TMM, the 1x1 peak) may run in TF32
-        result.environment["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-        result.environment["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    result = BenchResult(settings=asdict(settings), environment=_environment(device))
     result.notes.append(
         "Every IFM is randomly initialised (ifm.random_init=true): no weights are available "
         "here, and the cost of a network does not depend on the values of its weights."
@@ -644,54 +666,13 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
     )
 
     with tempfile.TemporaryDirectory(prefix="advise-bench-") as scratch:
-        stores: dict[str, dict[str, Any]] = {}  # by `_store_key`: one store per IFM and size
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-        for name in names:
-            entry: dict[str, Any] = {"label": VARIANTS[name].label, "kind": VARIANTS[name].kind}
-            entry["clip_size"] = clip_size(name, settings)
-            entry.update(count_variant(name, settings))
-            _say(
-                f"{name}: {entry['trainable_params'] / 1e6:.2f} M trainable, "
-                f"{entry['macs'] / 1e9:.2f} GMACs per clip (IFM {entry['ifm_macs'] / 1e9:.2f})"
-            )
-            if VARIANTS[name].kind == "store":
-                key = _store_key(name, settings)
-                if key not in stores:
-                    _say(f"{name}: extracting a feature store ({STORE_VIDEOS} fabricated videos)")
-                    stores[key] = build_store(name, settings, Path(scratch) / f"store{len(stores)}")
-                    _say(f"{name}: store built in {stores[key]['extract_seconds']:.1f} s")
-                entry["store"] = {k: v for k, v in stores[key].items() if k != "path"}
-            result.variants[name] = entry
-        for repeat in range(settings.repeats):
-            for name in names:
-                store = None
-                if VARIANTS[name].kind == "store":
-                    store = stores[_store_key(name, settings)]
-                job = {
-                    "name": name,
-                    "settings": asdict(settings),
-                    "store": store["path"] if store else None,
-                }
-                passes = f" (pass {repeat + 1}/{settings.repeats})" if settings.repeats > 1 else ""
-                _say(f"{name}: training {settings.warmup} + {settings.iters} iterations{passes}")
-                measured = _measure(job, settings.isolate, Path(scratch))
-                runs[name].append(measured)
-                if "error" not in measured:
-                    _say(
-                        f"{name}: median {measured['median_step_seconds']:.3f} s per iteration, "
-                        f"peak memory {measured['peak_memory_bytes'] / GIB:.2f} GiB"
-                    )
+        stores = _count_variants(result, names, settings, Path(scratch))
+        runs = _train_variants(names, settings, stores, Path(scratch))
         for name in names:
             result.variants[name].update(_pool_runs(runs[name]))
 
     result.environment["load_average_after"] = _load_average()
-    result.matmul["after"] = matmul_peak(device, settings.peak_size)
-    for key in ("mm", "conv1x1"):  # the best of the runs before and after the variants
-        result.matmul[f"{key}_peak_flops_per_second"] = max(
-            result.matmul[when][f"{key}_flops_per_second"] for when in ("before", "after")
-        )
-    result.matmul["peak_flops_per_second"] = result.matmul["mm_peak_flops_per_second"]
-    result.matmul["size"] = settings.peak_size
+    _add_matmul_peaks(result, device, settings)
     used = next((v for v in result.variants.values() if "torch_threads" in v), None)
     if used is not None:
         result.environment["torch_threads"] = used["torch_threads"]
@@ -705,6 +686,87 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
     )
     result.notes.append(_memory_note(device, settings))
     return result
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    """What the run ran on, and the machine's load before it."""
+    environment = {
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_before": _load_average(),
+    }
+    if device.type == "cuda":  # cuDNN convolutions (the TMM, the 1x1 peak) may run in TF32
+        environment["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        environment["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return environment
+
+
+def _count_variants(
+    result: BenchResult, names: list[str], settings: BenchSettings, scratch: Path
+) -> dict[str, dict[str, Any]]:
+    """Each variant's entry in `result` with its counts; the feature stores the store
+    variants need, built once per `_store_key` in `scratch` (returned by key)."""
+    stores: dict[str, dict[str, Any]] = {}
+    for name in names:
+        entry: dict[str, Any] = {"label": VARIANTS[name].label, "kind": VARIANTS[name].kind}
+        entry["clip_size"] = clip_size(name, settings)
+        entry.update(count_variant(name, settings))
+        _say(
+            f"{name}: {entry['trainable_params'] / 1e6:.2f} M trainable, "
+            f"{entry['macs'] / 1e9:.2f} GMACs per clip (IFM {entry['ifm_macs'] / 1e9:.2f})"
+        )
+        if VARIANTS[name].kind == "store":
+            key = _store_key(name, settings)
+            if key not in stores:
+                _say(f"{name}: extracting a feature store ({STORE_VIDEOS} fabricated videos)")
+                stores[key] = build_store(name, settings, scratch / f"store{len(stores)}")
+                _say(f"{name}: store built in {stores[key]['extract_seconds']:.1f} s")
+            entry["store"] = {k: v for k, v in stores[key].items() if k != "path"}
+        result.variants[name] = entry
+    return stores
+
+
+def _train_variants(
+    names: list[str], settings: BenchSettings, stores: dict[str, dict[str, Any]], scratch: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """`settings.repeats` passes over the variants, one after another; every pass's
+    measurement of each variant, by name."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for repeat in range(settings.repeats):
+        for name in names:
+            store = None
+            if VARIANTS[name].kind == "store":
+                store = stores[_store_key(name, settings)]
+            job = {
+                "name": name,
+                "settings": asdict(settings),
+                "store": store["path"] if store else None,
+            }
+            passes = f" (pass {repeat + 1}/{settings.repeats})" if settings.repeats > 1 else ""
+            _say(f"{name}: training {settings.warmup} + {settings.iters} iterations{passes}")
+            measured = _measure(job, settings.isolate, scratch)
+            runs[name].append(measured)
+            if "error" not in measured:
+                _say(
+                    f"{name}: median {measured['median_step_seconds']:.3f} s per iteration, "
+                    f"peak memory {measured['peak_memory_bytes'] / GIB:.2f} GiB"
+                )
+    return runs
+
+
+def _add_matmul_peaks(result: BenchResult, device: torch.device, settings: BenchSettings) -> None:
+    """The product timed again after the variants; the peaks are the best of both runs."""
+    result.matmul["after"] = matmul_peak(device, settings.peak_size)
+    for key in ("mm", "conv1x1"):  # the best of the runs before and after the variants
+        result.matmul[f"{key}_peak_flops_per_second"] = max(
+            result.matmul[when][f"{key}_flops_per_second"] for when in ("before", "after")
+        )
+    result.matmul["peak_flops_per_second"] = result.matmul["mm_peak_flops_per_second"]
+    result.matmul["size"] = settings.peak_size
 
 
 def _store_key(name: str, settings: BenchSettings) -> str:
@@ -902,10 +964,20 @@ def _number(value: float | None, digits: int = 2) -> str:
 def render_markdown(record: dict[str, Any]) -> str:
     """bench.md: what ran where, the Table 6 rows with the paper's beside ours, the ratios
     against R3D-50, and the store comparison."""
-    from advise.report import markdown_table
+    lines = _heading_lines(record)
+    lines += _cost_lines(record)
+    lines += _ratio_lines(record)
+    lines += _store_comparison_lines(record)
+    lines += _speed_lines(record)
+    lines += _goal_lines(record)
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in _report_notes(record)]
+    return "\n".join(lines) + "\n"
 
+
+def _heading_lines(record: dict[str, Any]) -> list[str]:
+    """The title and what ran where: device, batch, iterations, the machine's load."""
     settings, environment = record["settings"], record["environment"]
-    lines = [
+    return [
         "# Training cost per iteration (the paper's Table 6)",
         "",
         f"Device: {environment['device']} ({environment['device_type']}), torch "
@@ -916,6 +988,10 @@ def render_markdown(record: dict[str, Any]) -> str:
         f"{environment.get('load_average_after')}, on {environment['cpu_count']} CPUs.",
         "",
     ]
+
+
+def _cost_lines(record: dict[str, Any]) -> list[str]:
+    """The Table 6 rows: every variant's counts, memory and time beside the paper's."""
     rows = []
     for name, entry in record["variants"].items():
         paper = PAPER_TABLE6.get(name)
@@ -940,13 +1016,18 @@ def render_markdown(record: dict[str, Any]) -> str:
         "method", "px", "params (M)", "paper", "GMACs IFM", "GMACs TMM+head", "GMACs step",
         "paper GFLOPs", "memory (GiB)", "paper (GB)", "time (s): median (min-max)", "paper (s)",
     ]  # fmt: skip
-    lines += [markdown_table(rows, header), ""]
-    lines.append(
+    return [
+        markdown_table(rows, header),
+        "",
         "GMACs per clip: IFM and TMM + head forward; step = a training step's work (IFM "
         "forward + the trainable part's forward and backward, counted on the meta device). "
         "The paper's GFLOPs are multiply-accumulates; it measured on an A800 GPU with its own "
-        "batch and clip, so compare ratios, not absolute numbers."
-    )
+        "batch and clip, so compare ratios, not absolute numbers.",
+    ]
+
+
+def _ratio_lines(record: dict[str, Any]) -> list[str]:
+    """Each variant against R3D-50, ours beside the paper's (none without an R3D-50 run)."""
     ratio_rows = []
     for name, entry in record["variants"].items():
         if "vs_r3d50" not in entry:
@@ -965,13 +1046,18 @@ def render_markdown(record: dict[str, Any]) -> str:
                 f"{paper[3] / r3d[3]:.2f} / {paper[2] / r3d[2]:.2f}" if paper else "",
             ]
         )
-    if ratio_rows:
-        header = [
-            "vs R3D-50", "time", "memory", "params", "MACs (forward)", "MACs (trainable)",
-            "MACs (step)", "paper time / memory",
-        ]  # fmt: skip
-        lines += ["", "## Ratios against R3D-50 (below 1: cheaper)", "",
-                  markdown_table(ratio_rows, header)]  # fmt: skip
+    if not ratio_rows:
+        return []
+    header = [
+        "vs R3D-50", "time", "memory", "params", "MACs (forward)", "MACs (trainable)",
+        "MACs (step)", "paper time / memory",
+    ]  # fmt: skip
+    return ["", "## Ratios against R3D-50 (below 1: cheaper)", "",
+            markdown_table(ratio_rows, header)]  # fmt: skip
+
+
+def _store_comparison_lines(record: dict[str, Any]) -> list[str]:
+    """The store path against online AdViSe: speed-up, MACs ratios, FLOP/s against the peak."""
     comparison_rows = []
     for comparison in record["comparisons"].values():
         store = record["variants"][comparison["store"]]
@@ -992,31 +1078,36 @@ def render_markdown(record: dict[str, Any]) -> str:
                 _percent(comparison["fraction_of_conv1x1_peak"]),
             ]
         )
-    if comparison_rows:
-        matmul = record["matmul"]
-        header = [
-            "store path", "online (s)", "store (s)", "data wait", "speed-up",
-            "forward MACs ratio", "speed-up / ratio", "step MACs ratio", "speed-up / ratio",
-            "GFLOP/s", "counted", "of mm peak", "of 1x1-conv peak",
-        ]  # fmt: skip
-        lines += [
-            "",
-            "## Training from the feature store vs online AdViSe",
-            "",
-            markdown_table(comparison_rows, header),
-            "",
-            "Forward MACs ratio = (IFM + TMM) / TMM per clip. Step MACs ratio = (IFM + TMM "
-            "forward and backward) / (TMM forward and backward): the frozen IFM runs forward "
-            "only, so this is the speed-up skipping it can give at equal speed per MAC. Data "
-            "wait: share of the store path's step time blocked on its DataLoader. GFLOP/s: 2 x "
-            "3 x TMM+head MACs per clip x clips / median step time (the data wait included; "
-            "'counted': with the forward + backward MACs counted instead of 3 x forward); the "
-            "percentages are of the first. "
-            f"Peaks of a {matmul['size']}^3 fp32 product on this device: torch.mm "
-            f"{matmul['mm_peak_flops_per_second'] / 1e9:.1f} GFLOP/s, as a 1 x 1 convolution "
-            f"(the library the TMM runs in) {matmul['conv1x1_peak_flops_per_second'] / 1e9:.1f}"
-            " GFLOP/s (fastest of 10 runs, before and after the variants).",
-        ]
+    if not comparison_rows:
+        return []
+    matmul = record["matmul"]
+    header = [
+        "store path", "online (s)", "store (s)", "data wait", "speed-up",
+        "forward MACs ratio", "speed-up / ratio", "step MACs ratio", "speed-up / ratio",
+        "GFLOP/s", "counted", "of mm peak", "of 1x1-conv peak",
+    ]  # fmt: skip
+    return [
+        "",
+        "## Training from the feature store vs online AdViSe",
+        "",
+        markdown_table(comparison_rows, header),
+        "",
+        "Forward MACs ratio = (IFM + TMM) / TMM per clip. Step MACs ratio = (IFM + TMM "
+        "forward and backward) / (TMM forward and backward): the frozen IFM runs forward "
+        "only, so this is the speed-up skipping it can give at equal speed per MAC. Data "
+        "wait: share of the store path's step time blocked on its DataLoader. GFLOP/s: 2 x "
+        "3 x TMM+head MACs per clip x clips / median step time (the data wait included; "
+        "'counted': with the forward + backward MACs counted instead of 3 x forward); the "
+        "percentages are of the first. "
+        f"Peaks of a {matmul['size']}^3 fp32 product on this device: torch.mm "
+        f"{matmul['mm_peak_flops_per_second'] / 1e9:.1f} GFLOP/s, as a 1 x 1 convolution "
+        f"(the library the TMM runs in) {matmul['conv1x1_peak_flops_per_second'] / 1e9:.1f}"
+        " GFLOP/s (fastest of 10 runs, before and after the variants).",
+    ]
+
+
+def _speed_lines(record: dict[str, Any]) -> list[str]:
+    """Why the measured speed-up differs from the MACs ratio: the FLOP/s of each side."""
     speed_rows = [
         [
             record["variants"][comparison["store"]]["label"],
@@ -1032,39 +1123,51 @@ def render_markdown(record: dict[str, Any]) -> str:
         for comparison in record["comparisons"].values()
         if "ifm_flops_per_second" in comparison
     ]
-    if speed_rows:
-        header = [
-            "store path", "IFM forward (s)", "IFM GFLOP/s", "store compute (s)",
-            "TMM step GFLOP/s", "IFM / TMM speed", "step MACs ratio",
-            "speed-up at these speeds", "measured speed-up",
-        ]  # fmt: skip
-        lines += [
-            "",
-            "## Why the speed-up is not the MACs ratio",
-            "",
-            markdown_table(speed_rows, header),
-            "",
-            "IFM forward: the online variant's frozen IFM alone on the same batch. Store "
-            "compute: the store path's step without its data wait. GFLOP/s: 2 x MACs per clip "
-            "x clips / seconds (the TMM's step MACs counted forward + backward). The MACs ratio "
-            "is the speed-up only at equal FLOP/s; at the measured speeds skipping the IFM "
-            "gives (IFM forward + store compute) / store compute, which the measured speed-up "
-            "misses by the data wait and the noise between runs.",
-        ]
+    if not speed_rows:
+        return []
+    header = [
+        "store path", "IFM forward (s)", "IFM GFLOP/s", "store compute (s)",
+        "TMM step GFLOP/s", "IFM / TMM speed", "step MACs ratio",
+        "speed-up at these speeds", "measured speed-up",
+    ]  # fmt: skip
+    return [
+        "",
+        "## Why the speed-up is not the MACs ratio",
+        "",
+        markdown_table(speed_rows, header),
+        "",
+        "IFM forward: the online variant's frozen IFM alone on the same batch. Store "
+        "compute: the store path's step without its data wait. GFLOP/s: 2 x MACs per clip "
+        "x clips / seconds (the TMM's step MACs counted forward + backward). The MACs ratio "
+        "is the speed-up only at equal FLOP/s; at the measured speeds skipping the IFM "
+        "gives (IFM forward + store compute) / store compute, which the measured speed-up "
+        "misses by the data wait and the noise between runs.",
+    ]
+
+
+def _goal_lines(record: dict[str, Any]) -> list[str]:
+    """The acceptance goals as measured here, one line each (none without any)."""
     goals = record["goals"]
-    if goals["cheaper_than_r3d50"] or goals["store_speedup_at_least_80pct"]:
-        lines += ["", "## Goals (measured here)", ""]
-        for name, checks in goals["cheaper_than_r3d50"].items():
-            lines.append(
-                f"- {record['variants'][name]['label']} cheaper than R3D-50: time "
-                f"{_yes(checks['time'])}, memory {_yes(checks['memory'])}"
-            )
-        for name, checks in goals["store_speedup_at_least_80pct"].items():
-            lines.append(
-                f"- {record['variants'][name]['label']}: speed-up >= 80% of the MACs ratio: "
-                f"step ratio {_yes(checks['training_ratio_80pct'])}, forward ratio "
-                f"{_yes(checks['forward_ratio_80pct'])}"
-            )
+    if not (goals["cheaper_than_r3d50"] or goals["store_speedup_at_least_80pct"]):
+        return []
+    lines = ["", "## Goals (measured here)", ""]
+    for name, checks in goals["cheaper_than_r3d50"].items():
+        lines.append(
+            f"- {record['variants'][name]['label']} cheaper than R3D-50: time "
+            f"{_yes(checks['time'])}, memory {_yes(checks['memory'])}"
+        )
+    for name, checks in goals["store_speedup_at_least_80pct"].items():
+        lines.append(
+            f"- {record['variants'][name]['label']}: speed-up >= 80% of the MACs ratio: "
+            f"step ratio {_yes(checks['training_ratio_80pct'])}, forward ratio "
+            f"{_yes(checks['forward_ratio_80pct'])}"
+        )
+    return lines
+
+
+def _report_notes(record: dict[str, Any]) -> list[str]:
+    """The run's notes, then the precisions every part ran in and how passes were pooled."""
+    settings = record["settings"]
     precisions = {
         entry["label"]: entry["ifm_precision"]
         for entry in record["variants"].values()
@@ -1093,8 +1196,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             "variant's timed iterations are pooled over its passes (medians per pass in "
             "bench.json)."
         )
-    lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
-    return "\n".join(lines) + "\n"
+    return notes
 
 
 def _time_range(seconds: list[float]) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from advise.config import ConfigError, load_config, preset_description, preset_names
@@ -225,14 +226,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="advise",
-        description="Video self-supervised learning on top of frozen image foundation models.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser("demo", help="run the whole method on the built-in benchmark")
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster demo")
     demo.add_argument(
@@ -244,29 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="store: extract tokens once (fp32) and train from them (default); online: "
         "encode frames every epoch; fp16/int8: a store of that precision",
     )  # fmt: skip
-    demo.set_defaults(func=cmd_demo)
 
-    synth = commands.add_parser("synth", help="write the built-in benchmark as video files")
+
+def _synth_arguments(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--out", required=True)
     synth.add_argument("--task", choices=["spatial", "temporal", "pool"])
     synth.add_argument("--videos", type=int, help="number of videos (default: the demo's)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(func=cmd_synth)
 
-    check = commands.add_parser(
-        "check-data", help="decode every video of a dataset; report and quarantine bad ones"
-    )
+
+def _check_data_arguments(check: argparse.ArgumentParser) -> None:
     _add_config_options(check)
     check.add_argument("--out", required=True, help="folder for the report and quarantine.txt")
     check.add_argument(
         "--workers", type=_non_negative_int, default=os.cpu_count() or 1,
         help="decoding processes (default: one per CPU; 0 = in this process)",
     )  # fmt: skip
-    check.set_defaults(func=cmd_check_data)
 
-    extract = commands.add_parser(
-        "extract", help="run the frozen IFM once over a dataset and store its tokens"
-    )
+
+def _extract_arguments(extract: argparse.ArgumentParser) -> None:
     _add_config_options(extract)
     extract.add_argument(
         "--out", required=True, help="store folder (an existing one resumes and is repaired)"
@@ -286,25 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--pool", action="store_true", help="apply the config's SFU pooling before storing"
     )
-    extract.set_defaults(func=cmd_extract)
 
-    pretrain = commands.add_parser("pretrain", help="pre-train the temporal module with PRP")
-    _add_run_options(pretrain)
-    pretrain.set_defaults(func=cmd_pretrain)
 
-    finetune = commands.add_parser("finetune", help="fine-tune for action recognition")
+def _finetune_arguments(finetune: argparse.ArgumentParser) -> None:
     _add_run_options(finetune)
     finetune.add_argument("--init", help="pre-training checkpoint to inherit the TMM from")
-    finetune.set_defaults(func=cmd_finetune)
 
-    evaluate = commands.add_parser("evaluate", help="multi-view testing of a checkpoint")
+
+def _evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
     _add_config_options(evaluate)
     evaluate.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
     evaluate.add_argument("--views", help="CLIPSxCROPS, e.g. 2x3 (default: eval.* in config)")
     evaluate.add_argument("--out", help="where to write eval.json (default: beside the run)")
-    evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="top classes of one video")
+
+def _predict_arguments(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("video", help="a video file")
     predict.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
     predict.add_argument("--views", help="CLIPSxCROPS (default: the checkpoint's eval.*)")
@@ -315,20 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the checkpoint's config, e.g. --set ifm.weights=/path (repeatable)",
     )  # fmt: skip
     predict.add_argument("--offline", action="store_true", help="never touch the network")
-    predict.set_defaults(func=cmd_predict)
 
-    summary = commands.add_parser("summary", help="parameter and MAC counts of a config")
+
+def _summary_arguments(summary: argparse.ArgumentParser) -> None:
     _add_config_options(summary)
     summary.add_argument("--json", action="store_true", help="print one JSON object")
-    summary.set_defaults(func=cmd_summary)
 
-    ifms = commands.add_parser("ifms", help="list the image foundation models and their weights")
+
+def _ifms_arguments(ifms: argparse.ArgumentParser) -> None:
     ifms.add_argument("--json", action="store_true", help="print a JSON list")
-    ifms.set_defaults(func=cmd_ifms)
 
-    bench = commands.add_parser(
-        "bench", help="measure the training cost per iteration of Table 6's variants"
-    )
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
     bench.add_argument("--batch", type=_positive_int, help="clips per step (cuda 8, cpu 2)")
     bench.add_argument("--frames", type=_positive_int, help="frames per clip (default 8)")
@@ -360,10 +344,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="passes over the variants, interleaved, timings pooled (default 1)",
     )  # fmt: skip
     bench.add_argument("--out", required=True, help="folder for bench.json and bench.md")
-    bench.set_defaults(func=cmd_bench)
 
-    presets = commands.add_parser("presets", help="list the built-in presets")
-    presets.set_defaults(func=cmd_presets)
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """For a command that takes none."""
+
+
+# One subcommand: its name, its help line, what adds its arguments, the function it runs.
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]
+]
+# In the order `advise --help` lists them.
+COMMANDS: tuple[Command, ...] = (
+    ("demo", "run the whole method on the built-in benchmark", _demo_arguments, cmd_demo),
+    ("synth", "write the built-in benchmark as video files", _synth_arguments, cmd_synth),
+    ("check-data", "decode every video of a dataset; report and quarantine bad ones",
+     _check_data_arguments, cmd_check_data),
+    ("extract", "run the frozen IFM once over a dataset and store its tokens",
+     _extract_arguments, cmd_extract),
+    ("pretrain", "pre-train the temporal module with PRP", _add_run_options, cmd_pretrain),
+    ("finetune", "fine-tune for action recognition", _finetune_arguments, cmd_finetune),
+    ("evaluate", "multi-view testing of a checkpoint", _evaluate_arguments, cmd_evaluate),
+    ("predict", "top classes of one video", _predict_arguments, cmd_predict),
+    ("summary", "parameter and MAC counts of a config", _summary_arguments, cmd_summary),
+    ("ifms", "list the image foundation models and their weights", _ifms_arguments, cmd_ifms),
+    ("bench", "measure the training cost per iteration of Table 6's variants",
+     _bench_arguments, cmd_bench),
+    ("presets", "list the built-in presets", _no_arguments, cmd_presets),
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `advise` parser: one subcommand per row of `COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="advise",
+        description="Video self-supervised learning on top of frozen image foundation models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, func in COMMANDS:
+        command = commands.add_parser(name, help=help_text)
+        add_arguments(command)
+        command.set_defaults(func=func)
     return parser
 
 

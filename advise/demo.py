@@ -23,7 +23,8 @@ from advise import __version__
 from advise.config import Config, load_config
 from advise.files import atomic_write
 from advise.models.build import build_frozen_ifm
-from advise.pretexts import build_pretext
+from advise.models.ifm import CombinedIFM, FrozenIFM
+from advise.pretexts import Pretext, build_pretext
 from advise.report import plot_curves, read_history, results_table
 from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
 
@@ -80,10 +81,6 @@ def run_demo(
     store and trains from it, the same tokens as online to float rounding; "online" decodes
     and encodes frames in every epoch (memoising the IFM's tokens); "fp16" / "int8" train
     from a store of that precision (to measure what quantised tokens cost)."""
-    from advise.data.synthetic import generate
-    from advise.mini_ifm import ensure_mini_ifm
-    from advise.runs import extract
-
     if features not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
 
@@ -95,28 +92,13 @@ def run_demo(
     watch = Stopwatch()
     data = out / "data"
     with watch.time("benchmark"):
-        roots = {"pool": generate(data / "pool", "pool", seed=seed)}
-        for task in TASKS:
-            roots[task] = generate(
-                data / task, task, TASK_VIDEOS, seed=seed, train_per_class=TRAIN_PER_CLASS
-            )
-        roots["heldout"] = generate(
-            data / "pool-heldout", "pool", num_videos=HELDOUT_POOL_VIDEOS, seed=seed + 1
-        )
+        roots = _write_benchmark(data, seed)
     with watch.time("mini_ifm"):
-        ensure_mini_ifm()
-        base = _config(roots["pool"], PRETRAIN, quick, {"train.seed": seed})
-        # The demo's transforms are deterministic, so the frozen IFM's tokens are memoised.
-        ifm = build_frozen_ifm(base.ifm, torch.device("cpu")).memoize()
+        base, ifm = _mini_ifm(roots["pool"], quick, seed)
     sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
     if features != "online":
-        dtype = "fp32" if features == "store" else features
         with watch.time("extract"):
-            for name, root in roots.items():
-                config = _config(root, PRETRAIN, quick, {"train.seed": seed})
-                store = extract(config, data / "stores" / f"{name}-{dtype}", dtype=dtype,
-                                ifm=ifm.memoize(False), progress=False)  # fmt: skip
-                sources[name] = {"data.source": f"store:{store}"}
+            sources = _extract_stores(roots, data / "stores", features, quick, seed, ifm)
         base = base.replace(sources["pool"])
     runs = out / "runs"
     with watch.time("pretrain"):
@@ -137,17 +119,8 @@ def run_demo(
             run_dir = runs / task / name
             extra = {**overrides, "train.seed": seed, **sources[task]}
             config = _config(roots[task], FINETUNE, quick, extra)
-            with watch.time(f"finetune_{task}"):
-                result = finetune(
-                    config, run_dir, init=prp_checkpoint if from_prp else None, ifm=ifm
-                )
-            with watch.time(f"evaluate_{task}"):
-                evaluation = evaluate_checkpoint(
-                    config,
-                    result.checkpoint.with_suffix(".safetensors"),
-                    out_file=run_dir / "eval.json",
-                    ifm=ifm,
-                )
+            init = prp_checkpoint if from_prp else None
+            evaluation = _finetune_and_evaluate(task, config, run_dir, init, ifm, watch)
             evaluations[name] = evaluation
             row[f"{name}_top1"] = round(evaluation["top1"], 2)
             curves[f"fine-tuning: {task}"][name] = read_history(run_dir)
@@ -158,21 +131,107 @@ def run_demo(
         }
         results["tasks"][task] = row
     figure = plot_curves(curves, out / "training_curves.png")
+    # views: the last task's scratch run (every run is evaluated with the same views)
     results.update(
         seconds={**watch.seconds, "total": watch.total()},
         prp_heldout=speed,
         views=evaluations["scratch"]["views"],
         views_combined=evaluations["scratch"]["views_combined"],
-        quick=quick,
-        seed=seed,
-        features=features,
-        machine={
+        **_run_facts(quick, seed, features),
+    )
+    return _write_results(out, results, pretext, figure)
+
+
+def _write_benchmark(data: Path, seed: int) -> dict[str, Path]:
+    """The benchmark's videos under `data`: the pool, each task, and held-out pool videos
+    (another seed); their roots by name."""
+    from advise.data.synthetic import generate
+
+    roots = {"pool": generate(data / "pool", "pool", seed=seed)}
+    for task in TASKS:
+        roots[task] = generate(
+            data / task, task, TASK_VIDEOS, seed=seed, train_per_class=TRAIN_PER_CLASS
+        )
+    roots["heldout"] = generate(
+        data / "pool-heldout", "pool", num_videos=HELDOUT_POOL_VIDEOS, seed=seed + 1
+    )
+    return roots
+
+
+def _mini_ifm(pool: Path, quick: bool, seed: int) -> tuple[Config, FrozenIFM | CombinedIFM]:
+    """The pre-training config on the pool, and the frozen mini IFM (trained on first use)."""
+    from advise.mini_ifm import ensure_mini_ifm
+
+    ensure_mini_ifm()
+    base = _config(pool, PRETRAIN, quick, {"train.seed": seed})
+    # The demo's transforms are deterministic, so the frozen IFM's tokens are memoised.
+    ifm = build_frozen_ifm(base.ifm, torch.device("cpu")).memoize()
+    return base, ifm
+
+
+def _extract_stores(
+    roots: dict[str, Path],
+    stores: Path,
+    features: str,
+    quick: bool,
+    seed: int,
+    ifm: FrozenIFM | CombinedIFM,
+) -> dict[str, dict[str, Any]]:
+    """Every dataset's tokens in a feature store of the `features` precision under `stores`;
+    by dataset name, the config override that trains from it."""
+    from advise.runs import extract
+
+    dtype = "fp32" if features == "store" else features
+    sources: dict[str, dict[str, Any]] = {}
+    for name, root in roots.items():
+        config = _config(root, PRETRAIN, quick, {"train.seed": seed})
+        store = extract(config, stores / f"{name}-{dtype}", dtype=dtype,
+                        ifm=ifm.memoize(False), progress=False)  # fmt: skip
+        sources[name] = {"data.source": f"store:{store}"}
+    return sources
+
+
+def _finetune_and_evaluate(
+    task: str,
+    config: Config,
+    run_dir: Path,
+    init: Path | None,
+    ifm: FrozenIFM | CombinedIFM,
+    watch: Stopwatch,
+) -> dict[str, Any]:
+    """Fine-tune one variant on `task` (from the PRP checkpoint `init`, or from scratch) and
+    evaluate it multi-view; each stage timed under the task's name."""
+    with watch.time(f"finetune_{task}"):
+        result = finetune(config, run_dir, init=init, ifm=ifm)
+    with watch.time(f"evaluate_{task}"):
+        return evaluate_checkpoint(
+            config,
+            result.checkpoint.with_suffix(".safetensors"),
+            out_file=run_dir / "eval.json",
+            ifm=ifm,
+        )
+
+
+def _run_facts(quick: bool, seed: int, features: str) -> dict[str, Any]:
+    """How the demo ran: its options, the machine and the versions."""
+    return {
+        "quick": quick,
+        "seed": seed,
+        "features": features,
+        "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
             "torch_threads": torch.get_num_threads(),
         },
-        versions={"advise": __version__, "torch": torch.__version__},
-    )
+        "versions": {"advise": __version__, "torch": torch.__version__},
+    }
+
+
+def _write_results(
+    out: Path, results: dict[str, Any], pretext: Pretext, figure: Path
+) -> dict[str, Any]:
+    """Write results.json and report.md into `out`, print the table; returns the document
+    written to results.json."""
     flat = {
         task: {k: v for k, v in row.items() if k != "single_view"}
         for task, row in results["tasks"].items()

@@ -556,16 +556,7 @@ def build_ifm(
     if len(names) > 1:
         for part in names:
             _spec(part)  # every name known before any model is built
-        # one entry per model; an empty entry takes that model's weights from its usual source
-        files = [entry.strip() or None for entry in str(weights or "").split(",")]
-        if weights is None:
-            files = [None] * len(names)
-        if len(files) != len(names):
-            raise IFMWeightsError(
-                f"IFM {name!r} combines {len(names)} models but ifm.weights lists "
-                f"{len(files)} files: give one per model, separated by commas (an empty entry "
-                f"uses that model's usual source)"
-            )
+        files = _combined_weights(name, names, weights)
         size = img_size or _spec(names[0]).img_size
         parts = [
             build_ifm(part, size, file, random_init, precision, offline, layers, layer_merge)
@@ -581,22 +572,7 @@ def build_ifm(
             f"IFM {name!r}: ifm.weights={weights} and ifm.random_init=true contradict; set one"
         )
 
-    weights_path: Path | None = None
-    if weights is not None:
-        weights_path = Path(weights).expanduser()
-        if not weights_path.is_file():
-            raise IFMWeightsError(f"IFM weights file {weights_path} does not exist")
-    elif not random_init:
-        weights_path = spec.find_weights(offline)
-        if weights_path is None:
-            raise IFMWeightsError(
-                f"no weights for IFM {name!r} in the local Hugging Face cache (source: "
-                f"{spec.weights_source}; offline, so nothing was downloaded). Provide a local "
-                f"file with ifm.weights=/path/to/weights.safetensors (safetensors, a torch state "
-                f"dict, or an open_clip checkpoint for CLIP), run once without --offline to "
-                f"download it, or use a randomly initialised IFM with ifm.random_init=true"
-            )
-
+    weights_path = _weights_path(name, spec, weights, random_init, offline)
     size = spec.img_size if img_size is None else img_size
     model = spec.build(size)
     classifier_prefixes = _remove_classifier(model)
@@ -617,6 +593,46 @@ def build_ifm(
         layers=layers,
         layer_merge=layer_merge,
     )
+
+
+def _combined_weights(name: str, names: list[str], weights: str | Path | None) -> list[str | None]:
+    """ifm.weights of the combined IFM `name` as one entry per model in `names` (None: that
+    model's usual source); IFMWeightsError when the count does not match."""
+    # one entry per model; an empty entry takes that model's weights from its usual source
+    files = [entry.strip() or None for entry in str(weights or "").split(",")]
+    if weights is None:
+        files = [None] * len(names)
+    if len(files) != len(names):
+        raise IFMWeightsError(
+            f"IFM {name!r} combines {len(names)} models but ifm.weights lists "
+            f"{len(files)} files: give one per model, separated by commas (an empty entry "
+            f"uses that model's usual source)"
+        )
+    return files
+
+
+def _weights_path(
+    name: str, spec: IFMSpec, weights: str | Path | None, random_init: bool, offline: bool
+) -> Path | None:
+    """The weights file to load: `weights` (which must exist), else the registry's source
+    (IFMWeightsError saying how to provide one when it has none); None for `random_init`."""
+    if weights is not None:
+        weights_path = Path(weights).expanduser()
+        if not weights_path.is_file():
+            raise IFMWeightsError(f"IFM weights file {weights_path} does not exist")
+        return weights_path
+    if random_init:
+        return None
+    weights_path = spec.find_weights(offline)
+    if weights_path is None:
+        raise IFMWeightsError(
+            f"no weights for IFM {name!r} in the local Hugging Face cache (source: "
+            f"{spec.weights_source}; offline, so nothing was downloaded). Provide a local "
+            f"file with ifm.weights=/path/to/weights.safetensors (safetensors, a torch state "
+            f"dict, or an open_clip checkpoint for CLIP), run once without --offline to "
+            f"download it, or use a randomly initialised IFM with ifm.random_init=true"
+        )
+    return weights_path
 
 
 class UnknownIFMError(ValueError):
