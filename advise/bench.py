@@ -489,7 +489,7 @@ def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
     from advise.data.datasets import collate_clips
     from advise.data.store import FeatureStore
 
-    store = FeatureStore(config.data.source[len("store:") :])
+    store = FeatureStore(config.data.store_path)
     split = loaders.read_split(config.data, "train")
     dataset = loaders.pretrain_dataset(config, split, None, store, pretext.sampler())
     sampler = torch.utils.data.RandomSampler(

@@ -156,6 +156,16 @@ class DataConfig:
     num_workers: int = 2
     max_bad_fraction: float = 0.05  # fail the run when more videos than this fail to decode
 
+    @property
+    def store_path(self) -> Path | None:
+        """The feature store `source` names (`store:PATH`), or None for decoded videos."""
+        prefix = "store:"
+        return (
+            Path(self.source[len(prefix) :]).expanduser()
+            if self.source.startswith(prefix)
+            else None
+        )
+
 
 @dataclass(frozen=True)
 class PRPConfig:

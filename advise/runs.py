@@ -107,7 +107,7 @@ def setup(config: Config, ifm: FrozenIFM | None = None, views: int = 1) -> Setup
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     device = distributed.local_device(resolve_device(config.train.device))
-    store_path = store_source(config)
+    store_path = config.data.store_path
     if store_path is not None:
         store = FeatureStore(store_path, data_root=config.data.root)
         store.check_matches(expected_store_spec(config, store.spec, views), "the config")
@@ -142,12 +142,6 @@ def _check_store_weights(config: Config, store: FeatureStore) -> None:
             f"{'randomly initialised' if spec.random_init else 'pretrained'} IFM, but "
             f"ifm.random_init={str(config.ifm.random_init).lower()}"
         )
-
-
-def store_source(config: Config) -> Path | None:
-    """The feature store `data.source` names, or None for decoded videos."""
-    source = config.data.source
-    return Path(source[len("store:") :]).expanduser() if source.startswith("store:") else None
 
 
 def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreSpec:
