@@ -19,6 +19,15 @@ is fsynced. The JSON is written last, so:
   pair with a warning. Any other disagreement is refused: falling back there would hide an
   edit or damage.
 
+Every interleaving of a kill with one save or several in a row leaves the newest pair whose
+save finished loadable (tests/test_train_checkpoint.py kills saves at each link and rename).
+
+A run may still be saving while another process loads (a DDP worker orphaned by a killed
+launcher, an evaluation of a run in progress): the reader can then see the JSON of one save and
+the tensors of the next. Loading therefore notes each file's identity (inode, links, size,
+times) and both JSONs' bytes before reading, and reads again when a refused pair changed on
+disk meanwhile; only a disagreement that stays put is reported (or recognised as torn).
+
 Version 1 checkpoints (written before the binding) carry no metadata to check the JSON
 against; they still load, with a warning, and the next save of a resumed run binds them.
 
@@ -116,7 +125,7 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
 
 def _same_bytes(first: Path, second: Path) -> bool:
     try:
-        return first.read_bytes() == second.read_bytes()
+        return _read(first) == _read(second)
     except OSError:
         return False
 
@@ -130,17 +139,19 @@ def _atomic_link(source: Path, target: Path) -> None:
     """Make `target` another name of `source`'s content, replacing `target` atomically."""
     temporary = target.with_name(f".{target.name}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
+        os.unlink(temporary)  # left by a killed save
     try:
-        try:
-            os.link(source, temporary)
-        except OSError:  # file systems without hard links: copy
-            temporary.write_bytes(source.read_bytes())
+        os.link(source, temporary)
+    except OSError:  # file systems without hard links: copy
+        atomic_write(target, source.read_bytes())
+        return
+    try:
         os.replace(temporary, target)
-    except BaseException:
+    finally:
+        # gone once renamed; but rename(2) does nothing when both names are already one file
+        # (the pair kept again after a kill between the two links), leaving it behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        raise
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
@@ -151,22 +162,81 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     one checkpoint: the tensor file is not the one the JSON records (sha256), or the JSON state
     is not the one the tensor file was written with (step, state sha256). The one exception is
     a pair torn by an interrupted save (its JSON still equals the kept `<stem>.previous.json`):
-    then the kept pair is loaded, verified the same way, with a warning.
+    then the kept pair is loaded, verified the same way, with a warning. A pair that changes
+    while it is read (a run still saving to it) is read again, up to `_READ_ATTEMPTS` times.
     """
+    for _ in range(_READ_ATTEMPTS):
+        before = _files_version(path)
+        try:
+            tensors, state, torn = _load_newest_intact(path, device)
+        except CheckpointError as error:
+            if _files_version(path) == before:
+                raise
+            changing = error
+            continue
+        if torn is not None and _files_version(path) != before:
+            changing = torn  # a save in progress, not an interrupted one: read its end
+            continue
+        if torn is not None:
+            warnings.warn(
+                f"{torn} The newest pair is torn by an interrupted save; loaded the previous "
+                f"checkpoint {_previous(path)} instead.",
+                stacklevel=2,
+            )
+        return tensors, state
+    raise CheckpointError(
+        f"{changing}. {checkpoint_paths(path)[1]} changed on each of {_READ_ATTEMPTS} reads: a "
+        "run is still saving to it; stop that run (or wait for it) and load again"
+    ) from changing
+
+
+_READ_ATTEMPTS = 20
+
+
+def _load_newest_intact(
+    path: str | Path, device: str | torch.device
+) -> tuple[dict, dict, CheckpointError | None]:
+    """(tensors, state, None) of the pair at `path`, or of the kept pair with the error that
+    refused the newest when that one is torn (its JSON is still the kept one)."""
     try:
-        return _load_pair(path, device)
+        tensors, state = _load_pair(path, device)
+        return tensors, state, None
     except CheckpointError as error:
         previous = _previous(path)
         state_path, kept_state_path = checkpoint_paths(path)[1], checkpoint_paths(previous)[1]
         if not _same_bytes(state_path, kept_state_path):
             raise
         tensors, state = _load_pair(previous, device)
-        warnings.warn(
-            f"{error} The newest pair is torn by an interrupted save; loaded the previous "
-            f"checkpoint {previous} instead.",
-            stacklevel=2,
+        return tensors, state, error
+
+
+def _files_version(path: str | Path) -> tuple:
+    """What any link or rename of a save changes: each file of the pair and of the kept pair
+    (inode, link count, size, times) and both JSONs' bytes (times are coarse and inode numbers
+    reused, but a save never writes a JSON it wrote before while the tensors differ)."""
+    tensor_path, state_path = checkpoint_paths(path)
+    kept_tensor_path, kept_state_path = checkpoint_paths(_previous(path))
+    version: list = []
+    for file in (tensor_path, state_path, kept_tensor_path, kept_state_path):
+        try:
+            stat = os.stat(file)
+        except OSError:
+            version.append(None)
+            continue
+        version.append(
+            (stat.st_ino, stat.st_nlink, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         )
-        return tensors, state
+    for file in (state_path, kept_state_path):
+        try:
+            version.append(_read(file))
+        except OSError:
+            version.append(None)
+    return tuple(version)
+
+
+def _read(path: Path) -> bytes:
+    """A file's bytes: the one way loading reads the files of a pair."""
+    return path.read_bytes()
 
 
 _warned_unbound: set[Path] = set()
@@ -177,7 +247,7 @@ def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict
     if not state_path.is_file():
         raise CheckpointError(f"no checkpoint at {state_path}: the JSON state file is missing")
     try:
-        record = json.loads(state_path.read_text(encoding="utf-8"))
+        record = json.loads(_read(state_path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{state_path} is not valid JSON ({error}): corrupt") from error
     if not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -190,7 +260,7 @@ def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict
         )
     if not tensor_path.is_file():
         raise CheckpointError(f"{tensor_path} is missing (its state file {state_path} exists)")
-    data = tensor_path.read_bytes()
+    data = _read(tensor_path)
     metadata = _safetensors_metadata(data)
     state = record["state"]
     bound = metadata is not None and "state_sha256" in metadata
@@ -227,7 +297,7 @@ def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict
                 f"{state_path} is a version 1 checkpoint: its JSON state is not bound to "
                 f"{tensor_path.name}, so an edit to the JSON (e.g. its step) cannot be detected; "
                 "loaded as written (a resumed run's next save binds it)",
-                stacklevel=3,
+                stacklevel=4,
             )
     try:
         tensors = safetensors.torch.load(data)
