@@ -140,11 +140,13 @@ class HeadConfig:
 class DataConfig:
     """Where videos come from and how clips are cut from them."""
 
-    format: str = "ucf101"  # ucf101 | hmdb51 | diving48 | ssv2 | k400 | csv (see README)
+    format: str = "ucf101"  # ucf101 | hmdb51 | diving48 | ssv2 | k400 | csv | folders (README)
     root: str = ""  # folder the annotation paths are relative to
     annotations: str = ""  # per format (README): split folder, or the train JSON/CSV file
     test_annotations: str = ""  # diving48/ssv2/k400/csv: the test (validation) file
     split: int = 1  # ucf101 / hmdb51 split 1-3
+    split_seed: int = 0  # folders: draws each class's test videos (data.root/<class>/ trees)
+    test_fraction: float = 0.2  # folders: share of each class's videos drawn for test
     quarantine: str = ""  # a list of videos to skip (written by `advise check-data`)
     source: str = "video"  # video (decode + IFM online) | store:PATH (tokens of `advise extract`)
     num_frames: int = 8  # frames per clip
@@ -271,7 +273,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "tmm.kind": (*TMM_SECTIONS, "none"),
     "pretext.kind": PRETEXT_SECTIONS,
     "head.kind": ("mlp", "linear"),
-    "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv"),
+    "data.format": ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv", "folders"),
     "data.split": (1, 2, 3),  # ucf101 / hmdb51 publish three splits
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16"),
@@ -357,6 +359,8 @@ RANGES: dict[str, Range] = {
     "optim.min_lr": Range(0, 100),
     "optim.label_smoothing": PROBABILITY_BELOW_ONE,
     "optim.grad_clip": Range(0, 1_000_000, low_open=True),
+    "data.split_seed": Range(0, 2**32 - 1, why="any whole number; the split is a function of it"),
+    "data.test_fraction": Range(0, 1, high_open=True, why="0 = every video trains"),
     "train.epochs": Range(0, 100_000),
     "train.batch_size": BATCH,
     "train.seed": Range(0, 2**32 - 1, why="NumPy's seed range"),

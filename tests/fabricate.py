@@ -57,7 +57,7 @@ def ucf_tree(
     return root
 
 
-FORMATS = ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv")
+FORMATS = ("ucf101", "hmdb51", "diving48", "ssv2", "k400", "csv", "folders")
 
 NUM_FRAMES = 20  # frames of every video the builders below write (ucf_tree: its argument)
 HMDB51_CLASSES = ("brush_hair", "shoot_ball")
@@ -240,6 +240,8 @@ def dataset_tree(format: str, root: Path) -> dict[str, object]:
         csv_tree(root)
         overrides["data.annotations"] = str(root / "train.csv")
         overrides["data.test_annotations"] = str(root / "test.csv")
+    elif format == "folders":
+        class_folders_tree(root, per_class=(3, 3))  # 2 train + 1 test video per class
     else:
         raise ValueError(f"unknown format {format!r}; one of {FORMATS}")
     return overrides
@@ -276,3 +278,55 @@ def wait_for_checkpoint_step(process, state_file: Path, step: int, timeout: floa
             break
         time.sleep(0.01)
     assert process.poll() is None, "the run ended before it could be killed"
+
+
+FOLDERS_CLASSES = ("clapping", "jumping", "waving")
+# Suffixes `class_folders_tree` cycles through: (suffix on disk, suffix written). .mov and
+# .mkv are written as H.264 .mp4 and VP9 .webm (their own containers' kin) and renamed.
+FOLDERS_SUFFIXES = (
+    (".mp4", ".mp4"),
+    (".AVI", ".avi"),
+    (".webm", ".webm"),
+    (".MOV", ".mp4"),
+    (".mkv", ".webm"),
+)
+
+
+def _folder_video(path: Path, label: int, index: int, written_suffix: str) -> Path:
+    """A real `class_video` at `path`, encoded as `written_suffix` and renamed to `path`."""
+    written = class_video(path.with_name(f"{path.stem}.tmp{written_suffix}"), label, index)
+    return written.rename(path)
+
+
+def class_folders_tree(
+    root: Path, per_class: int | tuple[int, ...] = 4, classes: tuple[str, ...] = FOLDERS_CLASSES
+) -> Path:
+    """Class-per-folder layout (`data.format=folders`): `<root>/<class>/clip<k><suffix>`, real
+    videos (`class_video`, label = the class's position) whose suffixes cycle through
+    `FOLDERS_SUFFIXES`. `per_class`: videos in every class, or one count per class (the
+    classes are then the first len(per_class) of `classes`). Returns `root`."""
+    counts = (per_class,) * len(classes) if isinstance(per_class, int) else per_class
+    for label, (name, count) in enumerate(zip(classes[: len(counts)], counts, strict=True)):
+        for index in range(count):
+            suffix, written = FOLDERS_SUFFIXES[(label + index) % len(FOLDERS_SUFFIXES)]
+            _folder_video(root / name / f"clip{index:03d}{suffix}", label, index, written)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def train_test_folders_tree(
+    root: Path,
+    train_per_class: tuple[int, ...] = (3, 3, 3),
+    test_per_class: tuple[int, ...] = (2, 2, 2),
+    classes: tuple[str, ...] = FOLDERS_CLASSES,
+) -> Path:
+    """`data.format=folders` with its own split: `<root>/train/<class>/train<k>.mp4` and
+    `<root>/test/<class>/test<k>.mp4`, real videos; a class with 0 test videos gets no test
+    folder. Returns `root`."""
+    counts = zip(classes[: len(train_per_class)], train_per_class, test_per_class, strict=True)
+    for label, (name, train, test) in enumerate(counts):
+        for index in range(train):
+            class_video(root / "train" / name / f"train{index}.mp4", label, index)
+        for index in range(test):
+            class_video(root / "test" / name / f"test{index}.mp4", label, 50 + index)
+    return root

@@ -29,6 +29,7 @@ LABEL_FILES = {
     "ssv2": {"labels.json"},
     "k400": set(),
     "csv": set(),
+    "folders": set(),  # the class folders define the labels
 }
 
 

@@ -10,6 +10,8 @@ annotation files it needs, its official splits, the files that define its labels
     ssv2      read_ssv2             labels.json + train.json / validation.json
     k400      read_kinetics         Kinetics CSV: label,youtube_id,time_start,time_end,split
     csv       read_csv_annotations  path,label rows
+    folders   read_folders          no annotation files: <root>/<class>/<video>, split by a seed
+                                    and a fraction, or <root>/train/<class>/, <root>/test/<class>/
 
 Readers check everything they can at read time (start-up): a line that names a missing video,
 an unknown class or is malformed raises `AnnotationError` whose message is
@@ -18,6 +20,11 @@ one exception for missing videos: every copy of it lacks some clips (deleted fro
 they are left out, listed in `AnnotatedSplit.missing` and reported in one `MissingVideosWarning`.
 Video files may be .mp4, .avi or .webm (any container FFmpeg reads); the name listed is used as
 is. Labels are 0-based class indices; `AnnotatedSplit.class_names[label]` names the class.
+
+Files or folders a format needs that are not there raise `LayoutError` (an `AnnotationError`);
+`read_format`, the one way to read a format by name, adds to its message what that format needs
+(`FormatSpec.layout`), the formats there are, and `data.format=folders` when the root holds class
+folders of videos.
 
 Every annotation file is read through `read_annotation_text`: UTF-8 with or without a
 byte-order mark, or UTF-16 with one; any other byte is an `AnnotationError` at its line.
@@ -34,7 +41,9 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -53,6 +62,8 @@ HMDB51_MARKERS = {"1": "train", "2": "test", "0": "unused"}
 SSV2_LABEL_FILES = ("something-something-v2-labels.json", "labels.json")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 KINETICS_SUFFIXES = (".mp4", ".mkv", ".webm")
+# What `folders` counts as a video (the suffix in any case); other files are ignored.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,11 @@ class AnnotationError(ValueError):
         self.line = line
         self.problem = problem
         super().__init__(f"{file}:{line}: {problem}")
+
+
+class LayoutError(AnnotationError):
+    """Files or folders the format reads are not there: an annotation file, HMDB51's split
+    files, class folders. `read_format` adds what the format needs and the other formats."""
 
 
 class SplitSizeWarning(UserWarning):
@@ -286,12 +302,12 @@ def read_annotation_text(path: str | Path) -> str:
     one; the mark is not part of the text. Anything else (Latin-1 or Windows-1252 bytes,
     UTF-16 without a mark, a NUL character) raises `AnnotationError` at the 1-based line of
     the first bad byte, naming its byte offset (0-based, from the start of the file), so the
-    user knows where to look and that re-saving as UTF-8 fixes it. A missing file raises it
-    at line 0.
+    user knows where to look and that re-saving as UTF-8 fixes it. A missing file raises
+    `LayoutError` (an `AnnotationError`) at line 0.
     """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(path, 0, "annotation file not found")
+        raise LayoutError(path, 0, "annotation file not found")
     data = path.read_bytes()
     mark, codec, name = b"", "utf-8", "UTF-8"
     for candidate, candidate_codec, candidate_name in _BYTE_ORDER_MARKS:
@@ -535,7 +551,7 @@ def read_hmdb51(
         if path.is_file() and len(path.name) > len(suffix)
     }
     if not files:
-        raise AnnotationError(pattern, 0, f"no HMDB51 split files <class>{suffix} found")
+        raise LayoutError(pattern, 0, f"no HMDB51 split files <class>{suffix} found")
     class_names = sorted(files)
     records, origins = [], []
     for label, class_name in enumerate(class_names):
@@ -674,7 +690,7 @@ def _find_ssv2_labels(annotation_file: Path) -> Path:
         if candidate.is_file():
             return candidate
     names = " or ".join(SSV2_LABEL_FILES)
-    raise AnnotationError(
+    raise LayoutError(
         annotation_file.parent / SSV2_LABEL_FILES[-1], 0, f"labels file ({names}) not found"
     )
 
@@ -840,7 +856,7 @@ def read_kinetics(
         records.append(VideoRecord(video_path, label_of_class[label]))
         origins.append((str(annotation_file), number))
     if not records:
-        raise AnnotationError(
+        raise LayoutError(
             annotation_file,
             0,
             f"none of the {len(entries)} listed clips is under {root} (looked for e.g. "
@@ -976,6 +992,188 @@ def _is_integer(text: str) -> bool:
     return text.lstrip("+-").isdigit()
 
 
+# ------------------------------------------------------------------------- class folders
+
+
+def _is_video(name: str) -> bool:
+    """A video file name for `folders`: a `VIDEO_SUFFIXES` suffix in any case, not hidden."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_SUFFIXES
+
+
+def _folder_entries(folder: Path) -> tuple[list[str], list[str]]:
+    """(sub-folder names, video file names) directly in `folder`, each sorted; hidden entries
+    and files that are not videos are left out."""
+    folders, videos = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                folders.append(entry.name)
+            elif _is_video(entry.name) and entry.is_file():
+                videos.append(entry.name)
+    return sorted(folders), sorted(videos)
+
+
+def _holds_videos(folder: str | Path) -> bool:
+    """Whether `folder` directly holds a video file (the listing stops at the first)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(_is_video(entry.name) and entry.is_file() for entry in entries)
+    except OSError:
+        return False
+
+
+def looks_like_class_folders(root: str | Path) -> bool:
+    """Whether `root` (or `root/train`, beside `root/test`) has a sub-folder holding videos, as
+    a `folders` tree does (UCF101 and HMDB51 trees do too: their folders are their classes)."""
+    root = Path(root)
+    base = root / "train" if (root / "train").is_dir() and (root / "test").is_dir() else root
+    try:
+        with os.scandir(base) as entries:
+            folders = sorted(
+                entry.path for entry in entries if not entry.name.startswith(".") and entry.is_dir()
+            )
+    except OSError:
+        return False
+    return any(_holds_videos(folder) for folder in folders)
+
+
+def _class_videos(base: Path) -> dict[str, list[str]]:
+    """Class name -> its sorted video names, for each class folder `base/<class>/`.
+
+    Raises `LayoutError` when `base` has no class folder, and `AnnotationError` for videos
+    beside the class folders (they would have no class) or a class folder without a video.
+    """
+    folders, loose = _folder_entries(base)
+    if not folders:
+        found = f"; it holds {_plural(len(loose), 'video', 'videos')} directly" if loose else ""
+        raise LayoutError(base, 0, f"no class folders <class>/<video> found{found}")
+    if loose:
+        raise AnnotationError(
+            base,
+            0,
+            f"{_plural(len(loose), 'video', 'videos')} ({loose[0]}, ...) beside the class "
+            f"folders: each video must be in its class folder, {base}/<class>/<video>",
+        )
+    classes = {}
+    for name in folders:
+        videos = _folder_entries(base / name)[1]
+        if not videos:
+            raise AnnotationError(
+                base / name,
+                0,
+                f"class folder {name!r} holds no video (files {', '.join(VIDEO_SUFFIXES)}, "
+                "directly in it): add its videos or remove the folder",
+            )
+        classes[name] = videos
+    return classes
+
+
+def folders_test_videos(
+    class_name: str, videos: list[str], split_seed: int, test_fraction: float
+) -> set[str]:
+    """The test videos of one class of a `folders` tree drawn by `split_seed`.
+
+    round(test_fraction x n) of its n videos (halves up), at least 1 when n >= 2 and
+    test_fraction > 0, at most n - 1 (a class keeps a train video): those whose sha256 of
+    "<split_seed>/<class>/<file name>" is smallest. The draw depends only on the seed and the
+    names (not on listing order, other classes, Python's hash seed or the global RNG), and a
+    video added to a class moves at most one other video between train and test.
+    """
+    count = len(videos)
+    if count < 2 or test_fraction <= 0:
+        return set()
+    num_test = min(count - 1, max(1, math.floor(test_fraction * count + 0.5)))
+
+    def rank(name: str) -> tuple[bytes, str]:
+        return hashlib.sha256(f"{split_seed}/{class_name}/{name}".encode()).digest(), name
+
+    return set(sorted(videos, key=rank)[:num_test])
+
+
+def read_folders(
+    root: str | Path, subset: str = "train", split_seed: int = 0, test_fraction: float = 0.2
+) -> AnnotatedSplit:
+    """Read a class-per-folder tree: no annotation files, the folder names are the classes.
+
+    Layouts: `<root>/train/<class>/<video>` and `<root>/test/<class>/<video>` when `root`
+    holds both `train/` and `test/` (a test class must be a train class; a train class may
+    have no test folder); otherwise `<root>/<class>/<video>`, split per class by
+    `folders_test_videos(class, videos, split_seed, test_fraction)` (stratified: each class
+    keeps its share in both subsets). Videos are files with a `VIDEO_SUFFIXES` suffix in any
+    case, directly in their class folder; hidden entries and other files are ignored.
+
+    Class names are the (train) class folder names sorted; label = position. Records come
+    class by class, videos sorted by name. `source` is the subset's folder, or the root with
+    the seed and fraction that drew the split; there is no annotation file, so no `origins`.
+    Raises `LayoutError` for no class folder and `AnnotationError` for videos beside the class
+    folders, a class folder without a video, `train/` without `test/` (or the reverse), a test
+    class that is not a train class, or a subset without videos (a test fraction of 0).
+    """
+    if subset not in ("train", "test"):
+        raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    root = Path(root)
+    halves = [name for name in ("train", "test") if (root / name).is_dir()]
+    if len(halves) == 2:
+        loose = _folder_entries(root)[1]
+        if loose:
+            raise AnnotationError(
+                root,
+                0,
+                f"{_plural(len(loose), 'video', 'videos')} ({loose[0]}, ...) beside train/ and "
+                f"test/: each video must be in {root}/<train|test>/<class>/<video>",
+            )
+        train, test = _class_videos(root / "train"), _class_videos(root / "test")
+        unknown = sorted(set(test) - set(train))
+        if unknown:
+            raise AnnotationError(
+                root / "test" / unknown[0],
+                0,
+                f"class folder {unknown[0]!r} is in test/ but not in train/: a test class must "
+                f"be a train class ({root}/train/{unknown[0]}/ is missing)",
+            )
+        class_names = sorted(train)
+        chosen = train if subset == "train" else test
+        records = [
+            VideoRecord(root / subset / name / video, label)
+            for label, name in enumerate(class_names)
+            for video in chosen.get(name, [])
+        ]
+        source = str(root / subset)
+    elif halves:
+        missing = "test" if halves == ["train"] else "train"
+        raise AnnotationError(
+            root,
+            0,
+            f"has {halves[0]}/ but no {missing}/: a train/test tree needs both "
+            f"{root}/train/<class>/ and {root}/test/<class>/ (with the class folders directly "
+            f"in {root}, the split is drawn by data.split_seed and data.test_fraction)",
+        )
+    else:
+        classes = _class_videos(root)
+        class_names = sorted(classes)
+        records = []
+        for label, name in enumerate(class_names):
+            test_videos = folders_test_videos(name, classes[name], split_seed, test_fraction)
+            records += [
+                VideoRecord(root / name / video, label)
+                for video in classes[name]
+                if (video in test_videos) == (subset == "test")
+            ]
+        source = f"{root} (class folders; split_seed={split_seed}, test_fraction={test_fraction})"
+    if not records:  # only a drawn test subset can be empty: train keeps a video per class
+        raise AnnotationError(
+            root,
+            0,
+            f"no {subset} videos: test_fraction is {test_fraction} or every class folder holds "
+            "a single video",
+        )
+    return AnnotatedSplit(records, class_names, source)
+
+
 # ------------------------------------------------------------------------- the format table
 
 
@@ -983,21 +1181,27 @@ def _is_integer(text: str) -> bool:
 class FormatSpec:
     """How one `data.format` is read.
 
-    `read(root, annotations, subset, split, check_files)` returns the subset's videos.
+    `read(root, annotations, subset, split, check_files, **options)` returns the subset's
+    videos. `layout` says in one phrase what the format needs under `data.root` (files,
+    folders, which `data.*` key names which file): `read_format` puts it into a `LayoutError`.
     `annotations` is, when `split_folder`, the folder that holds every split's lists
-    (`data.annotations`; None: found under the root) and `split` (`data.split`) picks one of
-    the official `splits`; otherwise the subset's own file (`data.annotations` for train,
-    `data.test_annotations` for test) and `split` is unused. `label_files` are the files beside
-    the annotations that define the class labels (their hashes go into every run's data
-    manifest). `clip_key` says when a train and a test record are the same video (None: the
-    same path).
+    (`data.annotations`; None: found under the root; `folders` needs none: its root holds both
+    subsets) and `split` (`data.split`) picks one of the official `splits` (unused without
+    any); otherwise the subset's own file (`data.annotations` for train,
+    `data.test_annotations` for test) and `split` is unused. `options` names the further
+    `data.*` keys the format reads, passed to `read` as keyword arguments of the same name.
+    `label_files` are the files beside the annotations that define the class labels (their
+    hashes go into every run's data manifest). `clip_key` says when a train and a test record
+    are the same video (None: the same path).
     """
 
-    read: Callable[[Path, Path | None, str, int, bool], AnnotatedSplit]
+    read: Callable[..., AnnotatedSplit]
+    layout: str
     split_folder: bool = False
     splits: tuple[int, ...] = ()
     label_files: tuple[str, ...] = ()
     clip_key: Callable[[VideoRecord], object] | None = None
+    options: tuple[str, ...] = ()
 
 
 def _read_ucf101_lists(
@@ -1040,13 +1244,87 @@ def _read_csv_file(
     return read_csv_annotations(annotations, root=root, check_files=check_files)
 
 
+def _read_class_folders(
+    root: Path, annotations: Path | None, subset: str, split: int, check_files: bool, **options
+) -> AnnotatedSplit:
+    # The tree is its own annotation: it is listed whatever check_files says. data.split, for
+    # the official numbered splits, is unused: data.split_seed draws this format's split.
+    return read_folders(root, subset, **options)
+
+
 # data.format -> how it is read; `advise.config.CHOICES["data.format"]` lists the same names
 FORMATS: dict[str, FormatSpec] = {
-    "ucf101": FormatSpec(_read_ucf101_lists, split_folder=True, splits=(1, 2, 3),
-                         label_files=("classInd.txt",)),
-    "hmdb51": FormatSpec(_read_hmdb51_lists, split_folder=True, splits=(1, 2, 3)),
-    "diving48": FormatSpec(_read_diving48_file, label_files=("Diving48_vocab.json",)),
-    "ssv2": FormatSpec(_read_ssv2_file, label_files=SSV2_LABEL_FILES),
-    "k400": FormatSpec(_read_kinetics_file, clip_key=kinetics_clip_key),
-    "csv": FormatSpec(_read_csv_file),
+    "ucf101": FormatSpec(
+        _read_ucf101_lists,
+        "classInd.txt, trainlist0N.txt and testlist0N.txt (N = data.split) in data.root, "
+        "data.root/ucfTrainTestlist or data.annotations, and videos data.root/<class>/<video>",
+        split_folder=True, splits=(1, 2, 3), label_files=("classInd.txt",)),
+    "hmdb51": FormatSpec(
+        _read_hmdb51_lists,
+        "<class>_test_splitN.txt files (N = data.split) in data.root/testTrainMulti_7030_splits,"
+        " data.root or data.annotations, and videos data.root/<class>/<video>",
+        split_folder=True, splits=(1, 2, 3)),
+    "diving48": FormatSpec(
+        _read_diving48_file,
+        "data.annotations and data.test_annotations = Diving48_V2_train.json and "
+        "Diving48_V2_test.json (Diving48_vocab.json beside them), videos data.root/<vid_name>.mp4",
+        label_files=("Diving48_vocab.json",)),
+    "ssv2": FormatSpec(
+        _read_ssv2_file,
+        "data.annotations and data.test_annotations = train.json and validation.json "
+        "(labels.json beside them), videos data.root/<id>.webm",
+        label_files=SSV2_LABEL_FILES),
+    "k400": FormatSpec(
+        _read_kinetics_file,
+        "data.annotations and data.test_annotations = the Kinetics train.csv and validate.csv, "
+        "clips data.root/[<label>/]<youtube_id>_<start:06d>_<end:06d>.mp4",
+        clip_key=kinetics_clip_key),
+    "csv": FormatSpec(
+        _read_csv_file,
+        "data.annotations and data.test_annotations = CSV files of path,label rows, the paths "
+        "relative to data.root"),
+    "folders": FormatSpec(
+        _read_class_folders,
+        "videos data.root/<class>/<video> (split by data.split_seed and data.test_fraction) or "
+        "data.root/train/<class>/<video> and data.root/test/<class>/<video>, no annotation files",
+        split_folder=True, options=("split_seed", "test_fraction")),
 }  # fmt: skip
+
+
+def read_format(
+    name: str,
+    root: str | Path,
+    annotations: Path | None,
+    subset: str,
+    split: int = 1,
+    check_files: bool = True,
+    **options: Any,
+) -> AnnotatedSplit:
+    """`subset` of the dataset at `root` read as `data.format=name` (`FORMATS[name].read`).
+
+    A `LayoutError` (a missing annotation file, no class folders...) comes back with what
+    `name` needs (`FormatSpec.layout`) and the formats there are appended to its message, and,
+    when `root` holds class folders of videos, the suggestion `data.format=folders`.
+    """
+    root = Path(root)
+    try:
+        return FORMATS[name].read(root, annotations, subset, split, check_files, **options)
+    except LayoutError as error:
+        raise LayoutError(
+            error.file, error.line, f"{error.problem}; {layout_help(name, root)}"
+        ) from None
+
+
+def layout_help(name: str, root: str | Path) -> str:
+    """One line: what `data.format=name` needs, the formats there are, and `data.format=folders`
+    when `root` holds class folders of videos and `name` is another format."""
+    text = (
+        f"data.format={name} needs {FORMATS[name].layout}; the formats are "
+        f"{', '.join(FORMATS)} (data.format=NAME)"
+    )
+    if name != "folders" and looks_like_class_folders(root):
+        text += (
+            f"; {root} holds class folders of videos: if each folder is a class, use "
+            "data.format=folders"
+        )
+    return text

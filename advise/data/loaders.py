@@ -14,7 +14,9 @@ from advise.data.formats import (
     AnnotatedSplit,
     AnnotationError,
     check_disjoint,
+    layout_help,
     on_train_classes,
+    read_format,
 )
 from advise.data.sampling import ClipSampler
 from advise.data.sources import source_of
@@ -33,6 +35,12 @@ def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
         diving48, ssv2, k400, csv
                         data.annotations = the train file, data.test_annotations = the test
                         (validation) file; videos are found under data.root
+        folders         no annotation files: data.root/<class>/<video>, split per class by
+                        data.split_seed and data.test_fraction, or data.root/train/<class>/ and
+                        data.root/test/<class>/; data.split unused
+
+    Files or folders the format needs that are missing raise `LayoutError`, naming the format,
+    what it needs and the formats there are (`advise.data.formats.read_format`).
 
     The other subset's list is read too, without touching its videos: a video in both raises
     `AnnotationError` at the test list's line (train/test overlap makes a test score
@@ -95,8 +103,14 @@ def _read(data: DataConfig, root: Path, subset: str, check_files: bool) -> Annot
         if annotations is None:
             key = "data.annotations" if subset == "train" else "data.test_annotations"
             what = "train" if subset == "train" else "test (validation)"
-            raise ConfigError(f"{key} is empty: the {data.format} format needs the {what} file")
-    return data_format.read(root, annotations, subset, data.split, check_files)
+            raise ConfigError(
+                f"{key} is empty: the {data.format} format needs the {what} file; "
+                f"{layout_help(data.format, root)}"
+            )
+    # the format's own keys (folders: data.split_seed, data.test_fraction); one the config
+    # lacks is left out, so the reader's default applies
+    options = {key: getattr(data, key) for key in data_format.options if hasattr(data, key)}
+    return read_format(data.format, root, annotations, subset, data.split, check_files, **options)
 
 
 def _train_transform(config: Config, prep: Preprocessing):
