@@ -82,6 +82,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from advise.config import Config, ConfigError, load_config
+from advise.files import atomic_write
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
 from advise.models.r3d import R3D50
@@ -642,9 +643,9 @@ def run_bench(settings: BenchSettings, out_dir: Path) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads_before)
     record = asdict(result)
-    (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
+    atomic_write(out_dir / "bench.json", json.dumps(record, indent=2))
     markdown = render_markdown(record)
-    (out_dir / "bench.md").write_text(markdown)
+    atomic_write(out_dir / "bench.md", markdown)
     print(markdown, flush=True)
     return record
 

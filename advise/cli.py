@@ -22,6 +22,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from advise.data.formats import AnnotationError
     from advise.data.store import StoreError
     from advise.data.video import VideoDecodeError
+    from advise.files import FolderBusy
     from advise.models.ifm import IFMWeightsError, UnknownIFMError
     from advise.train.checkpoint import CheckpointError
 
@@ -34,11 +35,38 @@ def _user_errors() -> tuple[type[Exception], ...]:
         CheckpointError,
         FileNotFoundError,
         VideoDecodeError,  # only reaches here from `predict`: training skips bad videos
+        FolderBusy,
     )
 
 
 def _config(args: argparse.Namespace):
     return load_config(args.config, args.set)
+
+
+def _training_config(args: argparse.Namespace):
+    """The config a training command runs: --config and --set; with --resume and no --config,
+    the run's own config (and --set)."""
+    from advise.runs import resume_config
+
+    if args.resume:
+        return resume_config(Path(args.out), args.config, args.set)
+    if args.config is None:
+        raise ConfigError("--config is required (or --resume to continue the run in --out)")
+    return _config(args)
+
+
+def _invocation(args: argparse.Namespace) -> dict:
+    """What run.json records of how a run was started."""
+    from advise.config import preset_chain
+
+    return {
+        "argv": ["advise", *args.argv],
+        "command": args.command,
+        "config": args.config,
+        "preset_chain": preset_chain(args.config) if args.config else None,
+        "overrides": list(args.set),
+        "resume": bool(getattr(args, "resume", False)),
+    }
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -80,7 +108,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from advise.runs import pretrain, say
 
-    result = pretrain(_config(args), Path(args.out), resume=args.resume)
+    config = _training_config(args)
+    result = pretrain(config, Path(args.out), resume=args.resume, invocation=_invocation(args))
     say(f"pre-training done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
 
 
@@ -88,21 +117,35 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from advise.runs import finetune, say
 
     init = Path(args.init) if args.init else None
-    result = finetune(_config(args), Path(args.out), init=init, resume=args.resume)
+    config, invocation = _training_config(args), _invocation(args)
+    result = finetune(config, Path(args.out), init, args.resume, invocation=invocation)
     say(f"fine-tuning done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from advise.runs import evaluate_checkpoint, parse_views, say
+    from advise.config import preset_values
+    from advise.runs import evaluate_run, parse_overrides, parse_views, say
 
     views = parse_views(args.views) if args.views else None
-    checkpoint = Path(args.ckpt)
-    out_file = Path(args.out) if args.out else checkpoint.parent.parent / "eval.json"
-    result = evaluate_checkpoint(_config(args), checkpoint, views=views, out_file=out_file)
+    _config(args)  # every key and value checked, as for any command
+    settings = preset_values(args.config) if args.config else None
+    out = Path(args.out) if args.out else None
+    result, out_file = evaluate_run(
+        Path(args.ckpt), settings, parse_overrides(args.set), views=views, out=out
+    )
+    if result.get("stage") == "pretrain":
+        measures = ", ".join(
+            f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+            for key, value in result.items()
+            if key not in ("stage", "pretext", "checkpoint", "data", "environment")
+        )
+        say(f"{result['pretext']} pretext of {result['checkpoint']}: {measures}  -> {out_file}")
+        return
     say(
-        f"{result['num_videos']} videos, {result['views']} views ({result['views_combined']}): "
-        f"top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  "
-        f"single-view top-1 {result['single_view_top1']:.2f}  -> {out_file}"
+        f"{result['checkpoint']} (step {result['checkpoint_step']}): {result['num_videos']} "
+        f"videos, {result['views']} views ({result['views_combined']}): top-1 "
+        f"{result['top1']:.2f}  top-5 {result['top5']:.2f}  single-view top-1 "
+        f"{result['single_view_top1']:.2f}  -> {out_file}"
     )
 
 
@@ -133,6 +176,26 @@ def cmd_summary(args: argparse.Namespace) -> None:
     for key, value in result.items():
         text = f"{value:,}" if isinstance(value, int) else str(value)
         print(f"{key:<{width}}  {text}")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from advise.config_info import describe, format_description
+
+    description = describe(args.config, args.set)
+    if args.json:
+        print(json.dumps(description))
+        return
+    print(format_description(description), end="")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from advise.plot import plot_runs
+
+    try:
+        out = plot_runs([Path(run) for run in args.runs], Path(args.out), labels=args.labels)
+    except ValueError as error:  # a bad metrics file or arguments: the user's to fix
+        raise ConfigError(str(error)) from None
+    print(f"wrote {out}")
 
 
 def cmd_ifms(args: argparse.Namespace) -> None:
@@ -189,8 +252,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}")
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="preset name or YAML file")
+def _add_config_options(
+    parser: argparse.ArgumentParser, required: bool = True, help_text: str = ""
+) -> None:
+    parser.add_argument("--config", required=required, help=help_text or "preset name or YAML file")
     parser.add_argument(
         "--set",
         action="append",
@@ -207,9 +272,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that train: config, run folder, resume."""
-    _add_config_options(parser)
+    _add_config_options(
+        parser, required=False,
+        help_text="preset name or YAML file (required, except with --resume: the run's own)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out, with its own config (--set may change train.epochs "
+        "and other keys that do not change what a step computes)",
+    )  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -284,15 +356,25 @@ def _finetune_arguments(finetune: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
-    _add_config_options(evaluate)
-    evaluate.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
+    _add_config_options(
+        evaluate, required=False,
+        help_text="preset or YAML whose data and eval keys to use (the model is the "
+        "checkpoint's own); default: the checkpoint's config",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--ckpt", required=True, help="checkpoint (.safetensors) or run folder (its last)"
+    )
     evaluate.add_argument("--views", help="CLIPSxCROPS, e.g. 2x3 (default: eval.* in config)")
-    evaluate.add_argument("--out", help="where to write eval.json (default: beside the run)")
+    evaluate.add_argument(
+        "--out", help="folder for eval-VIEWS.json and its figures (default: the run folder)"
+    )
 
 
 def _predict_arguments(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("video", help="a video file")
-    predict.add_argument("--ckpt", required=True, help="fine-tuned checkpoint (.safetensors)")
+    predict.add_argument(
+        "--ckpt", required=True, help="fine-tuned checkpoint (.safetensors) or run folder"
+    )
     predict.add_argument("--views", help="CLIPSxCROPS (default: the checkpoint's eval.*)")
     predict.add_argument("--top", type=_positive_int, default=5, help="classes to print")
     predict.add_argument("--json", action="store_true", help="print one JSON object")
@@ -306,6 +388,17 @@ def _predict_arguments(predict: argparse.ArgumentParser) -> None:
 def _summary_arguments(summary: argparse.ArgumentParser) -> None:
     _add_config_options(summary)
     summary.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _config_arguments(config: argparse.ArgumentParser) -> None:
+    _add_config_options(config)
+    config.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _plot_arguments(plot: argparse.ArgumentParser) -> None:
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders (with metrics.jsonl)")
+    plot.add_argument("--out", required=True, help="the figure to write (.png)")
+    plot.add_argument("--labels", nargs="+", help="one legend label per run (default: names)")
 
 
 def _ifms_arguments(ifms: argparse.ArgumentParser) -> None:
@@ -367,11 +460,19 @@ COMMANDS: tuple[Command, ...] = (
     ("evaluate", "multi-view testing of a checkpoint", _evaluate_arguments, cmd_evaluate),
     ("predict", "top classes of one video", _predict_arguments, cmd_predict),
     ("summary", "parameter and MAC counts of a config", _summary_arguments, cmd_summary),
+    ("config", "the resolved config, its derived values (peak lr, steps, parameters) and "
+     "the warnings a run would give", _config_arguments, cmd_config),
+    ("plot", "loss, accuracy, lr and validation curves of runs, on shared axes, to a PNG",
+     _plot_arguments, cmd_plot),
     ("ifms", "list the image foundation models and their weights", _ifms_arguments, cmd_ifms),
     ("bench", "measure the training cost per iteration of Table 6's variants",
      _bench_arguments, cmd_bench),
     ("presets", "list the built-in presets", _no_arguments, cmd_presets),
 )  # fmt: skip
+
+
+# commands that never train: started without torch.distributed (and torch, where they can)
+LIGHT_COMMANDS = ("config", "presets", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -390,14 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.simplefilter("default", UserWarning)
     offline_before = os.environ.get("HF_HUB_OFFLINE")
     if getattr(args, "offline", False):
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by advise.models.ifm and huggingface_hub
-    from advise.train import distributed
+    light = args.command in LIGHT_COMMANDS
+    if not light:
+        from advise.train import distributed  # imports torch
 
     try:
-        distributed.init_from_env()  # launched by torchrun: join the process group
+        if not light:
+            distributed.init_from_env()  # launched by torchrun: join the process group
         args.func(args)
     except KeyboardInterrupt:
         print("advise: interrupted", file=sys.stderr)
@@ -405,14 +510,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the one place errors become exit codes
         if os.environ.get("ADVISE_DEBUG"):
             raise
-        code = 2 if isinstance(error, _user_errors()) else 1
+        user_error = isinstance(error, ConfigError) or isinstance(error, _user_errors())
+        code = 2 if user_error else 1  # (a ConfigError is told without importing torch)
         message = str(error) or type(error).__name__
         if isinstance(error, FileNotFoundError) and error.filename:
             message = f"file not found: {error.filename}"
         print(f"advise: error: {message}", file=sys.stderr)
         return code
     finally:  # --offline holds for this command only (main may be called again in-process)
-        distributed.shutdown()
+        if not light:
+            distributed.shutdown()
         if offline_before is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:

@@ -54,9 +54,9 @@ class SFUConfig:
 class BottleneckConfig:
     """tmm.kind=bottleneck: ResNet-3D bottleneck blocks (`advise.models.tmm.BottleneckTMM`)."""
 
-    blocks: int = 1
-    hidden: int = 256
-    out: int = 1024
+    blocks: int = 1  # bottleneck blocks in the stack
+    hidden: int = 256  # the blocks' inner (bottleneck) width
+    out: int = 1024  # output channels (the head's input width)
     temporal_kernel: int = 3  # 1 reproduces the paper's measured cost tables; see README
 
     def check(self) -> None:
@@ -67,8 +67,8 @@ class BottleneckConfig:
 class Conv3dConfig:
     """tmm.kind=conv3d: two plain 3-D convolutions (`advise.models.tmm_conv3d.Conv3dTMM`)."""
 
-    hidden: int = 256
-    out: int = 1024
+    hidden: int = 256  # channels between the two convolutions
+    out: int = 1024  # output channels (the head's input width)
     kernel: tuple[int, ...] = (3, 3, 3)  # (t, h, w), each odd: keeps T, h, w unchanged
 
     def check(self) -> None:
@@ -81,12 +81,12 @@ class TransformerConfig:
     """tmm.kind=transformer: space-time self-attention over every token
     (`advise.models.tmm_transformer.TransformerTMM`)."""
 
-    depth: int = 2
+    depth: int = 2  # encoder blocks
     width: int = 256  # attention width; the tokens are projected to it
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    out: int = 1024
-    dropout: float = 0.0
+    heads: int = 4  # attention heads; must divide width
+    mlp_ratio: float = 4.0  # each block's MLP width / width
+    out: int = 1024  # output channels (the head's input width)
+    dropout: float = 0.0  # in attention and MLP
 
     def check(self) -> None:
         _divisible("transformer", self.width, self.heads)
@@ -98,12 +98,12 @@ class SwinConfig:
     (`advise.models.tmm_swin.SwinTMM`)."""
 
     depth: int = 2  # blocks; every second one shifts its windows by half a window
-    width: int = 256
-    heads: int = 4
+    width: int = 256  # attention width; the tokens are projected to it
+    heads: int = 4  # attention heads; must divide width
     window: tuple[int, ...] = (2, 4, 4)  # (t, h, w) tokens per window, cut to the input's size
-    mlp_ratio: float = 4.0
-    out: int = 1024
-    dropout: float = 0.0
+    mlp_ratio: float = 4.0  # each block's MLP width / width
+    out: int = 1024  # output channels (the head's input width)
+    dropout: float = 0.0  # in attention and MLP
 
     def check(self) -> None:
         _three("tmm.swin.window", self.window)
@@ -131,9 +131,11 @@ TMM_SECTIONS = tuple(
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """The classifier on the pooled TMM output."""
+
     kind: str = "mlp"  # mlp (2 FC, BN + ReLU between) | linear
-    hidden: int = 1024
-    dropout: float = 0.0
+    hidden: int = 1024  # the MLP head's hidden width
+    dropout: float = 0.0  # before the last layer
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,9 @@ class DataConfig:
     stride: int = 2  # frames between clip frames at playback rate 1 (PRP)
     flip: bool = True  # random horizontal flip (never for direction-dependent labels)
     scale_min: float = 0.76  # random resized crop area range [scale_min, 1]
-    color_jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    num_workers: int = 2
+    color_jitter_p: float = 0.8  # probability of colour jitter per clip
+    grayscale_p: float = 0.2  # probability of grey-scaling a clip
+    num_workers: int = 2  # DataLoader worker processes (0 = decode in the main one)
     max_bad_fraction: float = 0.05  # fail the run when more videos than this fail to decode
 
     @property
@@ -175,9 +177,9 @@ class PRPConfig:
 
     speeds: tuple[int, ...] = (1, 2, 4, 8)  # label = index in this tuple
     jitter: float = 0.2  # rate x (1 + U(-jitter, jitter))
-    clips_per_video: int = 4
+    clips_per_video: int = 4  # clips (one speed each) per video and epoch
     reverse: bool = False  # add reversed playback rates as extra classes
-    label_smoothing: float = 0.05
+    label_smoothing: float = 0.05  # of the speed classification loss
 
     def check(self) -> None:
         if len(set(self.speeds)) < len(self.speeds):
@@ -218,30 +220,38 @@ LEGACY_KEYS = {  # keys of earlier versions -> their place now (old checkpoints 
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """AdamW with linear warm-up and cosine decay, per step."""
+
     base_lr: float = 1e-3  # peak lr = base_lr x batch_size / reference_batch
-    reference_batch: int = 256
-    weight_decay: float = 1e-6
-    warmup_epochs: float = 5.0
-    min_lr: float = 0.0
+    reference_batch: int = 256  # the batch size base_lr is stated for
+    weight_decay: float = 1e-6  # AdamW's decoupled weight decay
+    warmup_epochs: float = 5.0  # linear warm-up from 0 to the peak lr
+    min_lr: float = 0.0  # where the cosine decay ends
     label_smoothing: float = 0.0  # fine-tuning loss (PRP uses pretext.prp.label_smoothing)
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # max gradient norm; None = no clipping
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 800
+    """The training loop: length, batch, seed, device, logging and checkpoints."""
+
+    epochs: int = 800  # passes over the training videos
     batch_size: int = 8  # videos per step
-    seed: int = 0
+    seed: int = 0  # initialisation, clip sampling, augmentation, order
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 10  # steps between metrics.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     precision: str = "fp32"  # the TMM and head: fp32, or bf16 autocast (ifm.precision is apart)
     sync_bn: bool = False  # DDP: batch-norm statistics over the global batch, not per process
+    eval_every: int = 0  # fine-tuning: validate (1x1 views, test split) every N epochs; 0 = never
+    tensorboard: bool = False  # also write the metrics as TensorBoard events (RUN/tensorboard)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """Multi-view testing: each video's softmax averaged over clips x crops."""
+
     num_clips: int = 2  # temporal clips per video
     num_crops: int = 3  # spatial crops per clip
     batch_size: int = 4  # videos per evaluation step
@@ -366,6 +376,7 @@ RANGES: dict[str, Range] = {
     "train.seed": Range(0, 2**32 - 1, why="NumPy's seed range"),
     "train.log_every": Range(1, 10**9, why="steps"),
     "train.checkpoint_every": Range(0, 10**9, why="steps; 0 = at the end of every epoch"),
+    "train.eval_every": Range(0, 10**9, why="epochs; 0 = no validation"),
     "train.threads": Range(0, 1024, why="0 = torch's default"),
     "eval.num_clips": Range(1, 64, why="clips per video; more would exhaust memory"),
     "eval.batch_size": BATCH,
@@ -698,6 +709,30 @@ def flatten(nested: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def preset_values(source: str) -> dict[str, Any]:
+    """The dotted keys a preset or YAML file (with its `base:` chain) sets explicitly."""
+    return flatten(_read_yaml(source))
+
+
+def preset_chain(source: str) -> list[str]:
+    """The files a preset or YAML reads, its bases first (`base:` chains, left to right)."""
+    path = Path(source)
+    if not (source.endswith((".yaml", ".yml")) or path.exists()):
+        path = PRESET_DIR / f"{source}.yaml"
+    values = yaml.safe_load(path.read_text()) or {}
+    base = values.get("base") if isinstance(values, dict) else None
+    names = [] if base is None else base if isinstance(base, list) else [base]
+    return [file for name in names for file in preset_chain(str(name))] + [str(path)]
+
+
+def matches_any(key: str, patterns: tuple[str, ...]) -> bool:
+    """`key` is one of `patterns`, or under one ending in `*` ("eval.*")."""
+    return any(
+        key == pattern or (pattern.endswith("*") and key.startswith(pattern[:-1]))
+        for pattern in patterns
+    )
 
 
 def preset_description(name: str) -> str:

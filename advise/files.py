@@ -58,3 +58,44 @@ def fsync_directory(folder: str | Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder's lock (`locked_folder`)."""
+
+    def __init__(self, folder: Path, holder: str) -> None:
+        super().__init__(
+            f"{folder} is in use by another advise process ({holder}); wait for it to end, "
+            "stop it, or choose another --out"
+        )
+        self.folder, self.holder = folder, holder
+
+
+LOCK_NAME = ".advise.lock"
+
+
+@contextlib.contextmanager
+def locked_folder(folder: str | Path):
+    """Hold an exclusive lock on `folder` (created if needed) for the `with` block.
+
+    The lock is the OS's (`flock` on `folder/.advise.lock`): it dies with the process that
+    holds it, so a killed run never leaves a stale lock behind. A second holder fails at once
+    with `FolderBusy`, naming the first one's PID (written in the lock file). The lock file
+    itself stays: an unlocked file means nothing.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip()
+            raise FolderBusy(folder, holder or "PID unknown") from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"PID {os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(descriptor)  # closing the descriptor releases the lock

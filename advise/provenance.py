@@ -4,6 +4,7 @@ run.json and eval.json carry."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -55,7 +56,31 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "git": git_commit(),
     }
+
+
+@functools.cache
+def git_commit() -> dict[str, Any] | None:
+    """The commit of the checkout advise runs from (and whether it has uncommitted changes),
+    or None when it is installed from a package (or git is missing)."""
+    import subprocess
+
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        status = subprocess.run(
+            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
 
 
 def data_manifest(config: Config, split: AnnotatedSplit) -> dict[str, Any]:

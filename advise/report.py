@@ -53,7 +53,7 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [record for record in records if "train_loss" in record]
+    return [record for record in records if record.get("kind") == "epoch"]
 
 
 def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Path:
@@ -69,15 +69,14 @@ def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) 
         for name, history in curves[group].items():
             if history:
                 epochs = [record["epoch"] for record in history]
-                axis.plot(epochs, [record["train_loss"] for record in history], label=name)
+                axis.plot(epochs, [record["loss"] for record in history], label=name)
         axis.set_title(group)
         axis.set_xlabel("epoch")
         axis.set_ylabel("training loss")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
 
 
@@ -115,6 +114,22 @@ def plot_confusion(
     axis.set_ylabel("true class")
     axis.set_title(title or "confusion matrix")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
     return path
+
+
+def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file) and
+    close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from advise.files import atomic_write
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        plt.close(figure)
+    atomic_write(path, buffer.getbuffer())

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,12 +22,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advise.config import Config, ConfigError, from_dict, parse_override, save_config
+from advise.config import (
+    Config,
+    ConfigError,
+    from_dict,
+    load_config,
+    migrate,
+    parse_override,
+    save_config,
+)
 from advise.data import loaders
 from advise.data.formats import AnnotatedSplit
 from advise.data.store import FeatureStore, StoreError, StoreSpec, StoreWriter, encode_views
 from advise.data.transforms import Preprocessing
-from advise.files import atomic_write
+from advise.files import FolderBusy, atomic_write, locked_folder
 from advise.models.advise import AdViSe
 from advise.models.build import build_frozen_ifm, build_model, resolve_precision
 from advise.models.cost import count_macs, count_params
@@ -52,7 +62,14 @@ from advise.train.checkpoint import (
     model_tensors,
     part_tensors,
 )
-from advise.train.engine import TrainingDataset, TrainResult, evaluate, resolve_device, train
+from advise.train.engine import (
+    TrainingDataset,
+    TrainResult,
+    Validate,
+    evaluate,
+    resolve_device,
+    train,
+)
 from advise.train.metrics import (
     AccuracyMeter,
     confusion_matrix,
@@ -182,6 +199,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
+    """Refuse to start a new run over a finished one, then write the run's config.yaml.
+    Called with the folder's lock held, so two runs cannot both pass the check."""
     checkpoint = out_dir / CHECKPOINT
     if not resume and checkpoint.with_suffix(".json").exists():
         raise ConfigError(
@@ -191,6 +210,38 @@ def _prepare_out(config: Config, out_dir: Path, resume: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
     distributed.barrier()
+
+
+@contextlib.contextmanager
+def _hold_run_folder(out_dir: Path) -> Iterator[None]:
+    """The run folder's lock (`advise.files.locked_folder`) for the whole run: rank 0 takes it,
+    and when another process holds it every rank stops with `FolderBusy`."""
+    with contextlib.ExitStack() as stack:
+        busy: FolderBusy | None = None
+        if distributed.is_main():
+            try:
+                stack.enter_context(locked_folder(out_dir))
+            except FolderBusy as error:
+                busy = error
+        if distributed.all_reduce_sum([1.0 if busy else 0.0])[0]:
+            raise busy or FolderBusy(out_dir, "held by another process, seen by rank 0")
+        yield
+
+
+def resume_config(out_dir: Path, source: str | None, overrides: list[str]) -> Config:
+    """The config a `--resume` of the run in `out_dir` trains with: the run's own (from its
+    last checkpoint) with `overrides`, or `source` with them when one is given; either way
+    checked against the run's when it starts (`check_resumable`)."""
+    if source is not None:
+        return load_config(source, overrides)
+    checkpoint = out_dir / CHECKPOINT
+    if not checkpoint.with_suffix(".json").exists():
+        raise ConfigError(
+            f"--resume: {out_dir} holds no run to resume (expected {checkpoint}.json); "
+            "pass --config to start one"
+        )
+    _, state = load_checkpoint(checkpoint)
+    return from_dict(migrate(state["config"])).replace(parse_overrides(overrides))
 
 
 @dataclass
@@ -203,6 +254,7 @@ class _Stage:
     dataset: TrainingDataset
     class_names: list[str]
     record: dict[str, Any] = field(default_factory=dict)  # its own entries of the run record
+    validate: Validate | None = None
 
 
 def _train_stage(
@@ -213,37 +265,45 @@ def _train_stage(
     stage: str,
     title: str,
     build: Callable[[Setup, AnnotatedSplit], _Stage],
+    invocation: dict[str, Any] | None = None,
 ) -> TrainResult:
     """What pretrain and finetune share: read the train split, set up, `build` the stage's
-    model, task and dataset, record the run, check what --resume continues, write the run
-    folder and train."""
+    model, task and dataset, lock the run folder, check what --resume continues, record the
+    run, write the run folder and train."""
     split = loaders.read_split(config.data, "train")  # bad annotations stop us before any work
     say(f"{title} on {split.summary()}")
     run = setup(config, ifm)
     parts = build(run, split)
     meta = run_meta(stage, parts.class_names, run.ifm_record(), config, split) | parts.record
-    if resume:  # before anything in the run folder is written
-        check_resumable(out_dir / CHECKPOINT, meta)
-    _prepare_out(config, out_dir, resume)
-    if distributed.is_main():
-        write_run_record(out_dir, meta)
-    return train(
-        parts.model,
-        parts.task,
-        parts.dataset,
-        optim=config.optim,
-        train_config=config.train,
-        out_dir=out_dir,
-        meta=meta,
-        resume=resume,
-        num_workers=config.data.num_workers,
-        max_bad_fraction=config.data.max_bad_fraction,
-        description=stage,
-    )
+    meta["invocation"] = invocation or {}
+    with _hold_run_folder(out_dir):  # from here to the end: a second run is refused
+        if resume:  # before anything in the run folder is written
+            meta["config_changes"] = check_resumable(out_dir / CHECKPOINT, meta)
+        _prepare_out(config, out_dir, resume)
+        if distributed.is_main():
+            write_run_record(out_dir, meta)
+        return train(
+            parts.model,
+            parts.task,
+            parts.dataset,
+            optim=config.optim,
+            train_config=config.train,
+            out_dir=out_dir,
+            meta=meta,
+            resume=resume,
+            num_workers=config.data.num_workers,
+            max_bad_fraction=config.data.max_bad_fraction,
+            description=stage,
+            validate=parts.validate,
+        )
 
 
 def pretrain(
-    config: Config, out_dir: Path, resume: bool = False, ifm: FrozenIFM | None = None
+    config: Config,
+    out_dir: Path,
+    resume: bool = False,
+    ifm: FrozenIFM | None = None,
+    invocation: dict[str, Any] | None = None,
 ) -> TrainResult:
     """The pretext task (`pretext.kind`): only the TMM and head train; the IFM stays frozen."""
 
@@ -257,7 +317,7 @@ def pretrain(
         return _Stage(model, pretext.task(), dataset, pretext.class_names)
 
     title = f"pretrain ({config.pretext.kind})"
-    return _train_stage(config, out_dir, resume, ifm, "pretrain", title, build)
+    return _train_stage(config, out_dir, resume, ifm, "pretrain", title, build, invocation)
 
 
 def pretext_model(config: Config, pretext: Pretext, run: Setup) -> AdViSe:
@@ -292,8 +352,10 @@ def finetune(
     init: Path | None = None,
     resume: bool = False,
     ifm: FrozenIFM | None = None,
+    invocation: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Action recognition: the TMM is inherited from `init` (or random), the head is new."""
+    """Action recognition: the TMM is inherited from `init` (or random), the head is new.
+    With `train.eval_every`, validated on the test split as it trains (`checkpoints/best`)."""
     if config.tmm.frozen and init is None and not resume:
         raise ConfigError(
             "tmm.frozen=true (linear probing) needs --init PRETRAIN_CKPT: a frozen random "
@@ -308,9 +370,33 @@ def finetune(
             load_init(model, init, run)
         task = ActionTask(label_smoothing=config.optim.label_smoothing)
         record = {"init": str(init) if init else None}
-        return _Stage(model, task, dataset, split.class_names, record)
+        validate = _validator(config, run, split.class_names)
+        return _Stage(model, task, dataset, split.class_names, record, validate)
 
-    return _train_stage(config, out_dir, resume, ifm, "finetune", "finetune", build)
+    return _train_stage(config, out_dir, resume, ifm, "finetune", "finetune", build, invocation)
+
+
+def _validator(config: Config, run: Setup, class_names: list[str]) -> Validate | None:
+    """With `train.eval_every`: the model -> its top-1 and top-5 on the test split, one centre
+    clip per video (1x1 views; the final evaluation uses eval.*). The split is read now, so a
+    bad test list stops the run before it trains."""
+    if not config.train.eval_every:
+        return None
+    split = loaders.read_split(config.data, "test")
+    if split.class_names != class_names:
+        raise ConfigError("train.eval_every: the test split's classes are not the train split's")
+    dataset = loaders.eval_dataset(config, split, run.frame_preprocessing, 1, 1, run.store)
+
+    def validate(model: nn.Module) -> dict[str, Any]:
+        result = evaluate(
+            model, dataset, batch_size=config.eval.batch_size,
+            num_workers=config.data.num_workers, description="validate",
+            precision=config.train.precision, max_bad_fraction=config.data.max_bad_fraction,
+        )  # fmt: skip
+        return {"top1": result["top1"], "top5": result["top5"], "views": "1x1",
+                "videos": result["num_videos"]}  # fmt: skip
+
+    return validate
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -324,18 +410,125 @@ def parse_views(text: str) -> tuple[int, int]:
     return clips, crops
 
 
+# what evaluate and predict take from --config / --set: where the data is and how it is
+# tested; the model (IFM, SFU, TMM, head) is always rebuilt from the checkpoint's own config
+EVALUATION_KEYS = (
+    "data.format", "data.root", "data.annotations", "data.test_annotations", "data.split",
+    "data.quarantine", "data.source", "data.num_workers", "data.max_bad_fraction", "eval.*",
+    "train.device", "train.threads", "ifm.weights", "ifm.precision",
+)  # fmt: skip
+
+
+def checkpoint_config(
+    state: dict, settings: Config | dict | None = None, overrides: dict | None = None
+) -> Config:
+    """The config a checkpoint was trained with, with the evaluation keys (`EVALUATION_KEYS`)
+    of `settings` (a `Config`, or the dotted keys a preset sets: its other keys are ignored,
+    with a note when they differ from the checkpoint's) and `overrides` (dotted keys: another
+    key may repeat the checkpoint's value, but changing it is an error: the model is the
+    checkpoint's)."""
+    from advise.config import LEGACY_KEYS, flatten, matches_any
+
+    saved = from_dict(migrate(state["config"]))
+    recorded = flatten(saved.to_dict())
+    given = flatten(settings.to_dict()) if isinstance(settings, Config) else dict(settings or {})
+    values = {key: value for key, value in given.items() if matches_any(key, EVALUATION_KEYS)}
+    if isinstance(settings, dict):
+        ignored = sorted(key for key in set(given) - set(values) if recorded.get(key) != given[key])
+        if ignored:
+            say(
+                f"note: the model is rebuilt from the checkpoint's own config; the config's "
+                f"{', '.join(ignored[:6])}{', ...' if len(ignored) > 6 else ''} are ignored"
+            )
+    overrides = {LEGACY_KEYS.get(key, key): value for key, value in (overrides or {}).items()}
+    refused = [
+        key for key, value in overrides.items() if not matches_any(key, EVALUATION_KEYS)
+        and flatten(saved.replace({key: value}).to_dict())[key] != recorded[key]
+    ]  # fmt: skip
+    if refused:
+        raise ConfigError(
+            f"--set {', '.join(f'{key}={overrides[key]}' for key in refused)}: the model is "
+            f"rebuilt from the checkpoint's own config, which has "
+            f"{', '.join(f'{key}={recorded[key]}' for key in refused)}; only these keys may be "
+            f"set to other values: {', '.join(EVALUATION_KEYS)}"
+        )
+    return saved.replace(values | overrides)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint `--ckpt` names: either file of a pair, or a run folder (its last)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    last = path / CHECKPOINT
+    if last.with_suffix(".json").exists() or last.with_suffix(".safetensors").exists():
+        return last.with_suffix(".safetensors")
+    raise CheckpointError(
+        f"{path} is a folder but holds no run: expected a run folder of `advise pretrain` or "
+        f"`finetune` (with {last}.safetensors), or a checkpoint file (.safetensors)"
+    )
+
+
+def evaluation_folder(checkpoint: Path, out: Path | None = None) -> Path:
+    """Where `evaluate` writes: `out` (a folder, made if needed), else the checkpoint's run
+    folder (the folder holding `checkpoints/`), else the checkpoint's own folder."""
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; --out names a folder for the results")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    folder = checkpoint.parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
+def evaluation_name(checkpoint: Path, views: str) -> str:
+    """eval-2x3.json for a run's last checkpoint; eval-best-2x3.json for `best`, and so on."""
+    stem = Path(checkpoint).name.split(".")[0]
+    return f"eval-{views}.json" if stem == "last" else f"eval-{stem}-{views}.json"
+
+
+def evaluate_run(
+    checkpoint: Path,
+    settings: dict | None = None,
+    overrides: dict | None = None,
+    views: tuple[int, int] | None = None,
+    out: Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`advise evaluate`: any checkpoint on its own task: a fine-tuned one by multi-view
+    top-1 on the test split, a pre-training one by its pretext's measure (`evaluate_pretext`)
+    on the data given. Returns the result and the JSON file it was written to (nothing is
+    written outside the run folder or `out`)."""
+    checkpoint = find_checkpoint(checkpoint)
+    _, state = load_checkpoint(checkpoint)
+    config = checkpoint_config(state, settings, overrides)
+    folder = evaluation_folder(checkpoint, out)
+    if state.get("stage") == "pretrain":
+        result = evaluate_pretext(config, checkpoint)
+        result.update(stage="pretrain", pretext=config.pretext.kind, checkpoint=str(checkpoint),
+                      data=config.data.root, environment=environment())  # fmt: skip
+        out_file = folder / evaluation_name(checkpoint, "pretext")
+        atomic_write(out_file, json.dumps(result, indent=2))
+        return result, out_file
+    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
+    out_file = folder / evaluation_name(checkpoint, f"{num_clips}x{num_crops}")
+    return evaluate_checkpoint(config, checkpoint, (num_clips, num_crops), out_file), out_file
+
+
 def evaluate_checkpoint(
-    config: Config,
+    config: Config | dict | None,
     checkpoint: Path,
     views: tuple[int, int] | None = None,
     out_file: Path | None = None,
     ifm: FrozenIFM | None = None,
 ) -> dict[str, Any]:
-    """Multi-view top-1/top-5 of a fine-tuned checkpoint on the test split."""
+    """Multi-view top-1/top-5 of a fine-tuned checkpoint on the test split. The model is the
+    checkpoint's own; `config` gives the data and evaluation settings (`checkpoint_config`)."""
+    checkpoint = find_checkpoint(checkpoint)
     tensors, state = load_checkpoint(checkpoint)
     check_stage(state, checkpoint, "finetune", "evaluate a fine-tuned one")
+    config = checkpoint_config(state, config)
     split = loaders.read_split(config.data, "test")
-    say(f"evaluate on {split.summary()}")
+    say(f"evaluate {checkpoint} on {split.summary()}")
     num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
     run = setup(config, ifm, views=num_crops)
     model = _finetuned_model(run, tensors, state, checkpoint, split.class_names)
@@ -360,6 +553,7 @@ def evaluate_checkpoint(
         num_crops=num_crops,
         **_class_scores(labels, probs, split.class_names),
         checkpoint=str(checkpoint),
+        checkpoint_step=state.get("step"),
         ifm=run.ifm_record(),
         data=data_manifest(config, split),
         config=config.to_dict(),
@@ -412,18 +606,21 @@ def _write_evaluation(
     probs: Tensor,
     class_names: list[str],
 ) -> None:
-    """`out_file` (the result as JSON), its confusion figure and per-video predictions CSV."""
+    """`out_file` (the result as JSON), its per-video predictions CSV and confusion figure.
+    The JSON is written first and again once the other files exist (listing them): a failure
+    on the way loses nothing computed."""
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_file, json.dumps(result, indent=2))
     figure = out_file.with_name(out_file.stem + "_confusion.png")
     predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
-    result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
+    write_predictions(predictions_file, videos, labels, probs, class_names)
     title = (
         f"{len(videos)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
         f"mean class {result['mean_class_top1']:.1f}"
     )
     plot_confusion(result["confusion_matrix"], class_names, figure, title)
-    write_predictions(predictions_file, videos, labels, probs, class_names)
-    atomic_write(out_file, json.dumps(result, indent=2))  # last: its files exist when it does
+    result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
+    atomic_write(out_file, json.dumps(result, indent=2))
 
 
 def write_predictions(
@@ -432,20 +629,21 @@ def write_predictions(
     """One CSV row per test video: file, true class, predicted class, its score, and the top-5
     class names separated by " | " (Kinetics and SSv2 names contain spaces)."""
     top = probs.topk(min(5, probs.shape[1]), dim=1) if len(videos) else None
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "label", "predicted", "score", "top5"])
-        for row, video in enumerate(videos):
-            indices = top.indices[row].tolist()
-            writer.writerow(
-                [
-                    str(video),
-                    class_names[int(labels[row])],
-                    class_names[indices[0]],
-                    f"{float(top.values[row, 0]):.4f}",
-                    " | ".join(class_names[index] for index in indices),
-                ]
-            )
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["video", "label", "predicted", "score", "top5"])
+    for row, video in enumerate(videos):
+        indices = top.indices[row].tolist()
+        writer.writerow(
+            [
+                str(video),
+                class_names[int(labels[row])],
+                class_names[indices[0]],
+                f"{float(top.values[row, 0]):.4f}",
+                " | ".join(class_names[index] for index in indices),
+            ]
+        )
+    atomic_write(path, handle.getvalue())
 
 
 def predict(
@@ -467,11 +665,14 @@ def predict(
     from advise.data.formats import VideoRecord
     from advise.data.video import VideoDecodeError, probe_video
 
+    checkpoint = find_checkpoint(checkpoint)
     tensors, state = load_checkpoint(checkpoint)
     check_stage(state, checkpoint, "finetune", "predict needs a fine-tuned one")
+    if Path(video).is_dir():
+        raise ConfigError(f"predict: {video} is a folder; expected one video file")
     if not Path(video).is_file():
-        raise FileNotFoundError(2, "video not found", str(video))
-    config = from_dict(state["config"]).replace(parse_overrides(overrides or []))
+        raise FileNotFoundError(2, "no video file there", str(video))
+    config = checkpoint_config(state, None, parse_overrides(overrides or []))
     config = config.replace({"data.source": "video"})  # a new video: never in a store
     class_names = state["class_names"]
     run = setup(config)

@@ -11,7 +11,7 @@ work=${1:?usage: scripts/repro_check.sh WORKDIR DATADIR}
 data=${2:?usage: scripts/repro_check.sh WORKDIR DATADIR}
 mkdir -p "$work" "$data"
 common=(--config demo --set ifm.random_init=true --set train.seed=3 --set data.num_workers=0
-        --set train.log_every=1)
+        --set train.log_every=1)  # evaluate repeats them: allowed, they equal the checkpoint's
 [ -d "$data/spatial" ] || advise synth --out "$data/spatial" --task spatial --videos 40 --seed 0 >/dev/null
 [ -d "$data/pool" ] || advise synth --out "$data/pool" --task pool --videos 24 --seed 0 >/dev/null
 rm -rf "$work/store"
@@ -24,7 +24,7 @@ advise finetune "${common[@]}" --set data.root="$data/spatial" --set train.epoch
 advise finetune "${common[@]}" --set data.root="$data/spatial" --set train.epochs=3 \
     --set data.source="store:$work/store" --out "$work/runs/ft-store" >/dev/null 2>&1
 advise evaluate "${common[@]}" --set data.root="$data/spatial" --views 2x1 \
-    --ckpt "$work/runs/ft-video/checkpoints/last.safetensors" --out "$work/runs/eval-video.json" >/dev/null 2>&1
+    --ckpt "$work/runs/ft-video/checkpoints/last.safetensors" --out "$work/runs/eval-video" >/dev/null 2>&1
 python - "$work" <<'PY'
 import hashlib, json, sys
 from pathlib import Path
@@ -36,8 +36,10 @@ for name in ("prp", "ft-video", "ft-store"):
     for key in sorted(tensors):
         digest.update(key.encode()); digest.update(tensors[key].contiguous().numpy().tobytes())
     state = json.loads((work / "runs" / name / "checkpoints" / "last.json").read_text())["state"]
-    history = [(h["epoch"], round(h["train_loss"], 10), h["train_acc"]) for h in state["history"]]
+    history = [(h["epoch"], round(h.get("loss", h.get("train_loss")), 10), h.get("acc", h.get("train_acc")))
+               for h in state["history"]]  # earlier versions named them train_loss, train_acc
     print(f"{name}: {len(tensors)} tensors sha256 {digest.hexdigest()[:16]} history {history}")
-result = json.loads((work / "runs" / "eval-video.json").read_text())
+evaluation = work / "runs" / "eval-video"  # a folder (eval-2x1.json) since run folders v2
+result = json.loads((evaluation / "eval-2x1.json" if evaluation.is_dir() else evaluation).read_text())
 print("eval:", {k: result[k] for k in sorted(result) if k.startswith("top")})
 PY

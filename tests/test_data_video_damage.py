@@ -135,7 +135,7 @@ def test_training_skips_a_flagged_file_by_name(damaged, tmp_path, capsys):
     with pytest.warns(UserWarning, match=r"v_Left_g01.mp4: damaged: the decoder flags"):
         assert main(["finetune", "--config", str(config), "--out", str(tmp_path / "ft")]) == 0
     lines = (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
-    epochs = [json.loads(line) for line in lines if "train_loss" in line]
+    epochs = [json.loads(line) for line in lines if '"kind": "epoch"' in line]
     assert [epoch["skipped_videos"] for epoch in epochs] == [1, 1]
 
 

@@ -21,7 +21,8 @@ def test_results_table_signs_dacc_and_marks_missing():
 def test_curves_figure_from_run_history(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    lines = [{"step": 1, "lr": 0.1, "loss": 2.0}, {"epoch": 1, "step": 1, "train_loss": 1.5}]
+    lines = [{"kind": "step", "step": 1, "lr": 0.1, "loss": 2.0},
+             {"kind": "epoch", "epoch": 1, "step": 1, "loss": 1.5}]  # fmt: skip
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     history = read_history(run)
     assert history == [lines[1]]

@@ -245,7 +245,15 @@ _warned_unbound: set[Path] = set()
 def _load_pair(path: str | Path, device: str | torch.device) -> tuple[dict, dict]:
     tensor_path, state_path = checkpoint_paths(path)
     if not state_path.is_file():
-        raise CheckpointError(f"no checkpoint at {state_path}: the JSON state file is missing")
+        if not tensor_path.is_file():
+            raise CheckpointError(
+                f"no checkpoint at {path}: expected the pair {tensor_path.name} (tensors) and "
+                f"{state_path.name} (state) in {tensor_path.parent}; both are missing"
+            )
+        raise CheckpointError(
+            f"{path}: the checkpoint's state file {state_path} is missing (its tensors "
+            f"{tensor_path.name} exist)"
+        )
     try:
         record = json.loads(_read(state_path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -618,15 +626,26 @@ def check_classes(state: dict, class_names: list[str], path: str | Path) -> None
         )
 
 
-def check_resumable(path: Path, meta: dict[str, Any]) -> None:
-    """--resume continues the run it finds at `path`, on the same classes and data, or not at
-    all. `meta` is what the resumed run would record (config, class_names, data manifest)."""
+def check_resumable(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """--resume continues the run it finds at `path`, with the same settings, classes and data,
+    or not at all. `meta` is what the resumed run would record (config, class_names, data
+    manifest). Only the keys of `RESUMABLE_KEYS` may differ from the run's config; returns
+    the run's config changes so far, these included (each with the step it applies from)."""
     from advise.config import ConfigError
 
     if not checkpoint_paths(path)[1].exists():
-        raise ConfigError(f"--resume: no checkpoint at {path}.json to resume from")
+        raise ConfigError(f"--resume: no run to resume in {path.parent.parent} (no {path}.json)")
     _, state = load_checkpoint(path)
-    check_architecture(state.get("config"), meta["config"], path, "--resume: ")
+    check_architecture(state.get("config"), meta["config"], path, "--resume: ")  # names kinds
+    changes = config_changes(state.get("config") or {}, meta["config"])
+    refused = [change for change in changes if not resumable_key(change["key"])]
+    if refused:
+        raise ConfigError(
+            f"--resume: the run in {path.parent.parent} was trained with other settings: "
+            + "; ".join(f"{c['key']}: run {c['old']!r}, now {c['new']!r}" for c in refused)
+            + ". Resume with --out alone (the run's own config), or start a new run with "
+            f"another --out; a resume may change only {', '.join(RESUMABLE_KEYS)}"
+        )
     check_classes(state, meta["class_names"], path)
     manifest = meta["data"]
     recorded = state.get("data") or {}
@@ -637,6 +656,38 @@ def check_resumable(path: Path, meta: dict[str, Any]) -> None:
                 f"annotation files edited, videos added or removed, or another quarantine "
                 f"list); start a new run with another --out"
             )
+    step = state.get("step", 0)
+    return state.get("config_changes", []) + [{"step": step, **change} for change in changes]
+
+
+# what a resumed run may change: how long it trains and how the work is done, never what a
+# step computes (train.epochs stretches the schedule of the steps still to come)
+RESUMABLE_KEYS = (
+    "train.epochs", "train.log_every", "train.checkpoint_every", "train.eval_every",
+    "train.tensorboard", "train.threads", "train.device", "data.num_workers", "data.root",
+    "eval.*",
+)  # fmt: skip
+
+
+def resumable_key(key: str) -> bool:
+    from advise.config import matches_any
+
+    return matches_any(key, RESUMABLE_KEYS)
+
+
+def config_changes(recorded: dict, current: Any) -> list[dict[str, Any]]:
+    """Every key whose value differs between a recorded config dict and `current` (a `Config`
+    or its dict): [{"key", "old", "new"}]. Keys only one of them knows are not compared."""
+    from advise.config import Config, flatten, migrate
+
+    then = flatten(migrate(recorded))
+    now = current.to_dict() if isinstance(current, Config) else migrate(current)
+    now = flatten(json.loads(_to_json(now)))  # as a checkpoint records it: tuples are lists
+    return [
+        {"key": key, "old": then[key], "new": now[key]}
+        for key in now
+        if key in then and then[key] != now[key]
+    ]
 
 
 # settings that change what the trainable parts compute or their shapes (with the TMM kind's

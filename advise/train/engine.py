@@ -13,7 +13,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +43,10 @@ from advise.train.tasks import Task, forward_batch
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ScheduleWarning(UserWarning):
+    """The learning-rate schedule will not train as the config seems to mean."""
 
 
 class TooManyBadVideos(RuntimeError):
@@ -115,16 +119,26 @@ def _show_progress() -> bool:
 
 @dataclass
 class RunLog:
-    """metrics.jsonl: one JSON object per logged step or epoch, appended and flushed."""
+    """metrics.jsonl: one JSON object per logged row, appended and flushed, each with its
+    `kind` ("step", "epoch" or "val") and wall-clock `time` (seconds since the epoch); the
+    same rows go to each of `sinks` (e.g. TensorBoard)."""
 
     path: Path
     enabled: bool = True  # only rank 0 writes in a distributed run
+    sinks: list[Any] = field(default_factory=list)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        record["time"] = round(time.time(), 3)
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 @dataclass
@@ -211,6 +225,13 @@ class Schedule:
     def lr(self, step: int) -> float:
         return lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
 
+    def warnings(self) -> list[str]:
+        """What is wrong with this schedule (e.g. a warm-up longer than the run, a step at lr
+        0), in sentences; empty when nothing is."""
+        from advise.train.optim import schedule_warnings
+
+        return schedule_warnings(self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
+
 
 def training_step(
     model: nn.Module,
@@ -258,9 +279,12 @@ class _Run:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     bad_paths: set[str] = field(default_factory=set)
+    best: dict[str, Any] | None = None  # the best validation so far: top1, epoch, step
 
-    def save(self) -> Path:
-        """The checkpoint of this step; rank 0 writes, the others wait until it is whole."""
+    def save(self, checkpoint: Path | None = None) -> Path:
+        """The checkpoint of this step (at `checkpoint`, default the run's `last`); rank 0
+        writes, the others wait until it is whole."""
+        checkpoint = checkpoint or self.checkpoint
         if distributed.is_main():
             optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
             tensors = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
@@ -273,14 +297,16 @@ class _Run:
                 "optimizer": optim_meta,
                 "rng": rng_state(),
                 "history": self.history,
+                "best": self.best,
                 **self.meta,
             }
-            save_checkpoint(self.checkpoint, tensors, state)
+            save_checkpoint(checkpoint, tensors, state)
         distributed.barrier()
-        return self.checkpoint
+        return checkpoint
 
     def restore(self) -> None:
-        """Model, optimiser, task state, RNG, step and history from the checkpoint."""
+        """Model, optimiser, task state, RNG, step, history and best validation from the
+        checkpoint."""
         tensors, state = load_checkpoint(self.checkpoint)
         self.model.load_trainable_state_dict(model_tensors(tensors))
         optimizer_from_tensors(self.optimizer, model_tensors(tensors, "optim."), state["optimizer"])
@@ -288,6 +314,10 @@ class _Run:
         set_rng_state(state["rng"])
         self.step = state["step"]
         self.history = state.get("history", [])
+        self.best = state.get("best")
+
+
+Validate = Callable[[nn.Module], dict[str, Any]]
 
 
 def train(
@@ -303,16 +333,19 @@ def train(
     num_workers: int = 0,
     max_bad_fraction: float = 0.05,
     description: str = "train",
+    validate: Validate | None = None,
 ) -> TrainResult:
     """Train `model`'s trainable parameters on `dataset` with `task`'s loss.
 
     Writes `out_dir/metrics.jsonl` and `out_dir/checkpoints/last.{safetensors,json}`. `meta`
     (class names, IFM name and weights hash, resolved config) is stored in every checkpoint.
     With `resume`, continues from the checkpoint in `out_dir` (model, optimiser, task state,
-    schedule, step, RNG) so the run ends as an uninterrupted run would.
+    schedule, step, RNG) so the run ends as an uninterrupted run would. With `validate` (the
+    model -> {"top1", ...}), every `train.eval_every` epochs and at the end the model is
+    validated (a "val" row) and the best top-1 so far is also saved as `checkpoints/best`.
     """
     run = _start(model, task, dataset, optim, train_config, out_dir, meta, resume)
-    schedule, started = run.schedule, time.perf_counter()
+    schedule, started, first_step = run.schedule, time.perf_counter(), run.step
     sampler = EpochSampler(
         len(dataset), train_config.seed, batch_size=schedule.batch_size,
         drop_last=schedule.drop_last,
@@ -335,19 +368,53 @@ def train(
             record.update(data_seconds=round(data_seconds, 4), step_seconds=round(step_seconds, 4))
             _log_step(run, record, train_config.log_every, description, progress)
             at_epoch_end = run.step % schedule.steps_per_epoch == 0
+            improved = False
             if at_epoch_end:
-                run.history.append(_epoch_summary(epoch, run.step, sums, skipped))
-                run.log.write(run.history[-1])
+                progress.close()
+                times = (time.perf_counter() - started, first_step)
+                _end_epoch(run, epoch, sums, skipped, times, description, train_config.epochs)
+                improved = validate is not None and _validate(run, validate, train_config)
             every = train_config.checkpoint_every
             if at_epoch_end or (every and run.step % every == 0):
                 run.save()
+            if improved:
+                run.save(run.checkpoint.with_name("best"))
             tick = time.perf_counter()
         progress.close()
     distributed.barrier()
     if schedule.total_steps == 0 or not run.checkpoint.with_suffix(".json").exists():
         run.save()
+    run.log.close()
     seconds = time.perf_counter() - started
     return TrainResult(run.step, train_config.epochs, seconds, run.history, run.checkpoint)
+
+
+def _validate(run: _Run, validate: Validate, train_config: TrainConfig) -> bool:
+    """Validate when `train.eval_every` says so (and after the last epoch): log a "val" row
+    and keep the best. True when this validation is the best so far. The random state of
+    training is left as it was: a run ends the same with or without validation."""
+    epoch = run.step // run.schedule.steps_per_epoch
+    every = train_config.eval_every
+    if not every or (epoch % every and run.step < run.schedule.total_steps):
+        return False
+    saved = rng_state()
+    try:
+        result = validate(run.model)
+    finally:
+        set_rng_state(saved)
+    row = {"kind": "val", "epoch": epoch, "step": run.step, **result}
+    run.log.write(dict(row))
+    improved = run.best is None or result["top1"] > run.best["top1"]
+    if improved:
+        run.best = {"top1": result["top1"], "epoch": epoch, "step": run.step}
+    if distributed.is_main():
+        best = run.best
+        print(
+            f"  validation top-1 {result['top1']:.2f} ({result.get('views', '')} views); best "
+            f"{best['top1']:.2f} at epoch {best['epoch']}",
+            flush=True,
+        )
+    return improved
 
 
 def _start(
@@ -364,6 +431,8 @@ def _start(
     `resume` (log lines after it dropped), else with a fresh log."""
     device = next(model.parameters()).device
     schedule = Schedule.of(len(dataset), optim, train_config)
+    for warning in schedule.warnings():
+        warnings.warn(warning, ScheduleWarning, stacklevel=3)
     if distributed.world_size() > 1 and train_config.sync_bn:
         distributed.convert_sync_batchnorm(model, device)
     optimizer = build_optimizer(
@@ -381,6 +450,10 @@ def _start(
             _truncate_log(log.path, run.step)
     elif log.path.exists() and distributed.is_main():
         log.path.unlink()
+    if train_config.tensorboard and distributed.is_main():
+        from advise.train.tensorboard import TensorBoardSink
+
+        log.sinks.append(TensorBoardSink(out_dir / "tensorboard"))
     distributed.barrier()  # nobody starts before the log is reset
     return run
 
@@ -444,7 +517,7 @@ def _step(
     set_lr(run.optimizer, lr)
     run.model.train()
     epoch = run.step // run.schedule.steps_per_epoch + 1
-    record: dict[str, Any] = {"step": run.step + 1, "epoch": epoch, "lr": lr}
+    record: dict[str, Any] = {"kind": "step", "step": run.step + 1, "epoch": epoch, "lr": lr}
     enough = batch["labels"].numel() >= run.task.min_clips
     if distributed.world_size() > 1:  # in DDP every process must step, or none
         enough = distributed.all_reduce_sum([0.0 if enough else 1.0])[0] == 0
@@ -499,17 +572,57 @@ def _log_step(
     progress.update()
 
 
-def _epoch_summary(epoch: int, step: int, sums: dict[str, float], skipped: int) -> dict[str, Any]:
-    num = max(sums["num"], 1)
-    return {
+def _end_epoch(
+    run: _Run,
+    epoch: int,
+    sums: dict[str, float],
+    skipped: int,
+    times: tuple[float, int],
+    description: str,
+    epochs: int,
+) -> None:
+    """The epoch's summary: kept in the run's history, logged as an "epoch" row and printed
+    as one line. `times` is (seconds since this process started training, its first step),
+    for the ETA of the whole run."""
+    elapsed, first_step = times
+    remaining = run.schedule.total_steps - run.step
+    num, busy = max(sums["num"], 1), sums["step_seconds"]
+    summary = {
+        "kind": "epoch",
         "epoch": epoch + 1,
-        "step": step,
-        "train_loss": sums["loss"] / num,
-        "train_acc": sums["acc"] / num,
+        "step": run.step,
+        "loss": sums["loss"] / num,
+        "acc": sums["acc"] / num,
+        "lr": run.schedule.lr(run.step - 1),
         "skipped_videos": skipped,
         "data_seconds": round(sums["data_seconds"], 3),
-        "step_seconds": round(sums["step_seconds"], 3),
+        "step_seconds": round(busy, 3),
+        "data_share": round(sums["data_seconds"] / busy, 3) if busy else 0.0,
+        "elapsed": round(elapsed, 1),
+        "eta": round(elapsed / (run.step - first_step) * remaining, 1),
     }
+    run.history.append(summary)
+    run.log.write(dict(summary))
+    if distributed.is_main():
+        print(epoch_line(description, epochs, summary), flush=True)
+
+
+def epoch_line(description: str, epochs: int, summary: dict[str, Any]) -> str:
+    """One line per epoch, on a terminal and in logs alike: loss, accuracy, learning rate,
+    the share of time spent waiting for data, time so far and the ETA of the whole run."""
+    return (
+        f"{description} epoch {summary['epoch']}/{epochs}  loss {summary['loss']:.4f}  "
+        f"acc {summary['acc']:.1f}  lr {summary['lr']:.2e}  "
+        f"data {100 * summary['data_share']:.0f}%  elapsed {_clock(summary['elapsed'])}  "
+        f"ETA {_clock(summary['eta'])}"
+    )
+
+
+def _clock(seconds: float) -> str:
+    """12.3 -> '0:12'; 3725 -> '1:02:05'."""
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}" if hours else f"{minute}:{second:02d}"
 
 
 def trainable_autocast(device: torch.device, precision: str) -> torch.autocast:

@@ -6,6 +6,7 @@ the same learning rate as an uninterrupted one without any scheduler state to sa
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 
@@ -107,3 +108,91 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group of `optimizer` to `lr`."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def schedule_warnings(
+    total_steps: int, warmup_steps: int, peak_lr: float, min_lr: float
+) -> list[str]:
+    """What is wrong with a run's learning rates (`lr_at` at steps 0..total_steps-1), one
+    sentence each for `warnings.warn`; empty when nothing is. Steps are named from 1, as the
+    training log counts them.
+
+    - A warm-up of at least `total_steps`: the lr never reaches `peak_lr`.
+    - Steps whose lr is exactly 0: their optimiser step leaves the weights as they are. With
+      any warm-up this includes the first step, as `lr_at` ramps up from 0 at step 0; that
+      step alone, in a run whose warm-up ends, is the schedule working as meant (MAE's
+      warm-up starts from 0 too) and is not warned about.
+    - A `peak_lr` of 0.
+
+    A run of no steps (`total_steps=0`, e.g. `train.epochs=0`) gets none. A few dozen `lr_at`
+    calls, however long the run.
+    """
+    if total_steps < 1:
+        return []
+    found = []
+    if warmup_steps >= total_steps:
+        highest = lr_at(total_steps - 1, total_steps, warmup_steps, peak_lr, min_lr)
+        found.append(
+            f"the warm-up of {warmup_steps} steps covers the whole run of {total_steps} "
+            f"{_steps(total_steps)}: the lr never reaches its peak {peak_lr:.2e} (the last step "
+            f"trains at {highest:.2e}); lower optim.warmup_epochs or raise train.epochs"
+        )
+    zero = _zero_lr_steps(total_steps, warmup_steps, peak_lr, min_lr)
+    if zero == [range(0, 1)] and 0 < warmup_steps < total_steps and peak_lr:
+        zero = []  # only the linear warm-up's first step (as MAE's): expected, not a mistake
+    if zero:
+        count = sum(len(steps) for steps in zero)
+        names = ", ".join(
+            str(steps.start + 1) if len(steps) == 1 else f"{steps.start + 1}-{steps.stop}"
+            for steps in zero
+        )
+        why = " (the linear warm-up starts from 0)" if zero[0].start == 0 and warmup_steps else ""
+        verb = "trains" if count == 1 else "train"
+        found.append(
+            f"{_steps(count)} {names} of {total_steps} {verb} at lr 0{why}: the optimiser "
+            f"leaves the weights as they are"
+        )
+    if peak_lr == 0:
+        found.append(
+            "the peak lr is 0 (optim.base_lr x train.batch_size / optim.reference_batch): "
+            "raise optim.base_lr"
+        )
+    return found
+
+
+def _steps(count: int) -> str:
+    return "step" if count == 1 else "steps"
+
+
+def _zero_lr_steps(
+    total_steps: int, warmup_steps: int, peak_lr: float, min_lr: float
+) -> list[range]:
+    """The steps (0-based ranges) at which `lr_at` gives exactly 0.
+
+    The lr is monotone within each phase (the linear warm-up; the half cosine, falling from
+    `peak_lr` to `min_lr`, or rising when `min_lr` is the larger), so a phase's zero steps are
+    all of it, a run at one of its ends, or none; a bisection finds where such a run ends.
+    """
+
+    def is_zero(step: int) -> bool:
+        return lr_at(step, total_steps, warmup_steps, peak_lr, min_lr) == 0
+
+    warmup = min(warmup_steps, total_steps)
+    found: list[range] = []
+    for phase in (range(0, warmup), range(warmup, total_steps)):
+        if not phase:
+            continue
+        first, last = is_zero(phase[0]), is_zero(phase[-1])
+        if first and last:
+            zero = phase
+        elif first:  # zero up to the first non-zero step
+            end = bisect.bisect_left(phase, True, key=lambda step: not is_zero(step))
+            zero = phase[:end]
+        elif last:  # zero from the first zero step on
+            zero = phase[bisect.bisect_left(phase, True, key=is_zero) :]
+        else:
+            continue
+        if found and found[-1].stop == zero.start:  # one run across both phases
+            zero = range(found.pop().start, zero.stop)
+        found.append(zero)
+    return found
