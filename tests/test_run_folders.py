@@ -11,7 +11,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +55,6 @@ def rows(run: Path) -> list[dict]:
 def test_two_trainings_started_together_into_one_folder_one_is_refused(tmp_path, config):
     out = tmp_path / "run"
     first = advise_process("pretrain", "--config", config, "--out", out, "--set", "train.seed=0")
-    time.sleep(0.2)
     second = advise_process("pretrain", "--config", config, "--out", out, "--set", "train.seed=1")
     results = [(process.wait(timeout=300), process.communicate()[1]) for process in (first, second)]
     codes = sorted(code for code, _ in results)
