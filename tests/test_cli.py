@@ -23,16 +23,6 @@ from advise.runs import RandomInitWarning, finetune, pretrain, setup
 from advise.train.checkpoint import load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
-
-
-@pytest.fixture
-def config(tmp_path, tree) -> Path:
-    return tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})
-
-
 def run_cli(*args: str) -> int:
     return main([str(arg) for arg in args])
 

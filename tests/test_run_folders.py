@@ -15,22 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fabricate import tiny_config, ucf_tree
 
 from advise.cli import main
 from advise.files import locked_folder
 from advise.train.checkpoint import load_checkpoint
 from advise.train.engine import ScheduleWarning
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
-
-
-@pytest.fixture
-def config(tmp_path, tree) -> Path:
-    return tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})
 
 
 def run_cli(*args) -> int:
