@@ -339,3 +339,16 @@ def test_evaluate_accepts_the_training_overrides_repeated_but_not_changed(tmp_pa
     error = capsys.readouterr().err
     assert "--set train.seed=4: the model is rebuilt from the checkpoint's own config, " in error
     assert "which has train.seed=3" in error
+
+
+def test_the_best_validation_survives_a_resume(tmp_path, config):
+    out = tmp_path / "ft"
+    assert run_cli("finetune", "--config", config, "--set", "train.eval_every=1", "--out", out) == 0
+    _, before = load_checkpoint(out / "checkpoints" / "last")
+    assert run_cli("finetune", "--out", out, "--resume", "--set", "train.epochs=3") == 0
+    val = [row for row in rows(out) if row["kind"] == "val"]
+    assert [row["epoch"] for row in val] == [1, 2, 3]
+    _, after = load_checkpoint(out / "checkpoints" / "last")
+    best = max(val, key=lambda row: (row["top1"], -row["epoch"]))
+    assert after["best"]["top1"] == best["top1"] and after["best"]["epoch"] == best["epoch"]
+    assert before["best"]["top1"] <= after["best"]["top1"]
