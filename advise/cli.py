@@ -198,6 +198,18 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from advise.ablate import load_grid, run_ablation
+
+    grid = load_grid(args.grid, seeds=args.seeds)
+    document = run_ablation(grid, Path(args.out))
+    print(f"{document['finished']}/{document['runs']} runs; wrote {Path(args.out) / 'report.md'}")
+    for row in document["verdicts"]:
+        print(
+            f"{row['name']}: {row['verdict']} (a - b = {row['difference']}, margin {row['margin']})"
+        )
+
+
 def cmd_ifms(args: argparse.Namespace) -> None:
     from advise.report import markdown_table
     from advise.runs import ifm_table
@@ -401,6 +413,12 @@ def _plot_arguments(plot: argparse.ArgumentParser) -> None:
     plot.add_argument("--labels", nargs="+", help="one legend label per run (default: names)")
 
 
+def _ablate_arguments(ablate: argparse.ArgumentParser) -> None:
+    ablate.add_argument("grid", help="a grid YAML, or a built-in grid's name")
+    ablate.add_argument("--out", required=True, help="folder of the grid's runs and report")
+    ablate.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
+
+
 def _ifms_arguments(ifms: argparse.ArgumentParser) -> None:
     ifms.add_argument("--json", action="store_true", help="print a JSON list")
 
@@ -462,6 +480,8 @@ COMMANDS: tuple[Command, ...] = (
     ("summary", "parameter and MAC counts of a config", _summary_arguments, cmd_summary),
     ("config", "the resolved config, its derived values (peak lr, steps, parameters) and "
      "the warnings a run would give", _config_arguments, cmd_config),
+    ("ablate", "a grid of configurations over seeds, resumable, with tables and verdicts",
+     _ablate_arguments, cmd_ablate),
     ("plot", "loss, accuracy, lr and validation curves of runs, on shared axes, to a PNG",
      _plot_arguments, cmd_plot),
     ("ifms", "list the image foundation models and their weights", _ifms_arguments, cmd_ifms),

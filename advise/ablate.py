@@ -1,0 +1,588 @@
+"""`advise ablate`: a grid of configurations over seeds on the built-in benchmark, as one
+resumable command, with tables and computed verdicts.
+
+A grid (a YAML file, or a name in `advise/ablations/`) holds a base preset, axes of config
+keys, the tasks, the arms per cell and the seeds:
+
+    base: demo                     # the preset every run starts from
+    set: {}                        # dotted keys for every run
+    pretrain: {train.epochs: 30}   # dotted keys for pre-training runs only
+    finetune: {train.epochs: 60}   # ... and for fine-tuning runs only
+    axes: {sfu.spatial: [8, 4, 2]} # one at a time around the base, unless product: true
+    tasks: [spatial, temporal]
+    arms: [scratch, prp, avgpool]  # scratch | prp | avgpool | linear
+    seeds: [0, 1, 2]
+    findings: [...]                # see `Finding`
+
+An axis key `pretrain.KEY` varies pre-training only (e.g. `pretrain.train.epochs`), `finetune.KEY`
+fine-tuning only; any other key both (the fine-tuned TMM is inherited, so they must agree).
+Runs are identified by their resolved config (and, for a pre-trained arm, by the pre-training
+run they start from): a pre-training is done once per distinct config and seed and shared by
+every cell that uses it; a finished run is never redone, a killed one is resumed, and a changed
+grid adds only the runs it lacks. Every run is an ordinary run folder under OUT/runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import shutil
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from advise.config import ConfigError, load_config
+from advise.files import atomic_write
+
+GRID_DIR = Path(__file__).parent / "ablations"
+ARMS = ("scratch", "prp", "avgpool", "linear")
+BUILTIN_TASKS = ("spatial", "temporal")
+# what an arm changes in the fine-tuning config, and whether it starts from pre-training
+ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
+    "scratch": ({}, False),
+    "prp": ({}, True),
+    "avgpool": ({"tmm.kind": "none"}, False),
+    "linear": ({"tmm.frozen": True, "head.kind": "linear"}, True),
+}
+PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim the grid tests: `metric` ("top1" of `arm`, or "dacc": prp - scratch) on `task`
+    is higher in cell `a` than in cell `b` (each a dict of axis values, {} = the base cell);
+    `arm_b` compares another arm on the b side (e.g. the TMM against avgpool)."""
+
+    name: str
+    claim: str
+    task: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    metric: str = "top1"
+    arm: str = "prp"
+    arm_b: str | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    base: str
+    axes: dict[str, list[Any]]
+    tasks: list[str]
+    arms: list[str]
+    seeds: list[int]
+    common: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    product: bool = False
+    findings: list[Finding] = field(default_factory=list)
+    benchmark: dict[str, int] = field(default_factory=dict)  # sizes (tests shrink them)
+    description: str = ""
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Axis values of every cell: the base cell ({}) and one cell per axis value, or the
+        full product; cells equal to another are listed once."""
+        if self.product and self.axes:
+            keys = list(self.axes)
+            found = [
+                dict(zip(keys, values, strict=True))
+                for values in itertools.product(*self.axes.values())
+            ]
+        else:
+            found = [{}] + [{key: value} for key, values in self.axes.items() for value in values]
+        unique: list[dict[str, Any]] = []
+        for cell in found:
+            if cell not in unique:
+                unique.append(cell)
+        return unique
+
+
+def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
+    """A grid from a name in `advise/ablations/` or a YAML path; `seeds` replaces its seeds.
+    Every key is checked against the config now, before any work."""
+    path = Path(source)
+    if not path.exists():
+        path = GRID_DIR / f"{source}.yaml"
+        if not path.exists():
+            names = ", ".join(sorted(p.stem for p in GRID_DIR.glob("*.yaml")))
+            raise ConfigError(f"no grid file or built-in grid named {source!r}; grids: {names}")
+    values = yaml.safe_load(path.read_text()) or {}
+    known = {
+        "base",
+        "set",
+        "pretrain",
+        "finetune",
+        "axes",
+        "tasks",
+        "arms",
+        "seeds",
+        "product",
+        "findings",
+        "benchmark",
+        "description",
+    }
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid keys {unknown}; a grid has {sorted(known)}")
+    grid = Grid(
+        base=values.get("base", "demo"),
+        axes={key: list(v) for key, v in (values.get("axes") or {}).items()},
+        tasks=list(values.get("tasks", BUILTIN_TASKS)),
+        arms=list(values.get("arms", ["scratch", "prp"])),
+        seeds=list(seeds if seeds is not None else values.get("seeds", [0])),
+        common=dict(values.get("set") or {}),
+        pretrain=dict(values.get("pretrain") or {}),
+        finetune=dict(values.get("finetune") or {}),
+        product=bool(values.get("product", False)),
+        findings=[Finding(**finding) for finding in values.get("findings") or []],
+        benchmark=dict(values.get("benchmark") or {}),
+        description=str(values.get("description", "")).strip(),
+    )
+    _check_grid(grid, path)
+    return grid
+
+
+def _check_grid(grid: Grid, path: Path) -> None:
+    """Arms and tasks known, and every configuration of the grid a valid config."""
+    bad_arms = sorted(set(grid.arms) - set(ARMS))
+    if bad_arms:
+        raise ConfigError(f"{path}: unknown arms {bad_arms}; arms are {', '.join(ARMS)}")
+    bad_tasks = sorted(set(grid.tasks) - set(BUILTIN_TASKS))
+    if bad_tasks:
+        raise ConfigError(f"{path}: unknown tasks {bad_tasks}; tasks are {BUILTIN_TASKS}")
+    for cell in grid.cells():
+        for stage in ("pretrain", "finetune"):
+            load_config(grid.base, stage_overrides(grid, cell, stage))  # raises on a bad key
+
+
+def stage_overrides(grid: Grid, cell: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The dotted overrides of one stage ("pretrain" or "finetune") of a cell: the grid's
+    common keys, the stage's keys, then the cell's keys that apply to the stage."""
+    other = "finetune" if stage == "pretrain" else "pretrain"
+    own = {}
+    for key, value in cell.items():
+        if key.startswith(f"{stage}."):
+            own[key[len(stage) + 1 :]] = value
+        elif not key.startswith(f"{other}."):
+            own[key] = value
+    return {**grid.common, **getattr(grid, stage), **own}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid: its stage, the dataset it trains on, its overrides, the
+    pre-training run it starts from, and the labels it is reported under."""
+
+    id: str
+    stage: str
+    dataset: str  # pool | spatial | temporal
+    overrides: dict[str, Any]
+    init: str | None  # id of the pre-training run
+    seed: int
+    cells: tuple[str, ...] = ()  # JSON of every cell it serves
+    task: str = ""
+    arm: str = ""
+
+
+def run_id(grid: Grid, stage: str, dataset: str, overrides: dict, init: str | None) -> str:
+    """A run's identity: its resolved config (paths left out), stage, dataset and init."""
+    config = load_config(grid.base, overrides).to_dict()
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        config[section].pop(name, None)
+    text = json.dumps([stage, dataset, init, config], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan(grid: Grid) -> list[RunSpec]:
+    """Every run the grid needs, pre-training first, each once (shared between cells)."""
+    runs: dict[str, RunSpec] = {}
+    finetunes: list[RunSpec] = []
+    for seed, cell in itertools.product(grid.seeds, grid.cells()):
+        label = json.dumps(cell, sort_keys=True)
+        pre = {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
+        pre_id = run_id(grid, "pretrain", "pool", pre, None)
+        for task, arm in itertools.product(grid.tasks, grid.arms):
+            extra, pretrained = ARM_SETTINGS[arm]
+            if pretrained and pre_id not in runs:
+                runs[pre_id] = RunSpec(pre_id, "pretrain", "pool", pre, None, seed)
+            overrides = {**stage_overrides(grid, cell, "finetune"), **extra, "train.seed": seed}
+            if "tmm.kind" in extra:  # another kind: the cell's tmm.<kind>.* keys do not apply
+                overrides = {
+                    k: v
+                    for k, v in overrides.items()
+                    if not k.startswith("tmm.") or k in ("tmm.kind", "tmm.frozen")
+                }
+            init = pre_id if pretrained else None
+            fid = run_id(grid, "finetune", task, overrides, init)
+            finetunes.append(
+                RunSpec(fid, "finetune", task, overrides, init, seed, (label,), task, arm)
+            )
+    merged: dict[str, RunSpec] = {}
+    for spec in finetunes:  # one run serves every cell that resolves to it (e.g. avgpool)
+        if spec.id in merged:
+            known = merged[spec.id]
+            spec = RunSpec(**{**known.__dict__, "cells": known.cells + spec.cells})
+        merged[spec.id] = spec
+    return list(runs.values()) + list(merged.values())
+
+
+# -- verdicts -----------------------------------------------------------------------------
+
+VERDICT_RULE = (
+    "reproduced when the difference of means (a - b) over seeds has the claimed sign and "
+    "exceeds twice its standard error, sqrt(var_a / n_a + var_b / n_b), and 1 point; refuted "
+    "when it has the other sign beyond the same margin; inconclusive otherwise (and with fewer "
+    "than 2 seeds on either side)"
+)
+
+
+def verdict(a: list[float], b: list[float]) -> dict[str, Any]:
+    """The verdict on "a > b" from per-seed values (`VERDICT_RULE`)."""
+    result: dict[str, Any] = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": len(a), "n_b": len(b)}
+    if len(a) < 2 or len(b) < 2:
+        return {**result, "difference": None, "margin": None, "verdict": "inconclusive"}
+    difference = statistics.mean(a) - statistics.mean(b)
+    error = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    margin = max(2 * error, 1.0)
+    outcome = (
+        "reproduced"
+        if difference > margin
+        else "refuted"
+        if difference < -margin
+        else "inconclusive"
+    )
+    return {
+        **result,
+        "difference": round(difference, 2),
+        "margin": round(margin, 2),
+        "verdict": outcome,
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 2) if values else None
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def run_ablation(grid: Grid, out: Path) -> dict[str, Any]:
+    """Run every missing run of `grid` under `out` (resumable), then write results.csv,
+    results.json and report.md. Returns the results document."""
+    import torch
+
+    from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
+    from advise.mini_ifm import ensure_mini_ifm
+    from advise.models.build import build_frozen_ifm
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    sizes = {
+        "task_videos": TASK_VIDEOS,
+        "train_per_class": TRAIN_PER_CLASS,
+        "pool_videos": None,
+        "heldout_videos": HELDOUT_POOL_VIDEOS,
+        **grid.benchmark,
+    }
+    roots = _benchmark(out / "data", sizes)
+    specs = plan(grid)
+    done = _read_rows(out / "results.jsonl")
+    todo = [spec for spec in specs if spec.id not in done]
+    print(
+        f"ablate: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run", flush=True
+    )
+    ifms: dict[str, Any] = {}
+    stores: dict[tuple[str, str], str] = {}
+    started = time.perf_counter()
+    for number, spec in enumerate(todo, start=1):
+        config = load_config(grid.base, spec.overrides)
+        key = json.dumps(
+            [
+                config.ifm.name,
+                config.ifm.img_size,
+                config.ifm.layers,
+                config.ifm.layer_merge,
+                config.ifm.random_init,
+            ]
+        )
+        if key not in ifms:
+            if "mini" in config.ifm.name.split("+") and not config.ifm.random_init:
+                ensure_mini_ifm()  # trained on this machine once, then cached
+            ifms[key] = build_frozen_ifm(config.ifm, torch.device("cpu"))
+        row = _run_one(spec, grid, out, roots, ifms[key], key, stores)
+        _append_row(out / "results.jsonl", row)
+        done[spec.id] = row
+        elapsed = time.perf_counter() - started
+        eta = elapsed / number * (len(todo) - number)
+        print(
+            f"ablate: run {number}/{len(todo)} {spec.stage} {spec.dataset} {spec.arm or ''} "
+            f"seed {spec.seed}: {row.get('top1', row.get('measure'))} in {row['seconds']:.0f} s;"
+            f" ETA of the grid {eta / 60:.1f} min",
+            flush=True,
+        )
+    return write_results(grid, specs, done, out)
+
+
+def _benchmark(data: Path, sizes: dict[str, Any]) -> dict[str, Path]:
+    """The built-in benchmark's videos (seed 0: seeds vary training, not data)."""
+    from advise.data.synthetic import generate
+
+    roots = {"pool": generate(data / "pool", "pool", sizes["pool_videos"], progress=False)}
+    for task in BUILTIN_TASKS:
+        roots[task] = generate(
+            data / task,
+            task,
+            sizes["task_videos"],
+            progress=False,
+            train_per_class=sizes["train_per_class"],
+        )
+    roots["heldout"] = generate(
+        data / "pool-heldout", "pool", sizes["heldout_videos"], seed=1, progress=False
+    )
+    return roots
+
+
+def _store(
+    dataset: str, root: Path, ifm: Any, ifm_key: str, grid: Grid, out: Path, stores: dict
+) -> str:
+    """The fp32 feature store of `dataset`'s tokens for this IFM: extracted once, shared."""
+    from advise.runs import extract
+
+    if (dataset, ifm_key) not in stores:
+        name = hashlib.sha256(ifm_key.encode()).hexdigest()[:8]
+        config = load_config(grid.base, {**grid.common, "data.root": str(root)})
+        path = extract(
+            config, out / "stores" / f"{dataset}-{name}", dtype="fp32", ifm=ifm, progress=False
+        )
+        stores[(dataset, ifm_key)] = f"store:{path}"
+    return stores[(dataset, ifm_key)]
+
+
+def _run_one(
+    spec: RunSpec, grid: Grid, out: Path, roots: dict, ifm: Any, ifm_key: str, stores: dict
+) -> dict[str, Any]:
+    """Train (resuming a killed run) and evaluate one run; its results row."""
+    from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
+
+    run_dir = out / "runs" / f"{spec.stage}-{spec.id}"
+    source = _store(spec.dataset, roots[spec.dataset], ifm, ifm_key, grid, out, stores)
+    settings = {**spec.overrides, "data.root": str(roots[spec.dataset]), "data.source": source}
+    config = load_config(grid.base, settings)
+    resume = (run_dir / "checkpoints" / "last.json").exists()
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # killed before its first checkpoint: start again
+    started = time.perf_counter()
+    row: dict[str, Any] = {
+        "id": spec.id,
+        "stage": spec.stage,
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "init": spec.init,
+        "run": str(run_dir),
+    }
+    if spec.stage == "pretrain":
+        result = pretrain(config, run_dir, resume=resume, ifm=ifm)
+        held = {
+            **settings,
+            "data.root": str(roots["heldout"]),
+            "data.source": _store("heldout", roots["heldout"], ifm, ifm_key, grid, out, stores),
+        }
+        row["measure"] = evaluate_pretext(
+            load_config(grid.base, held), run_dir / "checkpoints" / "last.safetensors", ifm=ifm
+        )
+    else:
+        init = out / "runs" / f"pretrain-{spec.init}" / "checkpoints" / "last.safetensors"
+        result = finetune(config, run_dir, init=init if spec.init else None, resume=resume, ifm=ifm)
+        checkpoint = result.checkpoint.with_suffix(".safetensors")
+        evaluation = evaluate_checkpoint(
+            config, checkpoint, ifm=ifm, out_file=run_dir / "eval.json"
+        )
+        row.update(
+            task=spec.task,
+            arm=spec.arm,
+            cells=list(spec.cells),
+            top1=evaluation["top1"],
+            top1_1view=evaluation["single_view_top1"],
+            views=evaluation["views"],
+        )
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished runs by id (a torn last line, from a kill, is ignored)."""
+    rows: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row["id"]] = row
+    return rows
+
+
+def _append_row(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as stream:
+        stream.write(json.dumps(row) + "\n")
+        stream.flush()
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def table_rows(grid: Grid, specs: list[RunSpec], done: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per (cell, task, arm, seed) of the grid with its numbers (a shared run appears
+    under every cell it serves), plus dAcc = prp - scratch of the same cell and seed."""
+    rows = []
+    for spec in specs:
+        if spec.stage != "finetune" or spec.id not in done:
+            continue
+        result = done[spec.id]
+        for label in spec.cells:
+            rows.append(
+                {
+                    "cell": label,
+                    "task": spec.task,
+                    "arm": spec.arm,
+                    "seed": spec.seed,
+                    "top1": result["top1"],
+                    "top1_1view": result["top1_1view"],
+                    "views": result["views"],
+                    "seconds": result["seconds"],
+                }
+            )
+    by_key = {(r["cell"], r["task"], r["arm"], r["seed"]): r for r in rows}
+    for row in rows:
+        scratch = by_key.get((row["cell"], row["task"], "scratch", row["seed"]))
+        row["dacc"] = (
+            round(row["top1"] - scratch["top1"], 2) if row["arm"] == "prp" and scratch else None
+        )
+    return rows
+
+
+def _values(rows: list[dict], cell: dict, task: str, arm: str, metric: str) -> list[float]:
+    label = json.dumps(cell, sort_keys=True)
+    column = "dacc" if metric == "dacc" else "top1"
+    wanted = "prp" if metric == "dacc" else arm
+    return [
+        r[column]
+        for r in rows
+        if r["cell"] == label and r["task"] == task and r["arm"] == wanted and r[column] is not None
+    ]
+
+
+def write_results(
+    grid: Grid, specs: list[RunSpec], done: dict[str, dict], out: Path
+) -> dict[str, Any]:
+    """results.csv and results.json (one row per cell, task, arm and seed), report.md with a
+    table per axis and a verdict per finding."""
+    rows = table_rows(grid, specs, done)
+    verdicts = [
+        {
+            "name": f.name,
+            "claim": f.claim,
+            "task": f.task,
+            "metric": f.metric,
+            "arm": f.arm,
+            "arm_b": f.arm_b or f.arm,
+            "a": f.a,
+            "b": f.b,
+            **verdict(
+                _values(rows, f.a, f.task, f.arm, f.metric),
+                _values(rows, f.b, f.task, f.arm_b or f.arm, f.metric),
+            ),
+        }
+        for f in grid.findings
+    ]
+    pretraining = [done[s.id] for s in specs if s.stage == "pretrain" and s.id in done]
+    document = {
+        "rows": rows,
+        "verdicts": verdicts,
+        "verdict_rule": VERDICT_RULE,
+        "pretraining": pretraining,
+        "runs": len(specs),
+        "finished": sum(s.id in done for s in specs),
+    }
+    atomic_write(out / "results.json", json.dumps(document, indent=2))
+    atomic_write(out / "results.csv", _csv(rows, list(grid.axes)))
+    atomic_write(out / "report.md", report(grid, rows, verdicts))
+    return document
+
+
+def _csv(rows: list[dict], axes: list[str]) -> str:
+    handle = io.StringIO(newline="")
+    columns = [*axes, "task", "arm", "seed", "top1", "top1_1view", "dacc", "views", "seconds"]
+    writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        cell = json.loads(row["cell"])
+        writer.writerow({**{axis: cell.get(axis, "base") for axis in axes}, **row})
+    return handle.getvalue()
+
+
+def _cell_text(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
+    """Markdown: a table per axis (mean and min-max over seeds per task and arm), verdicts."""
+    lines = [f"# advise ablate: {grid.description or grid.base}", ""]
+    columns = [(task, arm) for task in grid.tasks for arm in grid.arms]
+    columns += [(task, "dAcc") for task in grid.tasks if "prp" in grid.arms]
+    header = "| cell | " + " | ".join(f"{task} {arm}" for task, arm in columns) + " |"
+    for axis in list(grid.axes) or ["(base)"]:
+        cells = [{}] + [{axis: value} for value in grid.axes.get(axis, [])]
+        lines += [f"## {axis}", "", header, "|" + " --- |" * (len(columns) + 1)]
+        for cell in _unique(cells):
+            texts = [
+                _cell_text(
+                    _values(rows, cell, task, "prp", "dacc")
+                    if arm == "dAcc"
+                    else _values(rows, cell, task, arm, "top1")
+                )
+                for task, arm in columns
+            ]
+            name = ", ".join(f"{k}={v}" for k, v in cell.items()) or "base"
+            lines.append(f"| {name} | " + " | ".join(texts) + " |")
+        lines.append("")
+    lines += ["## Findings", "", f"Rule: {VERDICT_RULE}.", ""]
+    lines += [
+        "| finding | claim | a | b | mean a | mean b | a - b | margin | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in verdicts:
+        lines.append(
+            f"| {v['name']} | {v['claim']} | {_side(v['metric'], v['arm'], v['a'])} | "
+            f"{_side(v['metric'], v['arm_b'], v['b'])} | "
+            f"{v['mean_a']} | {v['mean_b']} | {v['difference']} | {v['margin']} | "
+            f"**{v['verdict']}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _unique(cells: list[dict]) -> Iterator[dict]:
+    seen: list[dict] = []
+    for cell in cells:
+        if cell not in seen:
+            seen.append(cell)
+            yield cell
+
+
+def _side(metric: str, arm: str, cell: dict) -> str:
+    """One side of a finding, e.g. "prp top1 @ sfu.spatial=1"."""
+    where = ", ".join(f"{key}={value}" for key, value in cell.items()) or "base"
+    return f"{'dAcc' if metric == 'dacc' else arm + ' top1'} @ {where}"

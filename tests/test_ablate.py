@@ -1,0 +1,138 @@
+"""`advise ablate` on tiny grids: the plan shares runs, verdicts follow the stated rule, a killed
+grid resumes without redoing finished runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advise.ablate import load_grid, plan, verdict
+from advise.cli import main
+
+TINY = {
+    "description": "tiny grid for tests",
+    "base": "demo",
+    "set": {"ifm.random_init": True, "ifm.img_size": 32, "data.num_workers": 0,
+            "data.num_frames": 4, "tmm.bottleneck.hidden": 8, "tmm.bottleneck.out": 16,
+            "head.hidden": 16, "optim.warmup_epochs": 0, "eval.num_clips": 1,
+            "eval.num_crops": 1, "train.batch_size": 4},
+    "pretrain": {"train.epochs": 1, "pretext.prp.clips_per_video": 1},
+    "finetune": {"train.epochs": 1},
+    "axes": {"tmm.bottleneck.hidden": [8, 12]},
+    "tasks": ["temporal"],
+    "arms": ["scratch", "prp"],
+    "seeds": [0],
+    "benchmark": {"task_videos": 20, "train_per_class": 1, "pool_videos": 8,
+                  "heldout_videos": 4},
+    "findings": [{"name": "wider", "claim": "hidden 12 beats 8", "task": "temporal",
+                  "a": {"tmm.bottleneck.hidden": 12}, "b": {}}],
+}  # fmt: skip
+
+
+def write_grid(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def test_the_plan_shares_runs_between_cells(tmp_path):
+    grid = load_grid(str(write_grid(tmp_path / "g.yaml", arms=["scratch", "prp", "avgpool"],
+                                    seeds=[0, 1])))  # fmt: skip
+    specs = plan(grid)
+    # the cell hidden=8 is the base cell: one pre-training and one fine-tuning per arm
+    pretrains = [spec for spec in specs if spec.stage == "pretrain"]
+    assert len(pretrains) == 2 * 2  # (base = hidden 8, hidden 12) x 2 seeds
+    finetunes = [spec for spec in specs if spec.stage == "finetune"]
+    avgpool = [spec for spec in finetunes if spec.arm == "avgpool"]
+    assert len(avgpool) == 2  # one per seed, serving every cell: it has no TMM to vary
+    assert all(len(spec.cells) == 3 for spec in avgpool)
+    assert len(finetunes) == 2 * (2 * 2 + 1)
+    assert len({spec.id for spec in specs}) == len(specs)
+    # another pre-training length is another pre-training, the same fine-tuning settings
+    longer = load_grid(str(write_grid(tmp_path / "h.yaml", axes={"pretrain.train.epochs": [2]})))
+    stages = [(spec.stage, spec.overrides.get("train.epochs")) for spec in plan(longer)]
+    assert ("pretrain", 2) in stages and ("finetune", 2) not in stages
+
+
+def test_a_bad_grid_is_refused_before_any_work(tmp_path):
+    from advise.config import ConfigError
+
+    with pytest.raises(ConfigError, match="tmm.bottleneck.hiden"):
+        load_grid(str(write_grid(tmp_path / "g.yaml", axes={"tmm.bottleneck.hiden": [3]})))
+    with pytest.raises(ConfigError, match="unknown arms"):
+        load_grid(str(write_grid(tmp_path / "g.yaml", arms=["nope"])))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([60, 62, 61], [50, 51, 52], "reproduced"),  # 10 points, spread 1
+        ([50, 51, 52], [60, 62, 61], "refuted"),
+        ([60, 40, 50], [52, 48, 49], "inconclusive"),  # 0.3 points, spread 10
+        ([50.5, 50.4, 50.6], [50.0, 50.1, 49.9], "inconclusive"),  # beyond 2 SE, under 1 point
+        ([60], [50], "inconclusive"),  # one seed: no spread to judge by
+    ],
+)
+def test_the_verdict_rule_on_made_up_numbers(a, b, expected):
+    assert verdict(a, b)["verdict"] == expected
+
+
+def test_a_killed_grid_resumes_without_redoing_finished_runs(tmp_path, capsys):
+    grid, out = write_grid(tmp_path / "g.yaml"), tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "advise.cli", "ablate", str(grid), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the grid ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {json.loads(line)["id"]: line for line in results.read_text().splitlines()}
+    stamps = {
+        run: (out / "runs" / f"{json.loads(line)['stage']}-{run}" / "checkpoints"
+              / "last.safetensors").stat().st_mtime_ns
+        for run, line in finished.items()
+    }  # fmt: skip
+    capsys.readouterr()
+    assert main(["ablate", str(grid), "--out", str(out)]) == 0
+    assert f"{len(finished)} done" in capsys.readouterr().out
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert len(rows) == len({row["id"] for row in rows}) == 6  # 2 pre-trainings, 4 fine-tunings
+    for run, stamp in stamps.items():  # finished runs untouched
+        stage = json.loads(finished[run])["stage"]
+        path = out / "runs" / f"{stage}-{run}" / "checkpoints" / "last.safetensors"
+        assert path.stat().st_mtime_ns == stamp
+    document = json.loads((out / "results.json").read_text())
+    assert len(document["rows"]) == 3 * 2  # cells base, 8 (same runs as base), 12 x 2 arms
+    assert document["verdicts"][0]["verdict"] == "inconclusive"  # one seed
+    assert "## tmm.bottleneck.hidden" in (out / "report.md").read_text()
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("tmm.bottleneck.hidden,task,arm,seed,top1,top1_1view,dacc")
+    # a grid with another seed adds only that seed's runs
+    capsys.readouterr()
+    assert main(["ablate", str(grid), "--out", str(out), "--seeds", "0", "1"]) == 0
+    assert "12 runs, 6 done, 6 to run" in capsys.readouterr().out
+
+
+def test_every_built_in_grid_loads_and_plans():
+    from advise.ablate import GRID_DIR
+
+    names = sorted(path.stem for path in GRID_DIR.glob("*.yaml"))
+    assert {"table5-avgpool", "finding1-spatial", "finding3-depth"} <= set(names)
+    for name in names:
+        grid = load_grid(name)
+        specs = plan(grid)
+        assert specs and all(f.task in grid.tasks for f in grid.findings), name
