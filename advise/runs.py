@@ -163,9 +163,11 @@ def _check_store_weights(config: Config, store: FeatureStore) -> None:
 
 def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreSpec:
     """The spec a store must have to serve `config`: its IFM, input size and blocks read
-    (ifm.layers and ifm.layer_merge, compared as written), the pooling the store applied must
-    be the config's SFU, and at least `views` views. Fields a config does not decide (weights
-    hash, dtype, frame stride, token shape) are taken from the store."""
+    (ifm.layers and ifm.layer_merge, compared as written), at least `views` views, and the
+    config's SFU pooling (`sfu.spatial`, `sfu.channels`) as asked: `check_matches` accepts a
+    store that pooled an axis to that size (`--pool`) or kept it whole (then pooled as it is
+    read, `advise.data.store.pooling_at_read`). Fields a config does not decide (weights hash,
+    dtype, frame stride, token shape) are taken from the store."""
     from advise.models.ifm import IFM_REGISTRY
 
     first = config.ifm.name.split("+")[0]
@@ -175,8 +177,8 @@ def expected_store_spec(config: Config, stored: StoreSpec, views: int) -> StoreS
         ifm=config.ifm.name,
         img_size=config.ifm.img_size or default_size,
         views=views,
-        spatial=config.sfu.spatial if stored.spatial is not None else None,
-        channels=config.sfu.channels if stored.channels is not None else None,
+        spatial=config.sfu.spatial,
+        channels=config.sfu.channels,
         layers=config.ifm.layers,
         layer_merge=config.ifm.layer_merge,
     )

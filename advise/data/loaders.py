@@ -19,9 +19,10 @@ from advise.data.formats import (
     read_format,
 )
 from advise.data.sampling import ClipSampler
-from advise.data.sources import source_of
-from advise.data.store import CentreTokens, TokenViews, TrainTokens
+from advise.data.sources import Source, source_of
+from advise.data.store import CentreTokens, TokenViews, TrainTokens, pooling_at_read
 from advise.data.transforms import Preprocessing, test_views, train_transform
+from advise.models.sfu import SFU
 
 
 def read_split(data: DataConfig, subset: str) -> AnnotatedSplit:
@@ -151,7 +152,7 @@ def pretrain_dataset(
     _check_store_covers(store, split, config)
     return PretextDataset(
         split.records, sampler, transform, seed=config.train.seed,
-        source=source_of(split.records, store),
+        source=_source(config, split, store),
     )  # fmt: skip
 
 
@@ -167,7 +168,7 @@ def pretext_eval_dataset(
     _check_store_covers(store, split, config)
     return PretextDataset(
         split.records, sampler, centre, seed=config.train.seed + 1,
-        source=source_of(split.records, store),
+        source=_source(config, split, store),
     )  # fmt: skip
 
 
@@ -192,7 +193,7 @@ def finetune_dataset(
         transform,
         train=True,
         seed=config.train.seed,
-        source=source_of(split.records, store),
+        source=_source(config, split, store),
     )
 
 
@@ -208,8 +209,19 @@ def eval_dataset(
     _check_store_covers(store, split, config)
     return MultiViewDataset(
         split.records, config.data.num_frames, num_clips, views,
-        source=source_of(split.records, store),
+        source=_source(config, split, store),
     )  # fmt: skip
+
+
+def _source(config: Config, split: AnnotatedSplit, store: Any) -> Source:
+    """The split's decoded videos, or its stored tokens pooled by the config's SFU on the axes
+    the store kept whole (`advise.data.store.pooling_at_read`)."""
+    pool = None
+    if store is not None:
+        spatial, channels = pooling_at_read(store.spec, config.sfu.spatial, config.sfu.channels)
+        if spatial is not None or channels is not None:
+            pool = SFU(spatial, channels)
+    return source_of(split.records, store, pool)
 
 
 def _check_store_covers(store: Any, split: AnnotatedSplit, config: Config) -> None:

@@ -3,14 +3,15 @@
 A source answers the two questions a dataset asks of a video: how many frames it has, and
 what these frame indices hold. `VideoSource` decodes the files (frames: uint8 [T, 3, H, W]
 per clip); `StoreSource` reads what `advise extract` stored (tokens: float [V, T, D, h, w] per
-clip, every stored view). The dataset samples the same frame indices from either, so a run
-from a store sees the frames a run from videos would. `kind` names what a source's clips are
+clip, every stored view; pooled by the config's SFU where the store kept them whole). The
+dataset samples the same frame indices from either, so a run from a store sees the frames a
+run from videos would. `kind` names what a source's clips are
 ("frames" or "tokens"); items and batches carry it beside their one `input`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -79,14 +80,29 @@ class VideoSource:
 
 
 class StoreSource:
-    """A feature store's tokens of the records' videos (`advise.data.store.FeatureStore`)."""
+    """A feature store's tokens of the records' videos (`advise.data.store.FeatureStore`),
+    pooled by `pool` (an `advise.models.sfu.SFU`, [B, D, T, h, w] -> [B, c, T, s, s]) as they
+    are read, when given: the pooling a config asks of a store that kept its tokens whole.
+
+    Pooling here, before the token augmentation, makes a clip what a store extracted with
+    that pooling (`--pool`) serves, bit for bit from an fp32 store, so a run trains the same
+    whether its store was pooled before or after storing (the grid crop and flip act on the
+    pooled grid in both); and the batches are smaller. The model's SFU then sees tokens
+    already pooled to its sizes, which it passes unchanged (each output the mean of one input).
+    """
 
     kind = "tokens"
 
-    def __init__(self, store: Any, records: Sequence[VideoRecord]) -> None:
+    def __init__(
+        self,
+        store: Any,
+        records: Sequence[VideoRecord],
+        pool: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         self.store = store
         self.records = list(records)
         self.store_indices = [store.index_of(record.path) for record in self.records]
+        self.pool = pool
 
     def _store_index(self, index: int) -> int:
         store_index = self.store_indices[index]
@@ -98,14 +114,27 @@ class StoreSource:
         return self.store.num_frames(self._store_index(index))
 
     def read(self, index: int, clip_indices: Sequence[np.ndarray]) -> list[Tensor]:
-        """float [V, T, D, h, w] per clip: every stored view of the clip's frames."""
+        """float [V, T, D, h, w] per clip: every stored view of the clip's frames ([V, T, c,
+        s, s] when pooled as read)."""
         store_index = self._store_index(index)
-        return [self.store.read(store_index, indices) for indices in clip_indices]
+        clips = [self.store.read(store_index, indices) for indices in clip_indices]
+        return clips if self.pool is None else [self._pooled(clip) for clip in clips]
+
+    def _pooled(self, tokens: Tensor) -> Tensor:  # [V, T, D, h, w] -> [V, T, c, s, s]
+        with torch.no_grad():
+            # [V, T, D, h, w] -> [V, D, T, h, w], the SFU's layout (as in extraction)
+            pooled = self.pool(tokens.permute(0, 2, 1, 3, 4))  # -> [V, c, T, s, s]
+        return pooled.permute(0, 2, 1, 3, 4).contiguous()  # -> [V, T, c, s, s]
 
     def index_videos(self) -> None:
         pass  # stored frame counts are in the store's manifest
 
 
-def source_of(records: Sequence[VideoRecord], store: Any = None) -> Source:
-    """The records' videos decoded, or their tokens in `store` when one is given."""
-    return VideoSource(records) if store is None else StoreSource(store, records)
+def source_of(
+    records: Sequence[VideoRecord],
+    store: Any = None,
+    pool: Callable[[Tensor], Tensor] | None = None,
+) -> Source:
+    """The records' videos decoded, or their tokens in `store` when one is given (pooled by
+    `pool` as they are read, when given; see `StoreSource`)."""
+    return VideoSource(records) if store is None else StoreSource(store, records, pool)

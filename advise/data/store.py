@@ -4,7 +4,10 @@ The IFM never changes, so a video's tokens under a deterministic view never chan
 `extract` runs the IFM once over every video of a dataset (every `frame_stride`-th frame, one
 or three deterministic spatial views, optionally pooled by the config's SFU) and stores them;
 training and evaluation then read tokens instead of decoding and encoding frames
-(`data.source=store:PATH`), which removes the IFM from every later epoch and run.
+(`data.source=store:PATH`), which removes the IFM from every later epoch and run. A store
+extracted without pooling serves every SFU pooling (`sfu.spatial`, `sfu.channels`): the
+reader pools its tokens (`pooling_at_read`), which equals pooling before storing (bit for bit
+from an fp32 store), so pooling ablations share one extraction.
 
 Layout of a store folder:
 
@@ -160,7 +163,9 @@ class StoreSpec:
     views: int  # 1 = centre crop; 3 = start / centre / end of the long side
     frame_stride: int  # every frame_stride-th frame of the video is stored
     dtype: str  # fp16 | fp32 | int8 (symmetric, per view and channel)
-    spatial: int | None  # SFU pooling applied before storing (None = the IFM's grid)
+    # SFU pooling applied before storing (--pool); None = kept whole (any pooling a config
+    # asks for is applied as the tokens are read)
+    spatial: int | None
     channels: int | None
     token_shape: tuple[int, int, int]  # (D, h, w) as stored
     # ifm.layers / ifm.layer_merge as the config gave them (a store written before they
@@ -529,11 +534,14 @@ class FeatureStore:
         """Refuse a store whose tokens are not those `expected` describes, saying what differs.
 
         Views: a store with 3 views serves 1-view uses too (its centre view), not the reverse.
+        Pooling: `expected.spatial` / `expected.channels` are the SFU sizes asked for; an axis
+        the store kept whole serves any size that fits it (pooled as it is read,
+        `pooling_at_read`), an axis it pooled (`--pool`) only the size it pooled to.
         """
-        differences = []
+        differences = self._pooling_differences(expected, what)
         for key in (
-            "ifm", "weights_hash", "img_size", "frame_stride", "spatial", "channels",
-            "token_shape", "layers", "layer_merge",
+            "ifm", "weights_hash", "img_size", "frame_stride", "token_shape", "layers",
+            "layer_merge",
         ):  # fmt: skip
             have, want = getattr(self.spec, key), getattr(expected, key)
             if have != want:
@@ -547,6 +555,46 @@ class FeatureStore:
             raise StoreError(
                 f"feature store {self.path} does not match {what}: " + "; ".join(differences)
             )
+
+    def _pooling_differences(self, expected: StoreSpec, what: str) -> list[str]:
+        """What keeps the store from serving the SFU pooling `expected` asks for."""
+        dim, height, width = self.spec.token_shape
+        differences = []
+        for key, limit, unit in (
+            ("spatial", min(height, width), f"{height}x{width} token grid"),
+            ("channels", dim, f"{dim} channels"),
+        ):
+            have, want = getattr(self.spec, key), getattr(expected, key)
+            if have is not None and have != want:
+                differences.append(
+                    f"sfu.{key}: store {have!r}, {what} {want!r} (the store was extracted with "
+                    f"--pool: its tokens are pooled to sfu.{key}={have!r} and serve no other; "
+                    f"a store extracted without --pool serves any sfu.{key}, pooled as its "
+                    "tokens are read)"
+                )
+            elif have is None and want is not None and want > limit:
+                differences.append(f"sfu.{key}: {what} {want!r} exceeds the store's {unit}")
+        return differences
+
+
+def pooling_at_read(
+    stored: StoreSpec, spatial: int | None, channels: int | None
+) -> tuple[int | None, int | None]:
+    """The SFU sizes (spatial, channels) still to apply to a store's tokens as they are read,
+    for a config asking `spatial` / `channels`: its sizes on the axes the store kept whole,
+    None on those the store pooled (`--pool`, to the same size: `check_matches`).
+
+    Pooling fp32 tokens as they are read gives the tokens pooling before storing gives, bit
+    for bit: the same SFU, summing the same values in the same order (the IFM's output is
+    fp32 whatever its precision). fp16 and int8 stores round before pooling instead of after:
+    within one fp16 step (int8: one quantisation step) of a store extracted with --pool. A
+    store pooled on channels alone and read with spatial pooling reverses the SFU's order
+    (spatial, then channels): equal within fp32 rounding, not bit for bit.
+    """
+    return (
+        spatial if stored.spatial is None else None,
+        channels if stored.channels is None else None,
+    )
 
 
 def _relative_key(path: str | Path, root: str) -> str:

@@ -13,6 +13,11 @@ class SFU(nn.Module):
     of h/s x h/s positions (D/c consecutive channels). Time is never pooled. `None` keeps a size.
 
     Input [B, D, T, h, w] -> output [B, c, T, s, s].
+
+    Tokens already pooled to the output sizes pass unchanged, bit for bit (each output is the
+    mean of one input): a run from a feature store, whose tokens were pooled before storing
+    (`advise extract --pool`) or as they are read (`advise.data.sources.StoreSource`), keeps
+    this module in the model, and its checkpoints fit an online model.
     """
 
     def __init__(self, spatial: int | None = None, channels: int | None = None) -> None:

@@ -1,0 +1,168 @@
+"""SFU pooling of stored tokens as they are read: a store extracted without --pool serves every
+`sfu.spatial` / `sfu.channels`, with the tokens (fp32: bit for bit) and the training a store
+extracted with that pooling gives; a store extracted with --pool serves only its own pooling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fabricate import tiny_config, ucf_tree
+
+from advise.cli import main
+from advise.config import load_config
+from advise.data import loaders
+from advise.data.sources import StoreSource
+from advise.data.store import FeatureStore, StoreError
+from advise.models.build import build_frozen_ifm
+from advise.models.sfu import SFU
+from advise.runs import evaluate_checkpoint, extract, finetune
+from advise.train.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
+
+
+@pytest.fixture
+def config(tmp_path, tree):
+    return load_config(str(tiny_config(tmp_path / "tiny.yaml", data={"root": str(tree)})))
+
+
+@pytest.fixture
+def ifm(config):
+    return build_frozen_ifm(config.ifm, torch.device("cpu"))
+
+
+def _pooled(config, spatial: int | None, channels: int | None):
+    return config.replace({"sfu.spatial": spatial, "sfu.channels": channels})
+
+
+def _test_inputs(config, store: Path) -> list[torch.Tensor]:
+    """Every test clip's tokens [S, D, T, h, w], as an evaluation from `store` reads them."""
+    from_store = config.replace({"data.source": f"store:{store}"})
+    split = loaders.read_split(from_store.data, "test")
+    dataset = loaders.eval_dataset(from_store, split, None, 2, 3, FeatureStore(store))
+    return [dataset[index]["input"] for index in range(len(dataset))]
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ((None, None), (2, None)),
+        ((None, None), (None, 48)),
+        ((None, None), (2, 32)),
+        ((None, None), (3, 48)),  # 3 does not divide the 4 x 4 grid: overlapping windows
+        ((2, None), (2, 48)),  # the store pooled space, the reader pools channels
+    ],
+)
+def test_pooling_as_read_gives_the_tokens_of_pooling_before_storing(
+    tmp_path, config, ifm, stored, asked
+):
+    source = extract(_pooled(config, *stored), tmp_path / "source", views=3, dtype="fp32",
+                     pool=stored != (None, None), ifm=ifm, progress=False)  # fmt: skip
+    wanted = _pooled(config, *asked)
+    reference = extract(wanted, tmp_path / "ref", views=3, dtype="fp32", pool=True, ifm=ifm,
+                        progress=False)  # fmt: skip
+    pooled_as_read, pooled_before = _test_inputs(wanted, source), _test_inputs(wanted, reference)
+    dim, size = asked[1] or 96, asked[0] or 4
+    assert pooled_as_read[0].shape == (6, dim, 4, size, size)  # 2 clips x 3 crops, c, T, s, s
+    for read, before in zip(pooled_as_read, pooled_before, strict=True):
+        assert torch.equal(read, before)  # fp32: the same sums in the same order
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+def test_a_rounded_store_pools_within_one_step_of_pooling_before_storing(
+    tmp_path, config, ifm, dtype
+):
+    """fp16 and int8 stores round before pooling instead of after: |difference| <= one step
+    (fp16: the spacing at the pooled block's largest |value|; int8: half the largest scale
+    of the block's channels in the whole store plus half the pooled store's scale)."""
+    wanted = _pooled(config, 2, 48)
+    full = FeatureStore(extract(config, tmp_path / "full", dtype=dtype, ifm=ifm, progress=False))
+    reference = FeatureStore(extract(wanted, tmp_path / "ref", dtype=dtype, pool=True, ifm=ifm,
+                                     progress=False))  # fmt: skip
+    records = [record for subset in ("train", "test")
+               for record in loaders.read_split(config.data, subset).records]  # fmt: skip
+    source = StoreSource(full, records, pool=SFU(2, 48))  # what a run with sfu (2, 48) reads
+    differences = []
+    for position, record in enumerate(records):
+        index = full.index_of(record.path)
+        frames = np.arange(full.num_frames(index))
+        tokens = full.read(index, frames)  # [V, T, D, h, w]
+        read = source.read(position, [frames])[0]  # [V, T, c, s, s]
+        before = reference.read(reference.index_of(record.path), frames)
+        if dtype == "fp16":  # the spacing at each pooled block's largest |value|
+            blocks = tokens.abs().reshape(*tokens.shape[:2], 48, 2, 2, 2, 2, 2)
+            peak = blocks.amax(dim=(3, 5, 7))  # [V, T, 48, 2, 2]
+            step = torch.from_numpy(np.spacing(peak.half().numpy()).astype(np.float32))
+        else:
+            whole_scales, pooled_scales = (
+                torch.from_numpy(np.load(store.path / f"videos/{index:07d}.scale.npy"))
+                for store in (full, reference)
+            )  # [V, 96], [V, 48]
+            block_scales = whole_scales.reshape(-1, 48, 2).amax(dim=2)  # [V, 48]
+            step = ((block_scales + pooled_scales) / 2)[:, None, :, None, None]
+        assert torch.all((read - before).abs() <= step * 1.0001)
+        differences.append(float((read - before).abs().max()))
+    assert max(differences) > 0  # rounded stores do differ: not bit for bit
+
+
+def test_finetuning_from_a_whole_store_equals_finetuning_from_a_pooled_one(tmp_path, config, ifm):
+    """Bit-identical checkpoints: with the grid crop and flip on (they act on the pooled grid
+    in both runs, so pooling must happen before them) and three stored views."""
+    augmented = config.replace({"data.flip": True, "data.scale_min": 0.5})
+    wanted = _pooled(augmented, 2, 48)
+    whole = extract(augmented, tmp_path / "whole", views=3, dtype="fp32", ifm=ifm, progress=False)
+    pooled = extract(wanted, tmp_path / "pooled", views=3, dtype="fp32", pool=True, ifm=ifm,
+                     progress=False)  # fmt: skip
+    assert FeatureStore(whole).spec.token_shape == (96, 4, 4)
+    assert FeatureStore(pooled).spec.token_shape == (48, 2, 2)
+    runs = {}
+    for name, store in (("whole", whole), ("pooled", pooled)):
+        from_store = wanted.replace({"data.source": f"store:{store}"})
+        result = finetune(from_store, tmp_path / f"ft-{name}")
+        tensors, _ = load_checkpoint(result.checkpoint)
+        scores = evaluate_checkpoint(from_store, result.checkpoint, views=(2, 3))
+        runs[name] = tensors, scores
+    (whole_tensors, whole_scores), (pooled_tensors, pooled_scores) = runs["whole"], runs["pooled"]
+    assert whole_tensors.keys() == pooled_tensors.keys() and len(whole_tensors) > 0
+    for key, value in whole_tensors.items():
+        assert torch.equal(value, pooled_tensors[key]), key
+    assert whole_tensors["model.tmm.blocks.0.temporal.0.weight"].shape[1] == 48  # 48 channels in
+    assert (whole_scores["top1"], whole_scores["num_videos"]) == (
+        pooled_scores["top1"], pooled_scores["num_videos"]
+    )  # fmt: skip
+
+
+def test_a_pooled_store_is_refused_for_another_pooling(tmp_path, config, ifm, capsys):
+    pooled = extract(_pooled(config, 2, None), tmp_path / "pooled", pool=True, ifm=ifm,
+                     progress=False)  # fmt: skip
+    for spatial, channels in ((None, None), (1, None), (1, 48)):
+        asked = _pooled(config, spatial, channels).replace({"data.source": f"store:{pooled}"})
+        with pytest.raises(StoreError) as refused:
+            finetune(asked, tmp_path / f"ft-{spatial}-{channels}")
+        message = str(refused.value)
+        assert f"sfu.spatial: store 2, the config {spatial}" in message
+        assert "extracted with --pool: its tokens are pooled to sfu.spatial=2" in message
+        assert "a store extracted without --pool serves any sfu.spatial" in message
+        assert "sfu.channels" not in message  # the store kept channels whole: pooled as read
+    # a whole store serves any pooling that fits its 4 x 4 grid and 96 channels
+    whole = extract(config, tmp_path / "whole", ifm=ifm, progress=False)
+    for override, expected in (("sfu.spatial", "sfu.spatial: the config 5 exceeds the store's "
+                                "4x4 token grid"),
+                               ("sfu.channels", "sfu.channels: the config 97 exceeds the "
+                                "store's 96 channels")):  # fmt: skip
+        value = 5 if override == "sfu.spatial" else 97
+        asked = config.replace({override: value, "data.source": f"store:{whole}"})
+        with pytest.raises(StoreError, match=expected):
+            finetune(asked, tmp_path / f"ft-{override}")
+    # through the command line: exit 2 with the message
+    cfg_file = tiny_config(tmp_path / "c.yaml", data={"root": config.data.root,
+                           "source": f"store:{pooled}"}, sfu={"spatial": 1})  # fmt: skip
+    assert main(["finetune", "--config", str(cfg_file), "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match the config" in err and "sfu.spatial: store 2, the config 1" in err
