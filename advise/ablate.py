@@ -275,15 +275,28 @@ def _mean(values: list[float]) -> float | None:
 # -- running -------------------------------------------------------------------------------
 
 
-def run_ablation(grid: Grid, out: Path) -> dict[str, Any]:
-    """Run every missing run of `grid` under `out` (resumable), then write results.csv,
-    results.json and report.md. Returns the results document."""
+def load_grids(source: str, seeds: list[int] | None = None) -> list[tuple[str, Grid]]:
+    """The grids `source` names: itself, or, for a file of `grids: [NAME, ...]` (e.g. `paper`),
+    each of those, by name."""
+    path = Path(source) if Path(source).exists() else GRID_DIR / f"{source}.yaml"
+    values = yaml.safe_load(path.read_text()) if path.exists() else None
+    if isinstance(values, dict) and "grids" in values:
+        return [(name, load_grid(name, seeds)) for name in values["grids"]]
+    return [(Path(source).stem, load_grid(source, seeds))]
+
+
+def run_ablation(grid: Grid, out: Path, shared: Path | None = None) -> dict[str, Any]:
+    """Run every missing run of `grid` (resumable), then write results.csv, results.json,
+    report.md and figures into `out`. The videos, stores, run folders and the finished-run
+    log live in `shared` (default `out`), so grids run into one `shared` folder share every
+    run they have in common. Returns the results document."""
     import torch
 
     from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
     from advise.mini_ifm import ensure_mini_ifm
     from advise.models.build import build_frozen_ifm
 
+    shared = shared or out
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     sizes = {
@@ -293,9 +306,9 @@ def run_ablation(grid: Grid, out: Path) -> dict[str, Any]:
         "heldout_videos": HELDOUT_POOL_VIDEOS,
         **grid.benchmark,
     }
-    roots = _benchmark(out / "data", sizes)
+    roots = _benchmark(shared / "data", sizes)
     specs = plan(grid)
-    done = _read_rows(out / "results.jsonl")
+    done = _read_rows(shared / "results.jsonl")
     todo = [spec for spec in specs if spec.id not in done]
     print(
         f"ablate: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run", flush=True
@@ -318,8 +331,8 @@ def run_ablation(grid: Grid, out: Path) -> dict[str, Any]:
             if "mini" in config.ifm.name.split("+") and not config.ifm.random_init:
                 ensure_mini_ifm()  # trained on this machine once, then cached
             ifms[key] = build_frozen_ifm(config.ifm, torch.device("cpu"))
-        row = _run_one(spec, grid, out, roots, ifms[key], key, stores)
-        _append_row(out / "results.jsonl", row)
+        row = _run_one(spec, grid, shared, roots, ifms[key], key, stores)
+        _append_row(shared / "results.jsonl", row)
         done[spec.id] = row
         elapsed = time.perf_counter() - started
         eta = elapsed / number * (len(todo) - number)
@@ -329,7 +342,7 @@ def run_ablation(grid: Grid, out: Path) -> dict[str, Any]:
             f" ETA of the grid {eta / 60:.1f} min",
             flush=True,
         )
-    return write_results(grid, specs, done, out)
+    return write_results(grid, specs, done, out, shared)
 
 
 def _benchmark(data: Path, sizes: dict[str, Any]) -> dict[str, Path]:
@@ -482,10 +495,10 @@ def _values(rows: list[dict], cell: dict, task: str, arm: str, metric: str) -> l
 
 
 def write_results(
-    grid: Grid, specs: list[RunSpec], done: dict[str, dict], out: Path
+    grid: Grid, specs: list[RunSpec], done: dict[str, dict], out: Path, shared: Path
 ) -> dict[str, Any]:
     """results.csv and results.json (one row per cell, task, arm and seed), report.md with a
-    table per axis and a verdict per finding."""
+    table per axis and a verdict per finding, and a figure of accuracy against each axis."""
     rows = table_rows(grid, specs, done)
     verdicts = [
         {
@@ -513,10 +526,80 @@ def write_results(
         "runs": len(specs),
         "finished": sum(s.id in done for s in specs),
     }
+    used = [done[s.id] for s in specs if s.id in done]
+    document["seconds"] = {
+        stage: round(sum(r["seconds"] for r in used if r["stage"] == stage), 1)
+        for stage in ("pretrain", "finetune")
+    }
     atomic_write(out / "results.json", json.dumps(document, indent=2))
     atomic_write(out / "results.csv", _csv(rows, list(grid.axes)))
-    atomic_write(out / "report.md", report(grid, rows, verdicts))
+    figure = plot_grid(grid, rows, out / "accuracy.png") if rows else None
+    text = report(grid, rows, verdicts)
+    text += (
+        f"\nTraining and evaluation time of these runs: pre-training "
+        f"{document['seconds']['pretrain']:.0f} s, fine-tuning "
+        f"{document['seconds']['finetune']:.0f} s (runs shared with other grids counted "
+        f"here too).\n"
+    )
+    if figure:
+        text += f"\n![accuracy]({figure.name})\n"
+    atomic_write(out / "report.md", text)
     return document
+
+
+def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
+    """Top-1 against each axis (one panel per axis and task; a line per arm, mean over seeds
+    with the min-max range as a band); a grid without axes gets bars per task and arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from advise.report import save_figure
+
+    axes = list(grid.axes) or ["(base)"]
+    figure, panels = plt.subplots(
+        len(axes), len(grid.tasks), squeeze=False, figsize=(4.2 * len(grid.tasks), 3.2 * len(axes))
+    )
+    for row_index, axis in enumerate(axes):
+        cells = list(_unique([{}] + [{axis: v} for v in grid.axes.get(axis, [])]))
+        names = [", ".join(f"{v}" for v in c.values()) or "base" for c in cells]
+        for column, task in enumerate(grid.tasks):
+            panel = panels[row_index][column]
+            for number, arm in enumerate(grid.arms):
+                values = [_values(rows, cell, task, arm, "top1") for cell in cells]
+                means = [statistics.mean(v) if v else float("nan") for v in values]
+                if len(cells) > 1:
+                    x = list(range(len(cells)))
+                    (line,) = panel.plot(x, means, marker="o", label=arm)
+                    panel.fill_between(
+                        x,
+                        [min(v) if v else float("nan") for v in values],
+                        [max(v) if v else float("nan") for v in values],
+                        alpha=0.2,
+                        color=line.get_color(),
+                    )
+                else:
+                    low, high = (min(values[0]), max(values[0])) if values[0] else (0, 0)
+                    panel.bar(
+                        number,
+                        means[0],
+                        yerr=[[means[0] - low], [high - means[0]]],
+                        label=arm,
+                        capsize=4,
+                    )
+            if len(cells) > 1:
+                panel.set_xticks(range(len(cells)), names)
+                panel.set_xlabel(axis)
+            else:
+                panel.set_xticks(range(len(grid.arms)), grid.arms)
+            panel.set_title(f"{task}")
+            panel.set_ylabel("top-1 (%)")
+            panel.grid(alpha=0.3)
+            panel.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    return path
 
 
 def _csv(rows: list[dict], axes: list[str]) -> str:

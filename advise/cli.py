@@ -199,15 +199,18 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from advise.ablate import load_grid, run_ablation
+    from advise.ablate import load_grids, run_ablation
 
-    grid = load_grid(args.grid, seeds=args.seeds)
-    document = run_ablation(grid, Path(args.out))
-    print(f"{document['finished']}/{document['runs']} runs; wrote {Path(args.out) / 'report.md'}")
-    for row in document["verdicts"]:
-        print(
-            f"{row['name']}: {row['verdict']} (a - b = {row['difference']}, margin {row['margin']})"
-        )
+    out = Path(args.out)
+    grids = load_grids(args.grid, seeds=args.seeds)  # every grid checked before any work
+    for name, grid in grids:
+        folder = out / name if len(grids) > 1 else out
+        document = run_ablation(grid, folder, shared=out)
+        print(f"{name}: {document['finished']}/{document['runs']} runs; wrote "
+              f"{folder / 'report.md'}")  # fmt: skip
+        for row in document["verdicts"]:
+            print(f"  {row['name']}: {row['verdict']} (a - b = {row['difference']}, margin "
+                  f"{row['margin']})")  # fmt: skip
 
 
 def cmd_ifms(args: argparse.Namespace) -> None:

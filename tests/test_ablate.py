@@ -119,6 +119,7 @@ def test_a_killed_grid_resumes_without_redoing_finished_runs(tmp_path, capsys):
     assert len(document["rows"]) == 3 * 2  # cells base, 8 (same runs as base), 12 x 2 arms
     assert document["verdicts"][0]["verdict"] == "inconclusive"  # one seed
     assert "## tmm.bottleneck.hidden" in (out / "report.md").read_text()
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     header = (out / "results.csv").read_text().splitlines()[0]
     assert header.startswith("tmm.bottleneck.hidden,task,arm,seed,top1,top1_1view,dacc")
     # a grid with another seed adds only that seed's runs
@@ -128,11 +129,15 @@ def test_a_killed_grid_resumes_without_redoing_finished_runs(tmp_path, capsys):
 
 
 def test_every_built_in_grid_loads_and_plans():
-    from advise.ablate import GRID_DIR
+    from advise.ablate import GRID_DIR, load_grids
 
     names = sorted(path.stem for path in GRID_DIR.glob("*.yaml"))
-    assert {"table5-avgpool", "finding1-spatial", "finding3-depth"} <= set(names)
+    assert {"table5-avgpool", "finding1-spatial", "finding3-depth", "paper"} <= set(names)
     for name in names:
-        grid = load_grid(name)
-        specs = plan(grid)
-        assert specs and all(f.task in grid.tasks for f in grid.findings), name
+        for part, grid in load_grids(name):
+            specs = plan(grid)
+            assert specs and all(f.task in grid.tasks for f in grid.findings), (name, part)
+    assert [part for part, _ in load_grids("paper")] == [
+        "table5-avgpool", "finding1-spatial", "finding3-depth", "finding4-width",
+        "finding2-channels",
+    ]  # fmt: skip
