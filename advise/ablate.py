@@ -618,7 +618,7 @@ def _cell_text(values: list[float]) -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+    return f"{statistics.mean(values):.1f} ({min(values):.1f} to {max(values):.1f})"
 
 
 def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
