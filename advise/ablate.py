@@ -42,6 +42,7 @@ import yaml
 
 from advise.config import ConfigError, load_config
 from advise.files import atomic_write
+from advise.report import spread_text
 
 GRID_DIR = Path(__file__).parent / "ablations"
 ARMS = ("scratch", "prp", "avgpool", "linear")
@@ -613,14 +614,6 @@ def _csv(rows: list[dict], axes: list[str]) -> str:
     return handle.getvalue()
 
 
-def _cell_text(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ({min(values):.1f} to {max(values):.1f})"
-
-
 def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
     """Markdown: a table per axis (mean and min-max over seeds per task and arm), verdicts."""
     lines = [f"# advise ablate: {grid.description or grid.base}", ""]
@@ -632,7 +625,7 @@ def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
         lines += [f"## {axis}", "", header, "|" + " --- |" * (len(columns) + 1)]
         for cell in _unique(cells):
             texts = [
-                _cell_text(
+                spread_text(
                     _values(rows, cell, task, "prp", "dacc")
                     if arm == "dAcc"
                     else _values(rows, cell, task, arm, "top1")

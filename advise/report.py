@@ -133,3 +133,14 @@ def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
     finally:
         plt.close(figure)
     atomic_write(path, buffer.getbuffer())
+
+
+def spread_text(values: list[float]) -> str:
+    """Values over seeds as 'mean (min to max)'; one value as itself; none as '-'."""
+    import statistics
+
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ({min(values):.1f} to {max(values):.1f})"

@@ -31,6 +31,7 @@ from advise.demo import (
     _config,
 )
 from advise.models.build import build_frozen_ifm
+from advise.report import spread_text
 from advise.runs import evaluate_checkpoint, evaluate_pretext, extract, finetune, pretrain
 
 KINDS = ("bottleneck", "conv3d", "transformer", "swin", "none")
@@ -170,13 +171,6 @@ def table(results_path: Path) -> str:
     rows = [json.loads(line) for line in results_path.read_text().splitlines()]
     finetunes = [row for row in rows if "task" in row]
 
-    def cell(values: list[float]) -> str:
-        if not values:
-            return "-"
-        if len(values) == 1:
-            return f"{values[0]:.1f}"
-        return f"{statistics.mean(values):.1f} ({min(values):.1f}-{max(values):.1f})"
-
     lines = [
         "| TMM | task | scratch | PRP init | BYOL init | dAcc PRP | dAcc BYOL | s / run | seeds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -195,9 +189,10 @@ def table(results_path: Path) -> str:
                 continue
             seconds = statistics.median(row["seconds"] for row in mine)
             lines.append(
-                f"| {kind} | {task} | {cell(list(by_arm['scratch'].values()))} | "
-                f"{cell(list(by_arm['prp'].values()))} | {cell(list(by_arm['byol'].values()))} | "
-                f"{cell(deltas['prp'])} | {cell(deltas['byol'])} | {seconds:.0f} | "
+                f"| {kind} | {task} | {spread_text(list(by_arm['scratch'].values()))} | "
+                f"{spread_text(list(by_arm['prp'].values()))} | "
+                f"{spread_text(list(by_arm['byol'].values()))} | "
+                f"{spread_text(deltas['prp'])} | {spread_text(deltas['byol'])} | {seconds:.0f} | "
                 f"{len(by_arm['scratch'])} |"
             )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fabricate import tiny_config, ucf_tree
+from fabricate import tiny_config
 
 from advise.cli import main
 from advise.config import load_config
@@ -26,11 +26,6 @@ from advise.data.store import (
 from advise.models.build import build_frozen_ifm
 from advise.pretexts import build_pretext
 from advise.runs import evaluate_checkpoint, extract, finetune, pretrain
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
 
 
 @pytest.fixture

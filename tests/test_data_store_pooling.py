@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fabricate import tiny_config, ucf_tree
+from fabricate import tiny_config
 
 from advise.cli import main
 from advise.config import load_config
@@ -20,11 +20,6 @@ from advise.models.build import build_frozen_ifm
 from advise.models.sfu import SFU
 from advise.runs import evaluate_checkpoint, extract, finetune
 from advise.train.checkpoint import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return ucf_tree(tmp_path_factory.mktemp("data") / "tree")
 
 
 @pytest.fixture
