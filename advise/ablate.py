@@ -71,6 +71,26 @@ class Finding:
     metric: str = "top1"
     arm: str = "prp"
     arm_b: str | None = None
+    # an interaction: compare the change a - b on `task` with the same change on this task
+    # ("pooling hurts the temporal task more than the spatial one"), seed by seed
+    versus_task: str | None = None
+
+    def sides(self, rows: list[dict]) -> tuple[list[float], list[float]]:
+        """The per-seed values the verdict compares: (a, b), or with `versus_task` (the
+        change on `task`, the change on `versus_task`)."""
+        arm_b = self.arm_b or self.arm
+        if self.versus_task is None:
+            return (_values(rows, self.a, self.task, self.arm, self.metric),
+                    _values(rows, self.b, self.task, arm_b, self.metric))  # fmt: skip
+
+        def change(task: str) -> dict[int, float]:
+            a = _by_seed(rows, self.a, task, self.arm, self.metric)
+            b = _by_seed(rows, self.b, task, arm_b, self.metric)
+            return {seed: a[seed] - b[seed] for seed in a if seed in b}
+
+        here, there = change(self.task), change(self.versus_task)
+        seeds = sorted(set(here) & set(there))
+        return [here[s] for s in seeds], [there[s] for s in seeds]
 
 
 @dataclass(frozen=True)
@@ -484,6 +504,13 @@ def table_rows(grid: Grid, specs: list[RunSpec], done: dict[str, dict]) -> list[
     return rows
 
 
+def _by_seed(rows: list[dict], cell: dict, task: str, arm: str, metric: str) -> dict[int, float]:
+    label, column = json.dumps(cell, sort_keys=True), "dacc" if metric == "dacc" else "top1"
+    wanted = "prp" if metric == "dacc" else arm
+    return {r["seed"]: r[column] for r in rows if r["cell"] == label and r["task"] == task
+            and r["arm"] == wanted and r[column] is not None}  # fmt: skip
+
+
 def _values(rows: list[dict], cell: dict, task: str, arm: str, metric: str) -> list[float]:
     label = json.dumps(cell, sort_keys=True)
     column = "dacc" if metric == "dacc" else "top1"
@@ -511,10 +538,8 @@ def write_results(
             "arm_b": f.arm_b or f.arm,
             "a": f.a,
             "b": f.b,
-            **verdict(
-                _values(rows, f.a, f.task, f.arm, f.metric),
-                _values(rows, f.b, f.task, f.arm_b or f.arm, f.metric),
-            ),
+            "versus_task": f.versus_task,
+            **verdict(*f.sides(rows)),
         }
         for f in grid.findings
     ]
@@ -642,8 +667,7 @@ def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
     ]
     for v in verdicts:
         lines.append(
-            f"| {v['name']} | {v['claim']} | {_side(v['metric'], v['arm'], v['a'])} | "
-            f"{_side(v['metric'], v['arm_b'], v['b'])} | "
+            f"| {v['name']} | {v['claim']} | {_side(v, 'a')} | {_side(v, 'b')} | "
             f"{v['mean_a']} | {v['mean_b']} | {v['difference']} | {v['margin']} | "
             f"**{v['verdict']}** |"
         )
@@ -658,7 +682,17 @@ def _unique(cells: list[dict]) -> Iterator[dict]:
             yield cell
 
 
-def _side(metric: str, arm: str, cell: dict) -> str:
-    """One side of a finding, e.g. "prp top1 @ sfu.spatial=1"."""
-    where = ", ".join(f"{key}={value}" for key, value in cell.items()) or "base"
-    return f"{'dAcc' if metric == 'dacc' else arm + ' top1'} @ {where}"
+def _side(finding: dict, side: str) -> str:
+    """One side of a finding: e.g. "prp top1 @ sfu.spatial=1", or for an interaction the
+    change from a to b on one task."""
+
+    def where(cell: dict) -> str:
+        return ", ".join(f"{key}={value}" for key, value in cell.items()) or "base"
+
+    measure = "dAcc" if finding["metric"] == "dacc" else f"{finding['arm']} top1"
+    if finding["versus_task"]:
+        task = finding["task"] if side == "a" else finding["versus_task"]
+        return f"{task}: {measure} @ {where(finding['a'])} - @ {where(finding['b'])}"
+    arm = finding["arm"] if side == "a" else finding["arm_b"]
+    measure = "dAcc" if finding["metric"] == "dacc" else f"{arm} top1"
+    return f"{measure} @ {where(finding[side])}"

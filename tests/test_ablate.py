@@ -141,3 +141,21 @@ def test_every_built_in_grid_loads_and_plans():
         "table5-avgpool", "finding1-spatial", "finding3-depth", "finding4-width",
         "finding2-channels",
     ]  # fmt: skip
+
+
+def test_an_interaction_compares_the_change_on_two_tasks_seed_by_seed():
+    from advise.ablate import Finding
+
+    def row(cell, task, seed, top1):
+        return {"cell": json.dumps(cell, sort_keys=True), "task": task, "arm": "prp",
+                "seed": seed, "top1": top1, "dacc": None}  # fmt: skip
+
+    pooled = {"sfu.spatial": 1}
+    rows = [row({}, "temporal", s, 60 + s) for s in range(3)]
+    rows += [row(pooled, "temporal", s, 30 + 2 * s) for s in range(3)]
+    rows += [row({}, "spatial", s, 85) for s in range(3)] + [row(pooled, "spatial", s, 84 + s)
+                                                             for s in range(3)]  # fmt: skip
+    finding = Finding("f1", "claim", "temporal", {}, pooled, versus_task="spatial")
+    temporal_drop, spatial_drop = finding.sides(rows)
+    assert temporal_drop == [30, 29, 28] and spatial_drop == [1, 0, -1]
+    assert verdict(temporal_drop, spatial_drop)["verdict"] == "reproduced"
