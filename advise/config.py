@@ -741,11 +741,16 @@ def preset_description(name: str) -> str:
     return str(values.get("description", "")).strip()
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """The resolved config as YAML, with only the chosen kinds' sections."""
+def resolved_dict(config: Config) -> dict[str, Any]:
+    """`config` as nested plain values, without the sections of the kinds not chosen."""
     values = config.to_dict()
     for part, kinds in SECTIONS.items():
         for kind in kinds:
             if kind != values[part]["kind"]:
                 del values[part][kind]
-    atomic_write(Path(path), yaml.safe_dump(values, sort_keys=False))
+    return values
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """The resolved config as YAML, with only the chosen kinds' sections."""
+    atomic_write(Path(path), yaml.safe_dump(resolved_dict(config), sort_keys=False))

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from advise import config as config_module
-from advise.config import SECTIONS, Config, ConfigError, load_config, lookup
+from advise.config import Config, ConfigError, load_config, lookup, resolved_dict
 
 TABLE_START = "<!-- config-table:start -->"
 TABLE_END = "<!-- config-table:end -->"
@@ -49,16 +49,6 @@ def describe(config_source: str | None, overrides: list[str]) -> dict[str, Any]:
     notes = [str(warning.message) for warning in caught]
     derived, run_notes = _derived(config)
     return {"config": resolved_dict(config), "derived": derived, "warnings": notes + run_notes}
-
-
-def resolved_dict(config: Config) -> dict[str, Any]:
-    """`config` as nested plain values, without the sections of the kinds not chosen."""
-    values = config.to_dict()
-    for part, kinds in SECTIONS.items():
-        for kind in kinds:
-            if kind != values[part]["kind"]:
-                del values[part][kind]
-    return values
 
 
 def _derived(config: Config) -> tuple[dict[str, Any], list[str]]:

@@ -49,7 +49,7 @@ def read_metrics(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
                 break  # partly written last line
             raise ValueError(
                 f"{path}:{number}: not a JSON object ({error}); every line of a "
-                f"{METRICS_NAME} is one row written by advise train"
+                f"{METRICS_NAME} is one row written by advise pretrain or finetune"
             ) from None
         row = normalise_row(row)
         rows.setdefault(row["kind"], []).append(row)
@@ -63,7 +63,7 @@ def _missing_metrics_message(run_dir: Path) -> str:
     nested = sorted(path.parent for path in run_dir.glob(f"*/**/{METRICS_NAME}"))
     message = (
         f"{run_dir / METRICS_NAME} not found: expected a training run folder (the --out of "
-        f"advise train) holding {METRICS_NAME}"
+        f"advise pretrain or finetune) holding {METRICS_NAME}"
     )
     if nested:
         shown = ", ".join(str(folder) for folder in nested[:8])

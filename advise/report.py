@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,13 @@ def results_table(tasks: dict[str, dict[str, float]], pretext: Any) -> str:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """Per-epoch records of a run folder's metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+    """Per-epoch records of a run folder's metrics.jsonl (`advise.plot.read_metrics`); none
+    for a folder without one."""
+    from advise.plot import read_metrics
+
+    if not (run_dir / "metrics.jsonl").exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [record for record in records if record.get("kind") == "epoch"]
+    return read_metrics(run_dir)["epoch"]
 
 
 def plot_curves(curves: dict[str, dict[str, list[dict[str, Any]]]], path: Path) -> Path:

@@ -37,7 +37,7 @@ from advise.train.checkpoint import (
     set_rng_state,
 )
 from advise.train.metrics import AccuracyMeter
-from advise.train.optim import build_optimizer, lr_at, scaled_lr, set_lr
+from advise.train.optim import build_optimizer, lr_at, scaled_lr, schedule_warnings, set_lr
 from advise.train.tasks import Task, forward_batch
 
 
@@ -228,8 +228,6 @@ class Schedule:
     def warnings(self) -> list[str]:
         """What is wrong with this schedule (e.g. a warm-up longer than the run, a step at lr
         0), in sentences; empty when nothing is."""
-        from advise.train.optim import schedule_warnings
-
         return schedule_warnings(self.total_steps, self.warmup_steps, self.peak_lr, self.min_lr)
 
 
