@@ -123,6 +123,16 @@ def save_checkpoint(path_stem: str | Path, tensors: dict[str, Tensor], state: di
     return state_path
 
 
+def link_checkpoint(source: str | Path, target: str | Path) -> None:
+    """Make the checkpoint `target` the same pair as `source` (hard links, replaced
+    atomically; a copy where links are not possible): e.g. `best` as the `last` just saved,
+    without writing it again. Later saves of `source` replace its files by rename, so
+    `target` keeps this content."""
+    pairs = zip(checkpoint_paths(source), checkpoint_paths(target), strict=True)
+    for source_file, target_file in pairs:  # tensors first: the JSON binds them
+        _atomic_link(source_file, target_file)
+
+
 def _same_bytes(first: Path, second: Path) -> bool:
     try:
         return _read(first) == _read(second)

@@ -28,6 +28,7 @@ from advise.data.datasets import collate_clips
 from advise.files import atomic_write
 from advise.train import distributed
 from advise.train.checkpoint import (
+    link_checkpoint,
     load_checkpoint,
     model_tensors,
     optimizer_from_tensors,
@@ -279,10 +280,9 @@ class _Run:
     bad_paths: set[str] = field(default_factory=set)
     best: dict[str, Any] | None = None  # the best validation so far: top1, epoch, step
 
-    def save(self, checkpoint: Path | None = None) -> Path:
-        """The checkpoint of this step (at `checkpoint`, default the run's `last`); rank 0
-        writes, the others wait until it is whole."""
-        checkpoint = checkpoint or self.checkpoint
+    def save(self) -> Path:
+        """The checkpoint of this step; rank 0 writes, the others wait until it is whole."""
+        checkpoint = self.checkpoint
         if distributed.is_main():
             optim_tensors, optim_meta = optimizer_to_tensors(self.optimizer)
             tensors = {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
@@ -375,8 +375,8 @@ def train(
             every = train_config.checkpoint_every
             if at_epoch_end or (every and run.step % every == 0):
                 run.save()
-            if improved:
-                run.save(run.checkpoint.with_name("best"))
+            if improved and distributed.is_main():  # the pair just saved, linked
+                link_checkpoint(run.checkpoint, run.checkpoint.with_name("best"))
             tick = time.perf_counter()
         progress.close()
     distributed.barrier()
