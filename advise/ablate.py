@@ -34,6 +34,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,16 +307,20 @@ def load_grids(source: str, seeds: list[int] | None = None) -> list[tuple[str, G
     return [(Path(source).stem, load_grid(source, seeds))]
 
 
-def run_ablation(grid: Grid, out: Path, shared: Path | None = None) -> dict[str, Any]:
-    """Run every missing run of `grid` (resumable), then write results.csv, results.json,
-    report.md and figures into `out`. The videos, stores, run folders and the finished-run
-    log live in `shared` (default `out`), so grids run into one `shared` folder share every
-    run they have in common. Returns the results document."""
+def run_ablation(
+    grid: Grid, out: Path, shared: Path | None = None, jobs: int = 1
+) -> dict[str, Any]:
+    """Run every missing run of `grid` (resumable), `jobs` at a time, then write results.csv,
+    results.json, report.md and figures into `out`. The videos, stores, run folders and the
+    finished-run log live in `shared` (default `out`), so grids run into one `shared` folder
+    share every run they have in common. Returns the results document.
+
+    Each run trains on one thread, from its feature store held in memory; with `jobs` > 1 the
+    runs go to that many worker processes (a fine-tuning starts once its pre-training is
+    done). A run's result does not depend on `jobs`: each run is seeded by its config alone."""
     import torch
 
     from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
-    from advise.mini_ifm import ensure_mini_ifm
-    from advise.models.build import build_frozen_ifm
 
     shared = shared or out
     out.mkdir(parents=True, exist_ok=True)
@@ -332,38 +337,36 @@ def run_ablation(grid: Grid, out: Path, shared: Path | None = None) -> dict[str,
     done = _read_rows(shared / "results.jsonl")
     todo = [spec for spec in specs if spec.id not in done]
     print(
-        f"ablate: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run", flush=True
+        f"ablate: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run, {jobs} "
+        "at a time",
+        flush=True,
     )
-    ifms: dict[str, Any] = {}
-    stores: dict[tuple[str, str], str] = {}
+    work = _Work(grid, shared, roots)
+    for spec in todo:  # every store extracted here, once, before any run starts
+        work.sources(spec)
     started = time.perf_counter()
-    for number, spec in enumerate(todo, start=1):
-        config = load_config(grid.base, spec.overrides)
-        key = json.dumps(
-            [
-                config.ifm.name,
-                config.ifm.img_size,
-                config.ifm.layers,
-                config.ifm.layer_merge,
-                config.ifm.random_init,
-            ]
-        )
-        if key not in ifms:
-            if "mini" in config.ifm.name.split("+") and not config.ifm.random_init:
-                ensure_mini_ifm()  # trained on this machine once, then cached
-            ifms[key] = build_frozen_ifm(config.ifm, torch.device("cpu"))
-        row = _run_one(spec, grid, shared, roots, ifms[key], key, stores)
+    for number, (spec, row) in enumerate(_execute(work, todo, jobs), start=1):
         _append_row(shared / "results.jsonl", row)
         done[spec.id] = row
         elapsed = time.perf_counter() - started
         eta = elapsed / number * (len(todo) - number)
         print(
             f"ablate: run {number}/{len(todo)} {spec.stage} {spec.dataset} {spec.arm or ''} "
-            f"seed {spec.seed}: {row.get('top1', row.get('measure'))} in {row['seconds']:.0f} s;"
-            f" ETA of the grid {eta / 60:.1f} min",
+            f"seed {spec.seed}: {_result_text(row)} in {row['seconds']:.0f} s; ETA of the grid "
+            f"{eta / 60:.1f} min",
             flush=True,
         )
     return write_results(grid, specs, done, out, shared)
+
+
+def _result_text(row: dict[str, Any]) -> str:
+    """A finished run's result for its progress line: "top-1 87.5" or the pretext measure."""
+    if "top1" in row:
+        return f"top-1 {row['top1']:.1f}"
+    measure = row.get("measure") or {}
+    counts = ("clips", "videos")
+    values = [f"{key} {value:.1f}" for key, value in measure.items() if key not in counts]
+    return ", ".join(values) or "done"
 
 
 def _benchmark(data: Path, sizes: dict[str, Any]) -> dict[str, Path]:
@@ -385,35 +388,134 @@ def _benchmark(data: Path, sizes: dict[str, Any]) -> dict[str, Path]:
     return roots
 
 
-def _store(
-    dataset: str, root: Path, ifm: Any, ifm_key: str, grid: Grid, out: Path, stores: dict
-) -> str:
-    """The fp32 feature store of `dataset`'s tokens for this IFM: extracted once, shared."""
-    from advise.runs import extract
+_IFMS: dict[str, Any] = {}  # the frozen IFMs this process built, by `_Work.ifm`'s key
 
-    if (dataset, ifm_key) not in stores:
-        name = hashlib.sha256(ifm_key.encode()).hexdigest()[:8]
-        config = load_config(grid.base, {**grid.common, "data.root": str(root)})
-        path = extract(
-            config, out / "stores" / f"{dataset}-{name}", dtype="fp32", ifm=ifm, progress=False
+
+class _Work:
+    """What the runs share: the frozen IFMs (built once per process) and the fp32 feature
+    stores (extracted once per dataset and IFM, by the ablate process). Sent to worker
+    processes as it is: the store paths travel, the IFMs are built there."""
+
+    def __init__(self, grid: Grid, out: Path, roots: dict[str, Path]) -> None:
+        self.grid, self.out, self.roots = grid, out, roots
+        self.stores: dict[tuple[str, str], str] = {}
+
+    def ifm(self, spec: RunSpec) -> tuple[Any, str]:
+        """The run's frozen IFM and its key (name, size, layers: what its tokens depend on)."""
+        import torch
+
+        from advise.mini_ifm import ensure_mini_ifm
+        from advise.models.build import build_frozen_ifm
+
+        config = load_config(self.grid.base, spec.overrides).ifm
+        key = json.dumps(
+            [config.name, config.img_size, config.layers, config.layer_merge, config.random_init]
         )
-        stores[(dataset, ifm_key)] = f"store:{path}"
-    return stores[(dataset, ifm_key)]
+        if key not in _IFMS:
+            if "mini" in config.name.split("+") and not config.random_init:
+                ensure_mini_ifm()  # trained on this machine once, then cached
+            _IFMS[key] = build_frozen_ifm(config, torch.device("cpu"))
+        return _IFMS[key], key
+
+    def sources(self, spec: RunSpec) -> dict[str, str]:
+        """`data.source` of each dataset the run reads: its own, and for a pre-training the
+        held-out pool its pretext is measured on. Extracts a store not yet extracted."""
+        datasets = [spec.dataset] + (["heldout"] if spec.stage == "pretrain" else [])
+        return {dataset: self._store(dataset, spec) for dataset in datasets}
+
+    def _store(self, dataset: str, spec: RunSpec) -> str:
+        from advise.runs import extract
+
+        ifm, key = self.ifm(spec)
+        if (dataset, key) not in self.stores:
+            name = hashlib.sha256(key.encode()).hexdigest()[:8]
+            root = self.roots[dataset]
+            config = load_config(self.grid.base, {**self.grid.common, "data.root": str(root)})
+            path = extract(
+                config, self.out / "stores" / f"{dataset}-{name}", dtype="fp32", ifm=ifm,
+                progress=False,
+            )  # fmt: skip
+            self.stores[(dataset, key)] = f"store:{path}"
+        return self.stores[(dataset, key)]
 
 
-def _run_one(
-    spec: RunSpec, grid: Grid, out: Path, roots: dict, ifm: Any, ifm_key: str, stores: dict
-) -> dict[str, Any]:
-    """Train (resuming a killed run) and evaluate one run; its results row."""
+def _execute(
+    work: _Work, todo: list[RunSpec], jobs: int
+) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
+    """(spec, results row) of every run in `todo` as each finishes: in this process with
+    `jobs` = 1, else in `jobs` worker processes, a fine-tuning once its pre-training is done."""
+    if jobs <= 1:
+        for spec in todo:
+            yield spec, _run_one(spec, work)
+        return
+    import concurrent.futures as futures
+    import multiprocessing
+
+    waiting = list(todo)
+    pending = {spec.id for spec in todo if spec.stage == "pretrain"}  # not yet finished
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
+    with futures.ProcessPoolExecutor(jobs, context, initializer=_worker_start) as pool:
+        running: dict[futures.Future, RunSpec] = {}
+        while waiting or running:
+            for spec in [s for s in waiting if s.init not in pending][: jobs - len(running)]:
+                waiting.remove(spec)
+                running[pool.submit(_run_one, spec, work)] = spec
+            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in finished:
+                spec = running.pop(future)
+                pending.discard(spec.id)
+                yield spec, future.result()
+
+
+def _worker_start() -> None:
+    """A worker trains on one thread and dies with the ablate process that started it (a
+    killed ablate leaves no run going on in the background: resuming it finds the folders
+    free)."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def _run_one(spec: RunSpec, work: _Work) -> dict[str, Any]:
+    """Train (resuming a killed run) and evaluate one run; its results row. What the run
+    prints goes to RUN/output.log (the grid's own lines stay readable with several jobs)."""
+    run_dir = work.out / "runs" / f"{spec.stage}-{spec.id}"
+    if run_dir.exists() and not (run_dir / "checkpoints" / "last.json").exists():
+        shutil.rmtree(run_dir)  # killed before its first checkpoint: start again
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "output.log"
+    with log.open("a") as stream, redirect_stdout(stream), redirect_stderr(stream):
+        try:
+            return _train_and_evaluate(spec, work, run_dir)
+        except Exception as error:
+            raise RuntimeError(
+                f"{spec.stage} run {run_dir} failed ({type(error).__name__}: {error}); its "
+                f"output is in {log}"
+            ) from error
+
+
+def _train_and_evaluate(spec: RunSpec, work: _Work, run_dir: Path) -> dict[str, Any]:
     from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
 
-    run_dir = out / "runs" / f"{spec.stage}-{spec.id}"
-    source = _store(spec.dataset, roots[spec.dataset], ifm, ifm_key, grid, out, stores)
-    settings = {**spec.overrides, "data.root": str(roots[spec.dataset]), "data.source": source}
+    grid, out, roots = work.grid, work.out, work.roots
+    ifm, _ = work.ifm(spec)
+    sources = work.sources(spec)
+    # in memory: the same results as reading the store each time (advise.data.sources)
+    settings = {
+        **spec.overrides,
+        "data.root": str(roots[spec.dataset]),
+        "data.source": sources[spec.dataset],
+        "data.in_memory": True,
+    }
     config = load_config(grid.base, settings)
     resume = (run_dir / "checkpoints" / "last.json").exists()
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # killed before its first checkpoint: start again
     started = time.perf_counter()
     row: dict[str, Any] = {
         "id": spec.id,
@@ -424,12 +526,8 @@ def _run_one(
         "run": str(run_dir),
     }
     if spec.stage == "pretrain":
-        result = pretrain(config, run_dir, resume=resume, ifm=ifm)
-        held = {
-            **settings,
-            "data.root": str(roots["heldout"]),
-            "data.source": _store("heldout", roots["heldout"], ifm, ifm_key, grid, out, stores),
-        }
+        pretrain(config, run_dir, resume=resume, ifm=ifm)
+        held = {**settings, "data.root": str(roots["heldout"]), "data.source": sources["heldout"]}
         row["measure"] = evaluate_pretext(
             load_config(grid.base, held), run_dir / "checkpoints" / "last.safetensors", ifm=ifm
         )

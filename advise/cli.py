@@ -202,10 +202,14 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from advise.ablate import load_grids, run_ablation
 
     out = Path(args.out)
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    args.jobs = args.jobs or cores or 1
     grids = load_grids(args.grid, seeds=args.seeds)  # every grid checked before any work
     for name, grid in grids:
         folder = out / name if len(grids) > 1 else out
-        document = run_ablation(grid, folder, shared=out)
+        document = run_ablation(grid, folder, shared=out, jobs=args.jobs)
         print(f"{name}: {document['finished']}/{document['runs']} runs; wrote "
               f"{folder / 'report.md'}")  # fmt: skip
         for row in document["verdicts"]:
@@ -420,6 +424,11 @@ def _ablate_arguments(ablate: argparse.ArgumentParser) -> None:
     ablate.add_argument("grid", help="a grid YAML, or a built-in grid's name")
     ablate.add_argument("--out", required=True, help="folder of the grid's runs and report")
     ablate.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
+    ablate.add_argument(
+        "--jobs", type=int, default=None,
+        help="runs at a time, each in its own process on one thread (default: the CPU cores "
+        "this process may use); results do not depend on it",
+    )  # fmt: skip
 
 
 def _ifms_arguments(ifms: argparse.ArgumentParser) -> None:

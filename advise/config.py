@@ -158,6 +158,7 @@ class DataConfig:
     color_jitter_p: float = 0.8  # probability of colour jitter per clip
     grayscale_p: float = 0.2  # probability of grey-scaling a clip
     num_workers: int = 2  # DataLoader worker processes (0 = decode in the main one)
+    in_memory: bool = False  # store:PATH: read each video's tokens once, pooled, into memory
     max_bad_fraction: float = 0.05  # fail the run when more videos than this fail to decode
 
     @property

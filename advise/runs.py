@@ -293,7 +293,7 @@ def _train_stage(
             out_dir=out_dir,
             meta=meta,
             resume=resume,
-            num_workers=config.data.num_workers,
+            num_workers=loaders.worker_count(config),
             max_bad_fraction=config.data.max_bad_fraction,
             description=stage,
             validate=parts.validate,
@@ -392,7 +392,7 @@ def _validator(config: Config, run: Setup, class_names: list[str]) -> Validate |
     def validate(model: nn.Module) -> dict[str, Any]:
         result = evaluate(
             model, dataset, batch_size=config.eval.batch_size,
-            num_workers=config.data.num_workers, description="validate",
+            num_workers=loaders.worker_count(config), description="validate",
             precision=config.train.precision, max_bad_fraction=config.data.max_bad_fraction,
         )  # fmt: skip
         return {"top1": result["top1"], "top5": result["top5"], "views": "1x1",
@@ -416,7 +416,8 @@ def parse_views(text: str) -> tuple[int, int]:
 # tested; the model (IFM, SFU, TMM, head) is always rebuilt from the checkpoint's own config
 EVALUATION_KEYS = (
     "data.format", "data.root", "data.annotations", "data.test_annotations", "data.split",
-    "data.quarantine", "data.source", "data.num_workers", "data.max_bad_fraction", "eval.*",
+    "data.quarantine", "data.source", "data.num_workers", "data.in_memory", "data.max_bad_fraction",
+    "eval.*",
     "train.device", "train.threads", "ifm.weights", "ifm.precision",
 )  # fmt: skip
 
@@ -543,7 +544,7 @@ def evaluate_checkpoint(
         model,
         dataset,
         batch_size=config.eval.batch_size,
-        num_workers=config.data.num_workers,
+        num_workers=loaders.worker_count(config),
         meter=meter,
         precision=config.train.precision,
         max_bad_fraction=config.data.max_bad_fraction,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from advise.ablate import load_grid, plan, verdict
@@ -159,3 +160,36 @@ def test_an_interaction_compares_the_change_on_two_tasks_seed_by_seed():
     temporal_drop, spatial_drop = finding.sides(rows)
     assert temporal_drop == [30, 29, 28] and spatial_drop == [1, 0, -1]
     assert verdict(temporal_drop, spatial_drop)["verdict"] == "reproduced"
+
+
+def test_runs_in_worker_processes_give_the_results_of_runs_in_one(tmp_path, capsys):
+    """--jobs 2 (worker processes, fine-tunings waiting for their pre-training) and --jobs 1
+    give the same rows and the same checkpoints, bit for bit; each run's output is in its
+    RUN/output.log, not on the grid's console."""
+    from advise.train.checkpoint import load_checkpoint
+
+    grid = write_grid(tmp_path / "g.yaml", axes={})
+    documents = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["ablate", str(grid), "--out", str(out), "--jobs", str(jobs)]) == 0
+        console = capsys.readouterr().out
+        assert f"{jobs} at a time" in console and "finetune epoch" not in console
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        documents[jobs] = {row["id"]: row for row in rows}
+    assert documents[1].keys() == documents[2].keys() and len(documents[1]) == 3
+    for run, row in documents[1].items():
+        other = documents[2][run]
+        assert (row.get("top1"), row.get("measure")) == (other.get("top1"), other.get("measure"))
+        folders = [Path(row["run"]), Path(other["run"])]
+        assert "epoch 1/1" in (folders[1] / "output.log").read_text()
+        one, two = (load_checkpoint(folder / "checkpoints" / "last")[0] for folder in folders)
+        assert one.keys() == two.keys()
+        assert all(torch.equal(one[key], two[key]) for key in one)
+
+
+def test_jobs_below_one_is_refused(tmp_path, capsys):
+    grid = write_grid(tmp_path / "g.yaml")
+    assert main(["ablate", str(grid), "--out", str(tmp_path / "out"), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

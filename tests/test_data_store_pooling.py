@@ -36,9 +36,9 @@ def _pooled(config, spatial: int | None, channels: int | None):
     return config.replace({"sfu.spatial": spatial, "sfu.channels": channels})
 
 
-def _test_inputs(config, store: Path) -> list[torch.Tensor]:
+def _test_inputs(config, store: Path, in_memory: bool = False) -> list[torch.Tensor]:
     """Every test clip's tokens [S, D, T, h, w], as an evaluation from `store` reads them."""
-    from_store = config.replace({"data.source": f"store:{store}"})
+    from_store = config.replace({"data.source": f"store:{store}", "data.in_memory": in_memory})
     split = loaders.read_split(from_store.data, "test")
     dataset = loaders.eval_dataset(from_store, split, None, 2, 3, FeatureStore(store))
     return [dataset[index]["input"] for index in range(len(dataset))]
@@ -54,15 +54,18 @@ def _test_inputs(config, store: Path) -> list[torch.Tensor]:
         ((2, None), (2, 48)),  # the store pooled space, the reader pools channels
     ],
 )
+@pytest.mark.parametrize("in_memory", [False, True])
 def test_pooling_as_read_gives_the_tokens_of_pooling_before_storing(
-    tmp_path, config, ifm, stored, asked
+    tmp_path, config, ifm, stored, asked, in_memory
 ):
+    """Also when held in memory: each video pooled whole once, clips cut from it."""
     source = extract(_pooled(config, *stored), tmp_path / "source", views=3, dtype="fp32",
                      pool=stored != (None, None), ifm=ifm, progress=False)  # fmt: skip
     wanted = _pooled(config, *asked)
     reference = extract(wanted, tmp_path / "ref", views=3, dtype="fp32", pool=True, ifm=ifm,
                         progress=False)  # fmt: skip
-    pooled_as_read, pooled_before = _test_inputs(wanted, source), _test_inputs(wanted, reference)
+    pooled_as_read = _test_inputs(wanted, source, in_memory)
+    pooled_before = _test_inputs(wanted, reference)
     dim, size = asked[1] or 96, asked[0] or 4
     assert pooled_as_read[0].shape == (6, dim, 4, size, size)  # 2 clips x 3 crops, c, T, s, s
     for read, before in zip(pooled_as_read, pooled_before, strict=True):
@@ -106,9 +109,13 @@ def test_a_rounded_store_pools_within_one_step_of_pooling_before_storing(
     assert max(differences) > 0  # rounded stores do differ: not bit for bit
 
 
-def test_finetuning_from_a_whole_store_equals_finetuning_from_a_pooled_one(tmp_path, config, ifm):
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_finetuning_from_a_whole_store_equals_finetuning_from_a_pooled_one(
+    tmp_path, config, ifm, in_memory
+):
     """Bit-identical checkpoints: with the grid crop and flip on (they act on the pooled grid
-    in both runs, so pooling must happen before them) and three stored views."""
+    in both runs, so pooling must happen before them) and three stored views; and with the
+    whole store held in memory (read in this process, no data workers)."""
     augmented = config.replace({"data.flip": True, "data.scale_min": 0.5})
     wanted = _pooled(augmented, 2, 48)
     whole = extract(augmented, tmp_path / "whole", views=3, dtype="fp32", ifm=ifm, progress=False)
@@ -118,7 +125,8 @@ def test_finetuning_from_a_whole_store_equals_finetuning_from_a_pooled_one(tmp_p
     assert FeatureStore(pooled).spec.token_shape == (48, 2, 2)
     runs = {}
     for name, store in (("whole", whole), ("pooled", pooled)):
-        from_store = wanted.replace({"data.source": f"store:{store}"})
+        kept = in_memory and name == "whole"
+        from_store = wanted.replace({"data.source": f"store:{store}", "data.in_memory": kept})
         result = finetune(from_store, tmp_path / f"ft-{name}")
         tensors, _ = load_checkpoint(result.checkpoint)
         scores = evaluate_checkpoint(from_store, result.checkpoint, views=(2, 3))
@@ -161,3 +169,22 @@ def test_a_pooled_store_is_refused_for_another_pooling(tmp_path, config, ifm, ca
     assert main(["finetune", "--config", str(cfg_file), "--out", str(tmp_path / "cli")]) == 2
     err = capsys.readouterr().err
     assert "does not match the config" in err and "sfu.spatial: store 2, the config 1" in err
+
+
+def test_a_damaged_video_held_in_memory_is_refused_at_every_read(tmp_path, config, ifm):
+    """A video whose stored tokens turn out non-finite is never kept: every read of it raises,
+    as it does without in_memory, and the other videos are read and kept."""
+    from advise.data.video import VideoDecodeError
+
+    store = FeatureStore(extract(config, tmp_path / "store", dtype="fp32", ifm=ifm, progress=False))
+    records = loaders.read_split(config.data, "train").records
+    broken = store.path / "videos" / f"{store.index_of(records[0].path):07d}.npy"
+    tokens = np.load(broken)
+    tokens[0, 1, 0, 0, 0] = np.nan
+    np.save(broken, tokens)
+    source = StoreSource(FeatureStore(store.path), records, pool=SFU(2, None), in_memory=True)
+    for _ in range(2):
+        with pytest.raises(VideoDecodeError, match="non-finite"):
+            source.read(0, [np.arange(2)])
+    clip = source.read(1, [np.array([0, 2])])[0]
+    assert clip.shape[1:3] == (2, 96) and list(source.kept) == [store.index_of(records[1].path)]

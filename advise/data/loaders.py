@@ -221,7 +221,14 @@ def _source(config: Config, split: AnnotatedSplit, store: Any) -> Source:
         spatial, channels = pooling_at_read(store.spec, config.sfu.spatial, config.sfu.channels)
         if spatial is not None or channels is not None:
             pool = SFU(spatial, channels)
-    return source_of(split.records, store, pool)
+    return source_of(split.records, store, pool, config.data.in_memory)
+
+
+def worker_count(config: Config) -> int:
+    """DataLoader workers for the config: none for tokens held in memory, whose reads are
+    indexing (a worker would only copy them), else data.num_workers."""
+    in_memory = config.data.in_memory and config.data.store_path is not None
+    return 0 if in_memory else config.data.num_workers
 
 
 def _check_store_covers(store: Any, split: AnnotatedSplit, config: Config) -> None:

@@ -98,11 +98,14 @@ class StoreSource:
         store: Any,
         records: Sequence[VideoRecord],
         pool: Callable[[Tensor], Tensor] | None = None,
+        in_memory: bool = False,
     ) -> None:
         self.store = store
         self.records = list(records)
         self.store_indices = [store.index_of(record.path) for record in self.records]
         self.pool = pool
+        self.in_memory = in_memory
+        self.kept: dict[int, Tensor] = {}  # store index -> [V, T, c, s, s], with in_memory
 
     def _store_index(self, index: int) -> int:
         store_index = self.store_indices[index]
@@ -117,8 +120,18 @@ class StoreSource:
         """float [V, T, D, h, w] per clip: every stored view of the clip's frames ([V, T, c,
         s, s] when pooled as read)."""
         store_index = self._store_index(index)
+        if self.in_memory:
+            whole = self._whole(store_index)
+            return [whole[:, torch.from_numpy(np.asarray(i, dtype=np.int64))] for i in clip_indices]
         clips = [self.store.read(store_index, indices) for indices in clip_indices]
         return clips if self.pool is None else [self._pooled(clip) for clip in clips]
+
+    def _whole(self, store_index: int) -> Tensor:
+        """Every frame of the video, pooled: read once, then kept."""
+        if store_index not in self.kept:
+            tokens = self.store.read(store_index, np.arange(self.store.num_frames(store_index)))
+            self.kept[store_index] = tokens if self.pool is None else self._pooled(tokens)
+        return self.kept[store_index]
 
     def _pooled(self, tokens: Tensor) -> Tensor:  # [V, T, D, h, w] -> [V, T, c, s, s]
         with torch.no_grad():
@@ -134,7 +147,11 @@ def source_of(
     records: Sequence[VideoRecord],
     store: Any = None,
     pool: Callable[[Tensor], Tensor] | None = None,
+    in_memory: bool = False,
 ) -> Source:
     """The records' videos decoded, or their tokens in `store` when one is given (pooled by
-    `pool` as they are read, when given; see `StoreSource`)."""
-    return VideoSource(records) if store is None else StoreSource(store, records, pool)
+    `pool` as they are read, when given, and kept in memory with `in_memory`; see
+    `StoreSource`)."""
+    if store is None:
+        return VideoSource(records)
+    return StoreSource(store, records, pool, in_memory)

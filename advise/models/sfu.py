@@ -43,9 +43,10 @@ class SFU(nn.Module):
                 raise ValueError(
                     f"SFU spatial={self.spatial} exceeds the {height}x{width} token grid"
                 )
-            # [B, D, T, h, w] -> [B, D, T, s, s]
-            tokens = F.adaptive_avg_pool3d(tokens, (frames, self.spatial, self.spatial))
-        if self.channels is not None:
+            if (height, width) != (self.spatial, self.spatial):  # else the mean of one: itself
+                # [B, D, T, h, w] -> [B, D, T, s, s]
+                tokens = F.adaptive_avg_pool3d(tokens, (frames, self.spatial, self.spatial))
+        if self.channels is not None and self.channels != dim:
             if self.channels > dim:
                 raise ValueError(f"SFU channels={self.channels} exceeds the {dim} input channels")
             height, width = tokens.shape[-2:]
