@@ -43,6 +43,7 @@ import yaml
 
 from advise.config import ConfigError, load_config
 from advise.files import atomic_write
+from advise.jobs import Job, run_jobs
 from advise.report import spread_text
 
 GRID_DIR = Path(__file__).parent / "ablations"
@@ -345,7 +346,13 @@ def run_ablation(
     for spec in todo:  # every store extracted here, once, before any run starts
         work.sources(spec)
     started = time.perf_counter()
-    for number, (spec, row) in enumerate(_execute(work, todo, jobs), start=1):
+    todo_ids = {spec.id for spec in todo}
+    runs = [
+        Job(spec.id, _run_one, (spec, work), after=(spec.init,) if spec.init in todo_ids else ())
+        for spec in todo
+    ]
+    for number, (job, row) in enumerate(run_jobs(runs, jobs), start=1):
+        spec = job.args[0]
         _append_row(shared / "results.jsonl", row)
         done[spec.id] = row
         elapsed = time.perf_counter() - started
@@ -437,50 +444,6 @@ class _Work:
             )  # fmt: skip
             self.stores[(dataset, key)] = f"store:{path}"
         return self.stores[(dataset, key)]
-
-
-def _execute(
-    work: _Work, todo: list[RunSpec], jobs: int
-) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
-    """(spec, results row) of every run in `todo` as each finishes: in this process with
-    `jobs` = 1, else in `jobs` worker processes, a fine-tuning once its pre-training is done."""
-    if jobs <= 1:
-        for spec in todo:
-            yield spec, _run_one(spec, work)
-        return
-    import concurrent.futures as futures
-    import multiprocessing
-
-    waiting = list(todo)
-    pending = {spec.id for spec in todo if spec.stage == "pretrain"}  # not yet finished
-    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
-    with futures.ProcessPoolExecutor(jobs, context, initializer=_worker_start) as pool:
-        running: dict[futures.Future, RunSpec] = {}
-        while waiting or running:
-            for spec in [s for s in waiting if s.init not in pending][: jobs - len(running)]:
-                waiting.remove(spec)
-                running[pool.submit(_run_one, spec, work)] = spec
-            finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-            for future in finished:
-                spec = running.pop(future)
-                pending.discard(spec.id)
-                yield spec, future.result()
-
-
-def _worker_start() -> None:
-    """A worker trains on one thread and dies with the ablate process that started it (a
-    killed ablate leaves no run going on in the background: resuming it finds the folders
-    free)."""
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
 
 
 def _run_one(spec: RunSpec, work: _Work) -> dict[str, Any]:

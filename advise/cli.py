@@ -200,12 +200,12 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 def cmd_ablate(args: argparse.Namespace) -> None:
     from advise.ablate import load_grids, run_ablation
+    from advise.jobs import usable_cores
 
     out = Path(args.out)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    args.jobs = args.jobs or cores or 1
+    args.jobs = args.jobs or usable_cores()
     grids = load_grids(args.grid, seeds=args.seeds)  # every grid checked before any work
     for name, grid in grids:
         folder = out / name if len(grids) > 1 else out
@@ -255,7 +255,12 @@ def cmd_presets(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from advise.demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, features=args.features)
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    run_demo(
+        Path(args.out), quick=args.quick, seed=args.seed, features=args.features,
+        workers=args.jobs,
+    )  # fmt: skip
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -328,6 +333,11 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
         "--features", choices=["store", "online", "fp16", "int8"], default="store",
         help="store: extract tokens once (fp32) and train from them (default); online: "
         "encode frames every epoch; fp16/int8: a store of that precision",
+    )  # fmt: skip
+    demo.add_argument(
+        "--jobs", type=int, default=None,
+        help="runs at a time, each in its own process on one thread (default: the usable CPU "
+        "cores from a store, 1 online); results do not depend on it",
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ figure of the training curves.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import platform
 import time
@@ -22,6 +23,7 @@ import torch
 from advise import __version__
 from advise.config import Config, load_config
 from advise.files import atomic_write
+from advise.jobs import Job, run_jobs, usable_cores
 from advise.models.build import build_frozen_ifm
 from advise.models.ifm import CombinedIFM, FrozenIFM
 from advise.pretexts import Pretext, build_pretext
@@ -62,6 +64,10 @@ class Stopwatch:
             elapsed = time.perf_counter() - start
             self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 2)
 
+    def add(self, name: str, seconds: float) -> None:
+        """Count `seconds` (timed elsewhere, e.g. in a worker process) under `name`."""
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 2)
+
     def total(self) -> float:
         return round(time.perf_counter() - self.started, 2)
 
@@ -75,55 +81,72 @@ FEATURES = ("store", "online", "fp16", "int8")  # store = an fp32 feature store
 
 
 def run_demo(
-    out: Path, quick: bool = False, seed: int = 0, features: str = "store"
+    out: Path,
+    quick: bool = False,
+    seed: int = 0,
+    features: str = "store",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """`features`: "store" (default) extracts every video's tokens once into an fp32 feature
     store and trains from it, the same tokens as online to float rounding; "online" decodes
     and encodes frames in every epoch (memoising the IFM's tokens); "fp16" / "int8" train
-    from a store of that precision (to measure what quantised tokens cost)."""
+    from a store of that precision (to measure what quantised tokens cost).
+
+    The runs (PRP pre-training, then each fine-tuning) go `workers` at a time in worker
+    processes (default: one per usable core from a store, one for "online", whose runs use
+    data workers); the results do not depend on it (`advise.jobs`)."""
     if features not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    workers = workers or (usable_cores() if features != "online" else 1)
 
     out.mkdir(parents=True, exist_ok=True)
-    # One compute thread: the data worker takes the other core. Two threads beside a busy
-    # worker (or any other load) oversubscribe 2 cores, and OpenMP's spinning then made steps
-    # ~10x slower in our measurements.
+    # One compute thread per process: more beside another busy process (a run or a data
+    # worker) oversubscribe the cores, and OpenMP's spinning then made steps ~10x slower in
+    # our measurements on 2 cores.
     torch.set_num_threads(1)
     watch = Stopwatch()
     data = out / "data"
     with watch.time("benchmark"):
         roots = _write_benchmark(data, seed)
     with watch.time("mini_ifm"):
-        base, ifm = _mini_ifm(roots["pool"], quick, seed)
+        base = _mini_ifm(roots["pool"], quick, seed)
     sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
     if features != "online":
         with watch.time("extract"):
+            ifm = _frozen_ifm(base, memoize=False)
             sources = _extract_stores(roots, data / "stores", features, quick, seed, ifm)
         base = base.replace(sources["pool"])
     runs = out / "runs"
-    with watch.time("pretrain"):
-        prp = pretrain(base, runs / "prp", ifm=ifm)
-        prp_checkpoint = prp.checkpoint.with_suffix(".safetensors")
-        heldout = _config(
-            roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]}
-        )
-        speed = evaluate_pretext(heldout, prp_checkpoint, ifm=ifm)
+    heldout = _config(roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]})
+    online = features == "online"
+    prp_checkpoint = runs / "prp" / "checkpoints" / "last.safetensors"
+    jobs = [Job("prp", _pretrain_job, (base, runs / "prp", heldout, online))]
+    for task, (name, (overrides, from_prp)) in itertools.product(TASKS, VARIANTS.items()):
+        extra = {**overrides, "train.seed": seed, **sources[task]}
+        config = _config(roots[task], FINETUNE, quick, extra)
+        init = prp_checkpoint if from_prp else None
+        after = ("prp",) if from_prp else ()
+        jobs.append(Job(f"{task}/{name}", _finetune_job, (config, runs / task / name, init,
+                                                           online), after))  # fmt: skip
+    done: dict[str, dict[str, Any]] = {}
+    with watch.time("runs"):  # each run's own seconds are added under its stage below
+        for job, (result, seconds) in run_jobs(jobs, workers):
+            done[job.key] = result
+            for stage, value in seconds.items():
+                watch.add(stage if job.key == "prp" else f"{stage}_{job.key.split('/')[0]}", value)
+            shown = result.get("top1", result.get("speed_acc"))
+            print(f"demo: {job.key} {shown:.1f} in {sum(seconds.values()):.0f} s (log: "
+                  f"{runs / job.key / 'output.log'})", flush=True)  # fmt: skip
+    speed = done["prp"]
     pretext = build_pretext(base)
     results: dict[str, Any] = {"tasks": {}}
     curves: dict[str, dict[str, list]] = {"PRP pre-training": {"prp": read_history(runs / "prp")}}
     for task in TASKS:
         row = {f"{pretext.kind}_{pretext.metric}": round(speed[pretext.metric], 2)}
-        curves[f"fine-tuning: {task}"] = {}
-        evaluations = {}
-        for name, (overrides, from_prp) in VARIANTS.items():
-            run_dir = runs / task / name
-            extra = {**overrides, "train.seed": seed, **sources[task]}
-            config = _config(roots[task], FINETUNE, quick, extra)
-            init = prp_checkpoint if from_prp else None
-            evaluation = _finetune_and_evaluate(task, config, run_dir, init, ifm, watch)
-            evaluations[name] = evaluation
-            row[f"{name}_top1"] = round(evaluation["top1"], 2)
-            curves[f"fine-tuning: {task}"][name] = read_history(run_dir)
+        evaluations = {name: done[f"{task}/{name}"] for name in VARIANTS}
+        histories = {name: read_history(runs / task / name) for name in VARIANTS}
+        curves[f"fine-tuning: {task}"] = histories
+        row.update({f"{name}_top1": round(e["top1"], 2) for name, e in evaluations.items()})
         row["delta_acc"] = round(row["pretrained_top1"] - row["scratch_top1"], 2)
         row["single_view"] = {
             name: round(evaluation["single_view_top1"], 2)
@@ -158,15 +181,12 @@ def _write_benchmark(data: Path, seed: int) -> dict[str, Path]:
     return roots
 
 
-def _mini_ifm(pool: Path, quick: bool, seed: int) -> tuple[Config, FrozenIFM | CombinedIFM]:
-    """The pre-training config on the pool, and the frozen mini IFM (trained on first use)."""
+def _mini_ifm(pool: Path, quick: bool, seed: int) -> Config:
+    """The pre-training config on the pool, once the mini IFM is trained (on first use)."""
     from advise.mini_ifm import ensure_mini_ifm
 
     ensure_mini_ifm()
-    base = _config(pool, PRETRAIN, quick, {"train.seed": seed})
-    # The demo's transforms are deterministic, so the frozen IFM's tokens are memoised.
-    ifm = build_frozen_ifm(base.ifm, torch.device("cpu")).memoize()
-    return base, ifm
+    return _config(pool, PRETRAIN, quick, {"train.seed": seed})
 
 
 def _extract_stores(
@@ -186,30 +206,61 @@ def _extract_stores(
     for name, root in roots.items():
         config = _config(root, PRETRAIN, quick, {"train.seed": seed})
         store = extract(config, stores / f"{name}-{dtype}", dtype=dtype,
-                        ifm=ifm.memoize(False), progress=False)  # fmt: skip
-        sources[name] = {"data.source": f"store:{store}"}
+                        ifm=ifm, progress=False)  # fmt: skip
+        # held in memory: the results of reading the store each time (advise.data.sources)
+        sources[name] = {"data.source": f"store:{store}", "data.in_memory": True}
     return sources
 
 
-def _finetune_and_evaluate(
-    task: str,
-    config: Config,
-    run_dir: Path,
-    init: Path | None,
-    ifm: FrozenIFM | CombinedIFM,
-    watch: Stopwatch,
-) -> dict[str, Any]:
-    """Fine-tune one variant on `task` (from the PRP checkpoint `init`, or from scratch) and
-    evaluate it multi-view; each stage timed under the task's name."""
-    with watch.time(f"finetune_{task}"):
+_IFMS: dict[bool, FrozenIFM | CombinedIFM] = {}  # this process's mini IFM, by memoisation
+
+
+def _frozen_ifm(config: Config, memoize: bool) -> FrozenIFM | CombinedIFM:
+    """The frozen mini IFM, built once per process; memoising its tokens per frame where the
+    runs decode videos (the demo's transforms are deterministic)."""
+    if memoize not in _IFMS:
+        _IFMS[memoize] = build_frozen_ifm(config.ifm, torch.device("cpu")).memoize(memoize)
+    return _IFMS[memoize]
+
+
+def _pretrain_job(
+    config: Config, run_dir: Path, heldout: Config, online: bool
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """PRP pre-training on the pool and its speed accuracy on held-out pool videos; with the
+    seconds of each. What the run prints goes to RUN/output.log."""
+    ifm = _frozen_ifm(config, online)
+    with _run_output(run_dir):
+        started = time.perf_counter()
+        result = pretrain(config, run_dir, ifm=ifm)
+        trained = time.perf_counter()
+        speed = evaluate_pretext(heldout, result.checkpoint.with_suffix(".safetensors"), ifm=ifm)
+    return speed, {"pretrain": trained - started, "evaluate_prp": time.perf_counter() - trained}
+
+
+def _finetune_job(
+    config: Config, run_dir: Path, init: Path | None, online: bool
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fine-tune one variant (from the PRP checkpoint `init`, or from scratch) and evaluate it
+    multi-view; with the seconds of each. What the run prints goes to RUN/output.log."""
+    ifm = _frozen_ifm(config, online)
+    with _run_output(run_dir):
+        started = time.perf_counter()
         result = finetune(config, run_dir, init=init, ifm=ifm)
-    with watch.time(f"evaluate_{task}"):
-        return evaluate_checkpoint(
-            config,
-            result.checkpoint.with_suffix(".safetensors"),
-            out_file=run_dir / "eval.json",
-            ifm=ifm,
-        )
+        trained = time.perf_counter()
+        evaluation = evaluate_checkpoint(
+            config, result.checkpoint.with_suffix(".safetensors"),
+            out_file=run_dir / "eval.json", ifm=ifm,
+        )  # fmt: skip
+    return evaluation, {"finetune": trained - started, "evaluate": time.perf_counter() - trained}
+
+
+@contextlib.contextmanager
+def _run_output(run_dir: Path) -> Iterator[None]:
+    """What a run prints, into RUN/output.log (runs side by side would interleave)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "output.log").open("a") as stream:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            yield
 
 
 def _run_facts(quick: bool, seed: int, features: str) -> dict[str, Any]:

@@ -56,6 +56,7 @@ NUM_EASY_STILLS = 1000
 NUM_TRAIN_STILLS = 8000
 NUM_HELDOUT_STILLS = 1000
 RECIPE_VERSION = 1
+TRAIN_THREADS = 1  # part of the recipe: other thread counts give other weights
 
 
 def _model_config() -> ByoModelCfg:
@@ -145,7 +146,20 @@ def train_mini_ifm(
     with random 0-4 px translations and RGB channel permutations. The held-out digit accuracy
     (full-difficulty stills of digit images the training never used) is stored as
     ``model.heldout_accuracy``.
+
+    Trains on one thread whatever the caller's setting: the weights depend on the thread
+    count (a convolution's weight gradient sums in another order on two threads), and every
+    caller must get the weights the cache file name promises.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train(steps, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(steps: int, seed: int, progress: bool) -> nn.Module:
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)

@@ -472,9 +472,11 @@ def test_demo_options_reach_run_demo(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(advise.demo, "run_demo", lambda out, **options: seen.update(options))
     assert main(["demo", "--out", str(tmp_path)]) == 0
-    assert seen == {"quick": False, "seed": 0, "features": "store"}
-    assert main(["demo", "--out", str(tmp_path), "--seed", "3", "--features", "int8"]) == 0
-    assert seen == {"quick": False, "seed": 3, "features": "int8"}
+    assert seen == {"quick": False, "seed": 0, "features": "store", "workers": None}
+    assert main(["demo", "--out", str(tmp_path), "--seed", "3", "--features", "int8",
+                 "--jobs", "1"]) == 0  # fmt: skip
+    assert seen == {"quick": False, "seed": 3, "features": "int8", "workers": 1}
+    assert main(["demo", "--out", str(tmp_path), "--jobs", "0"]) == 2
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--out", str(tmp_path), "--seed", "-1"])
     assert exit_info.value.code == 2

@@ -102,3 +102,20 @@ def test_concurrent_callers_train_once(tmp_path, monkeypatch):
 def test_full_recipe_reaches_useful_still_accuracy(tmp_path):
     model = mini_ifm.train_mini_ifm(progress=False)
     assert model.heldout_accuracy > 0.8
+
+
+def test_training_gives_the_same_weights_whatever_the_callers_thread_count():
+    """The cache file's name promises one set of weights: a caller on two threads gets the
+    weights of a caller on one (training pins its own thread count), and keeps its setting."""
+    threads = torch.get_num_threads()
+    try:
+        weights = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            model = mini_ifm.train_mini_ifm(steps=3, progress=False)
+            assert torch.get_num_threads() == count
+            weights.append(model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
