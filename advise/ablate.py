@@ -56,6 +56,7 @@ ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
     "avgpool": ({"tmm.kind": "none"}, False),
     "linear": ({"tmm.frozen": True, "head.kind": "linear"}, True),
 }
+EXPECTATIONS = ("higher", "same", "not_higher")
 PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
 
 
@@ -63,7 +64,10 @@ PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run
 class Finding:
     """A claim the grid tests: `metric` ("top1" of `arm`, or "dacc": prp - scratch) on `task`
     is higher in cell `a` than in cell `b` (each a dict of axis values, {} = the base cell);
-    `arm_b` compares another arm on the b side (e.g. the TMM against avgpool)."""
+    `arm_b` compares another arm on the b side (e.g. the TMM against avgpool). With
+    `expect: same` the claim is instead that a and b do not differ by more than `tolerance`
+    points; with `not_higher`, that a is not above b by more than `tolerance` (e.g. "more
+    blocks do not help the spatial task": worse or equal)."""
 
     name: str
     claim: str
@@ -76,6 +80,14 @@ class Finding:
     # an interaction: compare the change a - b on `task` with the same change on this task
     # ("pooling hurts the temporal task more than the spatial one"), seed by seed
     versus_task: str | None = None
+    expect: str = "higher"  # higher | same | not_higher
+    tolerance: float = 2.0  # points; with expect: same or not_higher
+
+    def __post_init__(self) -> None:
+        if self.expect not in EXPECTATIONS:
+            raise ConfigError(
+                f"finding {self.name!r}: expect must be one of {EXPECTATIONS}, got {self.expect!r}"
+            )
 
     def sides(self, rows: list[dict]) -> tuple[list[float], list[float]]:
         """The per-seed values the verdict compares: (a, b), or with `versus_task` (the
@@ -261,28 +273,45 @@ def plan(grid: Grid) -> list[RunSpec]:
 # -- verdicts -----------------------------------------------------------------------------
 
 VERDICT_RULE = (
-    "reproduced when the difference of means (a - b) over seeds has the claimed sign and "
-    "exceeds twice its standard error, sqrt(var_a / n_a + var_b / n_b), and 1 point; refuted "
-    "when it has the other sign beyond the same margin; inconclusive otherwise (and with fewer "
-    "than 2 seeds on either side)"
+    "with n seeds a side, the difference of means d = a - b has the standard error "
+    "se = sqrt(var_a / n_a + var_b / n_b). A claim that a is higher is reproduced when "
+    "d > max(2 se, 1 point), refuted when d < -max(2 se, 1 point), inconclusive otherwise. A "
+    "claim that a and b are the same (within a tolerance t, 2 points unless the finding says) "
+    "is reproduced when |d| + 2 se <= t, refuted when |d| - 2 se > t, inconclusive otherwise; "
+    "a claim that a is not higher (by more than t) is reproduced when d + 2 se <= t, refuted "
+    "when d - 2 se > t. Fewer than 2 seeds on either side are inconclusive"
 )
 
 
-def verdict(a: list[float], b: list[float]) -> dict[str, Any]:
-    """The verdict on "a > b" from per-seed values (`VERDICT_RULE`)."""
+def verdict(
+    a: list[float], b: list[float], expect: str = "higher", tolerance: float = 2.0
+) -> dict[str, Any]:
+    """The verdict on "a > b" (`expect` "higher"), "a = b within `tolerance` points"
+    ("same") or "a <= b + `tolerance`" ("not_higher") from per-seed values (`VERDICT_RULE`)."""
     result: dict[str, Any] = {"mean_a": _mean(a), "mean_b": _mean(b), "n_a": len(a), "n_b": len(b)}
     if len(a) < 2 or len(b) < 2:
         return {**result, "difference": None, "margin": None, "verdict": "inconclusive"}
     difference = statistics.mean(a) - statistics.mean(b)
     error = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    margin = max(2 * error, 1.0)
-    outcome = (
-        "reproduced"
-        if difference > margin
-        else "refuted"
-        if difference < -margin
-        else "inconclusive"
-    )
+    if expect in ("same", "not_higher"):
+        margin = 2 * error
+        excess = abs(difference) if expect == "same" else difference
+        outcome = (
+            "reproduced"
+            if excess + margin <= tolerance
+            else "refuted"
+            if excess - margin > tolerance
+            else "inconclusive"
+        )
+    else:
+        margin = max(2 * error, 1.0)
+        outcome = (
+            "reproduced"
+            if difference > margin
+            else "refuted"
+            if difference < -margin
+            else "inconclusive"
+        )
     return {
         **result,
         "difference": round(difference, 2),
@@ -600,7 +629,9 @@ def write_results(
             "a": f.a,
             "b": f.b,
             "versus_task": f.versus_task,
-            **verdict(*f.sides(rows)),
+            "expect": f.expect,
+            "tolerance": f.tolerance if f.expect != "higher" else None,
+            **verdict(*f.sides(rows), f.expect, f.tolerance),
         }
         for f in grid.findings
     ]
@@ -644,6 +675,8 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
 
     from advise.report import save_figure
 
+    if grid.product and len(grid.axes) == 2:
+        return _plot_product(grid, rows, path)
     axes = list(grid.axes) or ["(base)"]
     figure, panels = plt.subplots(
         len(axes), len(grid.tasks), squeeze=False, figsize=(4.2 * len(grid.tasks), 3.2 * len(axes))
@@ -689,6 +722,63 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _plot_product(grid: Grid, rows: list[dict], path: Path) -> Path:
+    """A two-axis product grid (e.g. channels x pre-training length, the paper's Table 1):
+    per task, a heat-map of the mean dAcc (PRP - scratch) over the two axes, numbers written
+    in, and top-1 of each arm against the first axis, a line per value of the second."""
+    import matplotlib.pyplot as plt
+
+    from advise.report import save_figure
+
+    (rows_key, row_values), (columns_key, column_values) = grid.axes.items()
+    dacc = "prp" in grid.arms and "scratch" in grid.arms
+    figure, panels = plt.subplots(
+        len(grid.tasks), 2 if dacc else 1, squeeze=False, figsize=(10, 3.6 * len(grid.tasks))
+    )
+    for index, task in enumerate(grid.tasks):
+        lines = panels[index][-1]
+        for arm, column_value in itertools.product(grid.arms, column_values):
+            means = [
+                _mean(_values(rows, {rows_key: r, columns_key: column_value}, task, arm, "top1"))
+                for r in row_values
+            ]
+            lines.plot(
+                range(len(row_values)),
+                [float("nan") if m is None else m for m in means],
+                marker="o",
+                label=f"{arm}, {columns_key}={column_value}",
+            )
+        lines.set_xticks(range(len(row_values)), [str(v) for v in row_values])
+        lines.set(xlabel=rows_key, ylabel="top-1 (%)", title=f"{task}: top-1")
+        lines.grid(alpha=0.3)
+        lines.legend(fontsize=7)
+        if not dacc:
+            continue
+        heat = panels[index][0]
+        table = [
+            [
+                _mean(_values(rows, {rows_key: r, columns_key: c}, task, "prp", "dacc"))
+                for c in column_values
+            ]
+            for r in row_values
+        ]
+        values = [[float("nan") if v is None else v for v in row] for row in table]
+        limit = max([abs(v) for row in table for v in row if v is not None] or [1.0])
+        image = heat.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        for (r, c), value in ((rc, table[rc[0]][rc[1]]) for rc in itertools.product(
+            range(len(row_values)), range(len(column_values)))):  # fmt: skip
+            dark = value is not None and abs(value) > limit / 2
+            heat.text(c, r, "-" if value is None else f"{value:+.1f}", ha="center", va="center",
+                      color="white" if dark else "black")  # fmt: skip
+        heat.set_xticks(range(len(column_values)), [str(v) for v in column_values])
+        heat.set_yticks(range(len(row_values)), [str(v) for v in row_values])
+        heat.set(xlabel=columns_key, ylabel=rows_key, title=f"{task}: dAcc (PRP - scratch)")
+        figure.colorbar(image, ax=heat, label="points")
+    figure.tight_layout()
+    save_figure(figure, path)
+    return path
+
+
 def _csv(rows: list[dict], axes: list[str]) -> str:
     handle = io.StringIO(newline="")
     columns = [*axes, "task", "arm", "seed", "top1", "top1_1view", "dacc", "views", "seconds"]
@@ -706,10 +796,9 @@ def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
     columns = [(task, arm) for task in grid.tasks for arm in grid.arms]
     columns += [(task, "dAcc") for task in grid.tasks if "prp" in grid.arms]
     header = "| cell | " + " | ".join(f"{task} {arm}" for task, arm in columns) + " |"
-    for axis in list(grid.axes) or ["(base)"]:
-        cells = [{}] + [{axis: value} for value in grid.axes.get(axis, [])]
+    for axis, cells in _tables(grid):
         lines += [f"## {axis}", "", header, "|" + " --- |" * (len(columns) + 1)]
-        for cell in _unique(cells):
+        for cell in cells:
             texts = [
                 spread_text(
                     _values(rows, cell, task, "prp", "dacc")
@@ -723,16 +812,32 @@ def report(grid: Grid, rows: list[dict], verdicts: list[dict]) -> str:
         lines.append("")
     lines += ["## Findings", "", f"Rule: {VERDICT_RULE}.", ""]
     lines += [
-        "| finding | claim | a | b | mean a | mean b | a - b | margin | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| finding | claim | a | b | expect | mean a | mean b | a - b | 2 se or margin | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for v in verdicts:
+        expect = {
+            "higher": "a > b",
+            "same": f"\\|a - b\\| <= {v['tolerance']}",
+            "not_higher": f"a - b <= {v['tolerance']}",
+        }[v["expect"]]
         lines.append(
-            f"| {v['name']} | {v['claim']} | {_side(v, 'a')} | {_side(v, 'b')} | "
+            f"| {v['name']} | {v['claim']} | {_side(v, 'a')} | {_side(v, 'b')} | {expect} | "
             f"{v['mean_a']} | {v['mean_b']} | {v['difference']} | {v['margin']} | "
             f"**{v['verdict']}** |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _tables(grid: Grid) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The report's tables: (title, cells) per axis around the base cell, or for a product
+    grid one table of every cell."""
+    if grid.product and grid.axes:
+        return [(" x ".join(grid.axes), grid.cells())]
+    return [
+        (axis, list(_unique([{}] + [{axis: value} for value in grid.axes.get(axis, [])])))
+        for axis in list(grid.axes) or ["(base)"]
+    ]
 
 
 def _unique(cells: list[dict]) -> Iterator[dict]:

@@ -85,6 +85,41 @@ def test_the_verdict_rule_on_made_up_numbers(a, b, expected):
     assert verdict(a, b)["verdict"] == expected
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([60.0, 60.5, 59.5], [60.2, 59.8, 60.0], "reproduced"),  # d 0, 2 se 0.67: within 2
+        ([60, 70, 50], [60, 61, 59], "inconclusive"),  # d 0 but 2 se 11.6: could be anything
+        ([66, 67, 65], [60, 61, 59], "refuted"),  # d 6, 2 se 1.6: beyond 2 for sure
+        ([62.5, 63, 62], [60, 61, 59], "inconclusive"),  # d 2.5, 2 se 1.3: 1.2 to 3.8
+        ([60, 60], [60], "inconclusive"),  # one seed on a side
+    ],
+)
+def test_the_same_verdict_rule_on_made_up_numbers(a, b, expected):
+    assert verdict(a, b, expect="same", tolerance=2.0)["verdict"] == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([50, 51, 52], [60, 62, 61], "reproduced"),  # far lower: not higher
+        ([60.0, 60.5, 59.5], [60.2, 59.8, 60.0], "reproduced"),  # the same
+        ([66, 67, 65], [60, 61, 59], "refuted"),  # 6 points higher
+        ([62.5, 63, 62], [60, 61, 59], "inconclusive"),  # 2.5 higher, 2 se 1.3
+    ],
+)
+def test_the_not_higher_verdict_rule_on_made_up_numbers(a, b, expected):
+    assert verdict(a, b, expect="not_higher", tolerance=2.0)["verdict"] == expected
+
+
+def test_an_unknown_expectation_is_refused(tmp_path):
+    from advise.config import ConfigError
+
+    finding = {**TINY["findings"][0], "expect": "lower"}
+    with pytest.raises(ConfigError, match="expect must be one of"):
+        load_grid(str(write_grid(tmp_path / "g.yaml", findings=[finding])))
+
+
 def test_a_killed_grid_resumes_without_redoing_finished_runs(tmp_path, capsys):
     grid, out = write_grid(tmp_path / "g.yaml"), tmp_path / "out"
     process = subprocess.Popen(
@@ -193,3 +228,36 @@ def test_jobs_below_one_is_refused(tmp_path, capsys):
     assert main(["ablate", str(grid), "--out", str(tmp_path / "out"), "--jobs", "0"]) == 2
     assert "--jobs must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_product_grid_reports_every_cell_and_draws_a_dacc_heat_map(tmp_path):
+    """Table 1's shape (channels x pre-training length), on made-up results: one table of
+    every cell, dAcc per cell, and the heat-map figure."""
+    from advise.ablate import write_results
+
+    grid = load_grid(str(write_grid(
+        tmp_path / "g.yaml", axes={"sfu.channels": [96, 12], "pretrain.train.epochs": [1, 4]},
+        product=True, seeds=[0, 1], findings=[],
+    )))  # fmt: skip
+    specs = plan(grid)
+    done = {}
+    for spec in specs:
+        if spec.stage == "finetune":
+            cell = json.loads(spec.cells[0])
+            top1 = 50.0 + (10 if cell["sfu.channels"] == 96 else 0) + spec.seed
+            if spec.arm == "prp":  # PRP gains 1 point after 1 epoch, 3 after 4
+                top1 += 1 if cell["pretrain.train.epochs"] == 1 else 3
+            done[spec.id] = {"stage": "finetune", "top1": top1, "top1_1view": top1,
+                             "views": "1x1", "seconds": 1.0}  # fmt: skip
+    (tmp_path / "out").mkdir()
+    document = write_results(grid, specs, done, tmp_path / "out", tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## pretrain.train.epochs x sfu.channels" in report  # (write_grid sorts the keys)
+    table = [line for line in report.splitlines() if line.startswith("| pretrain.train.")]
+    assert len(table) == 4  # every cell of the product, once
+    row = next(line for line in table if "epochs=4, sfu.channels=12 " in line)
+    assert "50.5" in row and "53.5" in row and "3.0" in row  # scratch, PRP, dAcc (mean)
+    dacc = {(json.loads(r["cell"])["sfu.channels"], json.loads(r["cell"])["pretrain.train.epochs"]):
+            r["dacc"] for r in document["rows"] if r["arm"] == "prp"}  # fmt: skip
+    assert dacc == {(96, 1): 1.0, (96, 4): 3.0, (12, 1): 1.0, (12, 4): 3.0}
+    assert (tmp_path / "out" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
