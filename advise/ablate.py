@@ -328,57 +328,69 @@ def _mean(values: list[float]) -> float | None:
 
 
 def load_grids(source: str, seeds: list[int] | None = None) -> list[tuple[str, Grid]]:
-    """The grids `source` names: itself, or, for a file of `grids: [NAME, ...]` (e.g. `paper`),
-    each of those, by name."""
+    """The grids `source` names, each with its name (a file's stem): itself, or, for a file of
+    `grids: [NAME, ...]` (e.g. `paper`), each of those (a built-in name, or a path)."""
     path = Path(source) if Path(source).exists() else GRID_DIR / f"{source}.yaml"
     values = yaml.safe_load(path.read_text()) if path.exists() else None
     if isinstance(values, dict) and "grids" in values:
-        return [(name, load_grid(name, seeds)) for name in values["grids"]]
+        return [(Path(name).stem, load_grid(name, seeds)) for name in values["grids"]]
     return [(Path(source).stem, load_grid(source, seeds))]
 
 
 def run_ablation(
     grid: Grid, out: Path, shared: Path | None = None, jobs: int = 1
 ) -> dict[str, Any]:
-    """Run every missing run of `grid` (resumable), `jobs` at a time, then write results.csv,
-    results.json, report.md and figures into `out`. The videos, stores, run folders and the
-    finished-run log live in `shared` (default `out`), so grids run into one `shared` folder
-    share every run they have in common. Returns the results document.
+    """`run_ablations` of one grid, its results in `out` (and its runs in `shared`, default
+    `out`); returns its results document."""
+    return run_ablations([(grid, out)], shared or out, jobs)[0]
+
+
+def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -> list[dict]:
+    """Run every missing run of the grids (resumable), `jobs` at a time, then write each
+    grid's results.csv, results.json, report.md and figures into its folder. The videos,
+    stores, run folders and the finished-run log live in `shared`: a run two grids have in
+    common (a base cell, a pre-training) runs once. Returns each grid's results document.
 
     Each run trains on one thread, from its feature store held in memory; with `jobs` > 1 the
-    runs go to that many worker processes (a fine-tuning starts once its pre-training is
-    done). A run's result does not depend on `jobs`: each run is seeded by its config alone."""
+    runs go to that many worker processes, pre-trainings first (a fine-tuning starts once its
+    pre-training is done). A run's result does not depend on `jobs`: each run is seeded by its
+    config alone."""
     import torch
 
     from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
 
-    shared = shared or out
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    sizes = {
-        "task_videos": TASK_VIDEOS,
-        "train_per_class": TRAIN_PER_CLASS,
-        "pool_videos": None,
-        "heldout_videos": HELDOUT_POOL_VIDEOS,
-        **grid.benchmark,
-    }
-    roots = _benchmark(shared / "data", sizes)
-    specs = plan(grid)
+    sizes = [
+        {"task_videos": TASK_VIDEOS, "train_per_class": TRAIN_PER_CLASS, "pool_videos": None,
+         "heldout_videos": HELDOUT_POOL_VIDEOS, **grid.benchmark}
+        for grid, _ in grids
+    ]  # fmt: skip
+    if any(size != sizes[0] for size in sizes):
+        raise ConfigError("grids run into one folder must share their benchmark sizes")
+    roots = _benchmark(shared / "data", sizes[0])
     done = _read_rows(shared / "results.jsonl")
-    todo = [spec for spec in specs if spec.id not in done]
+    stores: dict[tuple[str, str], str] = {}
+    plans = [(grid, out, plan(grid)) for grid, out in grids]
+    needed: dict[str, tuple[RunSpec, _Work]] = {}
+    for grid, _, specs in plans:
+        work = _Work(grid, shared, roots, stores)
+        for spec in specs:
+            needed.setdefault(spec.id, (spec, work))
+    todo = [(s, w) for s, w in needed.values() if s.id not in done and s.stage == "pretrain"]
+    todo += [(s, w) for s, w in needed.values() if s.id not in done and s.stage == "finetune"]
+    grids_text = f" in {len(grids)} grids" if len(grids) > 1 else ""
     print(
-        f"ablate: {len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run, {jobs} "
-        "at a time",
+        f"ablate: {len(needed)} runs{grids_text}, {len(needed) - len(todo)} done, {len(todo)} "
+        f"to run, {jobs} at a time",
         flush=True,
     )
-    work = _Work(grid, shared, roots)
-    for spec in todo:  # every store extracted here, once, before any run starts
+    for spec, work in todo:  # every store extracted here, once, before any run starts
         work.sources(spec)
     started = time.perf_counter()
-    todo_ids = {spec.id for spec in todo}
+    todo_ids = {spec.id for spec, _ in todo}
     runs = [
         Job(spec.id, _run_one, (spec, work), after=(spec.init,) if spec.init in todo_ids else ())
-        for spec in todo
+        for spec, work in todo
     ]
     for number, (job, row) in enumerate(run_jobs(runs, jobs), start=1):
         spec = job.args[0]
@@ -388,11 +400,22 @@ def run_ablation(
         eta = elapsed / number * (len(todo) - number)
         print(
             f"ablate: run {number}/{len(todo)} {spec.stage} {spec.dataset} {spec.arm or ''} "
-            f"seed {spec.seed}: {_result_text(row)} in {row['seconds']:.0f} s; ETA of the grid "
-            f"{eta / 60:.1f} min",
+            f"seed {spec.seed}{_cell_text(spec)}: {_result_text(row)} in {row['seconds']:.0f} s;"
+            f" ETA {eta / 60:.1f} min",
             flush=True,
         )
-    return write_results(grid, specs, done, out, shared)
+    documents = []
+    for grid, out, specs in plans:
+        out.mkdir(parents=True, exist_ok=True)
+        documents.append(write_results(grid, specs, done, out, shared))
+    return documents
+
+
+def _cell_text(spec: RunSpec) -> str:
+    """The cells a fine-tuning serves (" @ sfu.spatial=4"), when not only the base."""
+    cells = [json.loads(label) for label in spec.cells]
+    names = [", ".join(f"{k}={v}" for k, v in cell.items()) for cell in cells if cell]
+    return f" @ {'; '.join(names)}" if names else ""
 
 
 def _result_text(row: dict[str, Any]) -> str:
@@ -432,9 +455,11 @@ class _Work:
     stores (extracted once per dataset and IFM, by the ablate process). Sent to worker
     processes as it is: the store paths travel, the IFMs are built there."""
 
-    def __init__(self, grid: Grid, out: Path, roots: dict[str, Path]) -> None:
+    def __init__(
+        self, grid: Grid, out: Path, roots: dict[str, Path], stores: dict[tuple[str, str], str]
+    ) -> None:
         self.grid, self.out, self.roots = grid, out, roots
-        self.stores: dict[tuple[str, str], str] = {}
+        self.stores = stores  # data.source by (dataset, IFM key); shared by the grids
 
     def ifm(self, spec: RunSpec) -> tuple[Any, str]:
         """The run's frozen IFM and its key (name, size, layers: what its tokens depend on)."""

@@ -199,17 +199,19 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from advise.ablate import load_grids, run_ablation
+    from advise.ablate import load_grids, run_ablations
     from advise.jobs import usable_cores
 
     out = Path(args.out)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    args.jobs = args.jobs or usable_cores()
     grids = load_grids(args.grid, seeds=args.seeds)  # every grid checked before any work
-    for name, grid in grids:
-        folder = out / name if len(grids) > 1 else out
-        document = run_ablation(grid, folder, shared=out, jobs=args.jobs)
+    folders = [out / name if len(grids) > 1 else out for name, _ in grids]
+    documents = run_ablations(
+        [(grid, folder) for (_, grid), folder in zip(grids, folders, strict=True)], out,
+        jobs=args.jobs or usable_cores(),
+    )  # fmt: skip
+    for (name, _), folder, document in zip(grids, folders, documents, strict=True):
         print(f"{name}: {document['finished']}/{document['runs']} runs; wrote "
               f"{folder / 'report.md'}")  # fmt: skip
         for row in document["verdicts"]:

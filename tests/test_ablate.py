@@ -175,7 +175,7 @@ def test_every_built_in_grid_loads_and_plans():
             assert specs and all(f.task in grid.tasks for f in grid.findings), (name, part)
     assert [part for part, _ in load_grids("paper")] == [
         "table5-avgpool", "finding1-spatial", "finding3-depth", "finding4-width",
-        "finding2-channels",
+        "finding2-channels", "table4-ifms",
     ]  # fmt: skip
 
 
@@ -261,3 +261,22 @@ def test_a_product_grid_reports_every_cell_and_draws_a_dacc_heat_map(tmp_path):
             r["dacc"] for r in document["rows"] if r["arm"] == "prp"}  # fmt: skip
     assert dacc == {(96, 1): 1.0, (96, 4): 3.0, (12, 1): 1.0, (12, 4): 3.0}
     assert (tmp_path / "out" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grids_run_together_share_their_common_runs(tmp_path, capsys):
+    """A file of grids (as `paper`) runs every grid's missing runs in one go, a run two grids
+    share once, and writes each grid's report into OUT/<grid name>."""
+    wide = write_grid(tmp_path / "wide.yaml")  # base hidden 8, and 12
+    base = write_grid(tmp_path / "base.yaml", axes={})  # its runs are all in `wide`
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({"grids": [str(wide), str(base)]}))
+    out = tmp_path / "out"
+    assert main(["ablate", str(both), "--out", str(out), "--jobs", "1"]) == 0
+    console = capsys.readouterr().out
+    assert "ablate: 6 runs in 2 grids, 0 done, 6 to run" in console
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len({row["id"] for row in rows}) == 6
+    for name, cells in (("wide", 2), ("base", 1)):
+        document = json.loads((out / name / "results.json").read_text())
+        assert document["finished"] == document["runs"] == 3 * cells
+        assert (out / name / "report.md").exists()
