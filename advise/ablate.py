@@ -369,11 +369,10 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         raise ConfigError("grids run into one folder must share their benchmark sizes")
     roots = _benchmark(shared / "data", sizes[0])
     done = _read_rows(shared / "results.jsonl")
-    stores: dict[tuple[str, str], str] = {}
     plans = [(grid, out, plan(grid)) for grid, out in grids]
     needed: dict[str, tuple[RunSpec, _Work]] = {}
     for grid, _, specs in plans:
-        work = _Work(grid, shared, roots, stores)
+        work = _Work(grid, shared, roots)
         for spec in specs:
             needed.setdefault(spec.id, (spec, work))
     todo = [(s, w) for s, w in needed.values() if s.id not in done and s.stage == "pretrain"]
@@ -384,16 +383,25 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         f"to run, {jobs} at a time",
         flush=True,
     )
-    for spec, work in todo:  # every store extracted here, once, before any run starts
-        work.sources(spec)
+    stores: dict[str, Job] = {}  # a job per store that a run to do reads and is not whole
+    for spec, work in todo:
+        for dataset in work.datasets(spec):
+            path = work.store(dataset, spec)
+            if not (path / "manifest.json").exists():  # written once every video is stored
+                stores.setdefault(str(path), Job(str(path), _extract, (work, dataset, spec)))
+    waits = {spec.id for spec, _ in todo} | set(stores)
+    runs = []
+    for spec, work in todo:
+        needs = [str(work.store(dataset, spec)) for dataset in work.datasets(spec)]
+        after = tuple(key for key in [*needs, spec.init] if key in waits)
+        runs.append(Job(spec.id, _run_one, (spec, work), after))
     started = time.perf_counter()
-    todo_ids = {spec.id for spec, _ in todo}
-    runs = [
-        Job(spec.id, _run_one, (spec, work), after=(spec.init,) if spec.init in todo_ids else ())
-        for spec, work in todo
-    ]
-    for number, (job, row) in enumerate(run_jobs(runs, jobs), start=1):
-        spec = job.args[0]
+    number = 0
+    for job, row in run_jobs(list(stores.values()) + runs, jobs):
+        if job.key in stores:
+            print(f"ablate: tokens of {job.key} in {row['seconds']:.0f} s", flush=True)
+            continue
+        number, spec = number + 1, job.args[0]
         _append_row(shared / "results.jsonl", row)
         done[spec.id] = row
         elapsed = time.perf_counter() - started
@@ -451,53 +459,61 @@ _IFMS: dict[str, Any] = {}  # the frozen IFMs this process built, by `_Work.ifm`
 
 
 class _Work:
-    """What the runs share: the frozen IFMs (built once per process) and the fp32 feature
-    stores (extracted once per dataset and IFM, by the ablate process). Sent to worker
-    processes as it is: the store paths travel, the IFMs are built there."""
+    """What the runs of one grid share: the frozen IFMs (built once per process) and the fp32
+    feature stores (extracted once per dataset and IFM, each by a job of its own). Sent to
+    worker processes as it is; the IFMs are built there."""
 
-    def __init__(
-        self, grid: Grid, out: Path, roots: dict[str, Path], stores: dict[tuple[str, str], str]
-    ) -> None:
+    def __init__(self, grid: Grid, out: Path, roots: dict[str, Path]) -> None:
         self.grid, self.out, self.roots = grid, out, roots
-        self.stores = stores  # data.source by (dataset, IFM key); shared by the grids
 
-    def ifm(self, spec: RunSpec) -> tuple[Any, str]:
-        """The run's frozen IFM and its key (name, size, layers: what its tokens depend on)."""
-        import torch
-
-        from advise.mini_ifm import ensure_mini_ifm
-        from advise.models.build import build_frozen_ifm
-
+    def ifm_key(self, spec: RunSpec) -> str:
+        """What the run's tokens depend on: its IFM's name, size, layers, random init."""
         config = load_config(self.grid.base, spec.overrides).ifm
-        key = json.dumps(
+        return json.dumps(
             [config.name, config.img_size, config.layers, config.layer_merge, config.random_init]
         )
+
+    def ifm(self, spec: RunSpec) -> Any:
+        """The run's frozen IFM (a mini IFM is trained once on first use, then cached)."""
+        import torch
+
+        from advise.models.build import build_frozen_ifm
+
+        key = self.ifm_key(spec)
         if key not in _IFMS:
-            if "mini" in config.name.split("+") and not config.random_init:
-                ensure_mini_ifm()  # trained on this machine once, then cached
+            config = load_config(self.grid.base, spec.overrides).ifm
             _IFMS[key] = build_frozen_ifm(config, torch.device("cpu"))
-        return _IFMS[key], key
+        return _IFMS[key]
+
+    def datasets(self, spec: RunSpec) -> list[str]:
+        """The datasets the run reads: its own, and for a pre-training the held-out pool its
+        pretext is measured on."""
+        return [spec.dataset] + (["heldout"] if spec.stage == "pretrain" else [])
+
+    def store(self, dataset: str, spec: RunSpec) -> Path:
+        """Where `dataset`'s tokens for the run's IFM are stored (once extracted)."""
+        name = hashlib.sha256(self.ifm_key(spec).encode()).hexdigest()[:8]
+        return self.out / "stores" / f"{dataset}-{name}"
 
     def sources(self, spec: RunSpec) -> dict[str, str]:
-        """`data.source` of each dataset the run reads: its own, and for a pre-training the
-        held-out pool its pretext is measured on. Extracts a store not yet extracted."""
-        datasets = [spec.dataset] + (["heldout"] if spec.stage == "pretrain" else [])
-        return {dataset: self._store(dataset, spec) for dataset in datasets}
+        """`data.source` of each dataset the run reads."""
+        return {dataset: f"store:{self.store(dataset, spec)}" for dataset in self.datasets(spec)}
 
-    def _store(self, dataset: str, spec: RunSpec) -> str:
-        from advise.runs import extract
 
-        ifm, key = self.ifm(spec)
-        if (dataset, key) not in self.stores:
-            name = hashlib.sha256(key.encode()).hexdigest()[:8]
-            root = self.roots[dataset]
-            config = load_config(self.grid.base, {**self.grid.common, "data.root": str(root)})
-            path = extract(
-                config, self.out / "stores" / f"{dataset}-{name}", dtype="fp32", ifm=ifm,
-                progress=False,
-            )  # fmt: skip
-            self.stores[(dataset, key)] = f"store:{path}"
-        return self.stores[(dataset, key)]
+def _extract(work: _Work, dataset: str, spec: RunSpec) -> dict[str, Any]:
+    """Extract (or finish extracting) `dataset`'s fp32 tokens for `spec`'s IFM; a job."""
+    from advise.runs import extract
+
+    started = time.perf_counter()
+    ifm_keys = {k: v for k, v in spec.overrides.items() if k.startswith("ifm.")}
+    settings = {**work.grid.common, **ifm_keys, "data.root": str(work.roots[dataset])}
+    config = load_config(work.grid.base, settings)
+    path = work.store(dataset, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f"{path.name}.log").open("a") as stream:
+        with redirect_stdout(stream), redirect_stderr(stream):
+            extract(config, path, dtype="fp32", ifm=work.ifm(spec), progress=False)
+    return {"seconds": round(time.perf_counter() - started, 1), "store": str(path)}
 
 
 def _run_one(spec: RunSpec, work: _Work) -> dict[str, Any]:
@@ -522,7 +538,7 @@ def _train_and_evaluate(spec: RunSpec, work: _Work, run_dir: Path) -> dict[str, 
     from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
 
     grid, out, roots = work.grid, work.out, work.roots
-    ifm, _ = work.ifm(spec)
+    ifm = work.ifm(spec)
     sources = work.sources(spec)
     # in memory: the same results as reading the store each time (advise.data.sources)
     settings = {
