@@ -383,12 +383,18 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         f"to run, {jobs} at a time",
         flush=True,
     )
-    stores: dict[str, Job] = {}  # a job per store that a run to do reads and is not whole
+    # a job per store that a run to do reads and is not whole; the stores of one IFM one after
+    # another (the first trains a mini IFM; a second at once would only wait for it)
+    stores: dict[str, Job] = {}
+    last_of_ifm: dict[str, str] = {}
     for spec, work in todo:
         for dataset in work.datasets(spec):
-            path = work.store(dataset, spec)
-            if not (path / "manifest.json").exists():  # written once every video is stored
-                stores.setdefault(str(path), Job(str(path), _extract, (work, dataset, spec)))
+            path, key = work.store(dataset, spec), work.ifm_key(spec)
+            if str(path) in stores or (path / "manifest.json").exists():  # (once all stored)
+                continue
+            after = (last_of_ifm[key],) if key in last_of_ifm else ()
+            stores[str(path)] = Job(str(path), _extract, (work, dataset, spec), after)
+            last_of_ifm[key] = str(path)
     waits = {spec.id for spec, _ in todo} | set(stores)
     runs = []
     for spec, work in todo:
