@@ -10,6 +10,7 @@ figure of the training curves.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import platform
@@ -48,24 +49,15 @@ HELDOUT_POOL_VIDEOS = 48
 
 
 class Stopwatch:
-    """Seconds per named stage (a stage may be timed several times; times add up)."""
+    """Seconds per named stage, added up from the jobs that ran it (side by side, they
+    overlap: `total` is the wall time)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.started = time.perf_counter()
 
-    @contextlib.contextmanager
-    def time(self, name: str) -> Iterator[None]:
-        print(f"== {name}", flush=True)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - start
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 2)
-
     def add(self, name: str, seconds: float) -> None:
-        """Count `seconds` (timed elsewhere, e.g. in a worker process) under `name`."""
+        """Count `seconds` (timed where the job ran, e.g. in a worker process) under `name`."""
         self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 2)
 
     def total(self) -> float:
@@ -92,9 +84,10 @@ def run_demo(
     and encodes frames in every epoch (memoising the IFM's tokens); "fp16" / "int8" train
     from a store of that precision (to measure what quantised tokens cost).
 
-    The runs (PRP pre-training, then each fine-tuning) go `workers` at a time in worker
-    processes (default: one per usable core from a store, one for "online", whose runs use
-    data workers); the results do not depend on it (`advise.jobs`)."""
+    Every stage is a job (`_jobs`), and they go `workers` at a time in worker processes
+    (default: one per usable core from a store, one for "online", whose runs use data
+    workers), each as soon as what it needs is done: the videos are written while the mini
+    IFM trains. The results do not depend on `workers` (`advise.jobs`)."""
     if features not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
     workers = workers or (usable_cores() if features != "online" else 1)
@@ -105,38 +98,17 @@ def run_demo(
     # our measurements on 2 cores.
     torch.set_num_threads(1)
     watch = Stopwatch()
-    data = out / "data"
-    with watch.time("benchmark"):
-        roots = _write_benchmark(data, seed)
-    with watch.time("mini_ifm"):
-        base = _mini_ifm(roots["pool"], quick, seed)
-    sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
-    if features != "online":
-        with watch.time("extract"):
-            ifm = _frozen_ifm(base, memoize=False)
-            sources = _extract_stores(roots, data / "stores", features, quick, seed, ifm)
-        base = base.replace(sources["pool"])
-    runs = out / "runs"
-    heldout = _config(roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]})
-    online = features == "online"
-    prp_checkpoint = runs / "prp" / "checkpoints" / "last.safetensors"
-    jobs = [Job("prp", _pretrain_job, (base, runs / "prp", heldout, online))]
-    for task, (name, (overrides, from_prp)) in itertools.product(TASKS, VARIANTS.items()):
-        extra = {**overrides, "train.seed": seed, **sources[task]}
-        config = _config(roots[task], FINETUNE, quick, extra)
-        init = prp_checkpoint if from_prp else None
-        after = ("prp",) if from_prp else ()
-        jobs.append(Job(f"{task}/{name}", _finetune_job, (config, runs / task / name, init,
-                                                           online), after))  # fmt: skip
-    done: dict[str, dict[str, Any]] = {}
-    with watch.time("runs"):  # each run's own seconds are added under its stage below
-        for job, (result, seconds) in run_jobs(jobs, workers):
-            done[job.key] = result
-            for stage, value in seconds.items():
-                watch.add(stage if job.key == "prp" else f"{stage}_{job.key.split('/')[0]}", value)
-            shown = result.get("top1", result.get("speed_acc"))
-            print(f"demo: {job.key} {shown:.1f} in {sum(seconds.values()):.0f} s (log: "
-                  f"{runs / job.key / 'output.log'})", flush=True)  # fmt: skip
+    data, runs = out / "data", out / "runs"
+    roots = {name: data / folder for name, folder in DATA_FOLDERS.items()}
+    jobs = _jobs(roots, runs, features, quick, seed)
+    done: dict[str, Any] = {}
+    for job, (result, seconds) in run_jobs(jobs, workers):
+        done[job.key] = result
+        for stage, value in seconds.items():
+            watch.add(stage, value)
+        print(f"demo: {job.key}{_result_text(result)} in {sum(seconds.values()):.0f} s",
+              flush=True)  # fmt: skip
+    base = jobs[[job.key for job in jobs].index("prp")].args[0]
     speed = done["prp"]
     pretext = build_pretext(base)
     results: dict[str, Any] = {"tasks": {}}
@@ -165,51 +137,82 @@ def run_demo(
     return _write_results(out, results, pretext, figure)
 
 
-def _write_benchmark(data: Path, seed: int) -> dict[str, Path]:
-    """The benchmark's videos under `data`: the pool, each task, and held-out pool videos
-    (another seed); their roots by name."""
+DATA_FOLDERS = {"pool": "pool", "spatial": "spatial", "temporal": "temporal",
+                "heldout": "pool-heldout"}  # fmt: skip
+
+
+def _jobs(roots: dict[str, Path], runs: Path, features: str, quick: bool, seed: int) -> list[Job]:
+    """The demo as jobs, each after those it needs: the benchmark's videos (per dataset) and
+    the mini IFM (trained once, cached) side by side; each dataset's feature store; PRP
+    pre-training on the pool; each fine-tuning variant on each task (after PRP where it
+    starts from it). Listed in an order that runs them one after another, too."""
+    store = features != "online"
+    dtype = "fp32" if features == "store" else features
+    jobs = [Job(f"videos {name}", _videos_job, (name, root, seed)) for name, root in roots.items()]
+    jobs.append(Job("mini IFM", _mini_ifm_job, ()))
+    sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
+    ready = {name: (f"videos {name}", "mini IFM") for name in roots}  # what a run on it needs
+    for name, root in roots.items():
+        if store:
+            path = root.parent / "stores" / f"{name}-{dtype}"
+            config = _config(root, PRETRAIN, quick, {"train.seed": seed})
+            jobs.append(Job(f"tokens {name}", _store_job, (config, path, dtype), ready[name]))
+            # held in memory: the results of reading the store each time (advise.data.sources)
+            sources[name] = {"data.source": f"store:{path}", "data.in_memory": True}
+            ready[name] = (f"tokens {name}",)
+    base = _config(roots["pool"], PRETRAIN, quick, {"train.seed": seed, **sources["pool"]})
+    heldout = _config(roots["heldout"], PRETRAIN, quick, {"train.seed": seed, **sources["heldout"]})
+    online = not store
+    jobs.append(Job("prp", _pretrain_job, (base, runs / "prp", heldout, online),
+                    ready["pool"] + ready["heldout"]))  # fmt: skip
+    prp_checkpoint = runs / "prp" / "checkpoints" / "last.safetensors"
+    for task, (name, (overrides, from_prp)) in itertools.product(TASKS, VARIANTS.items()):
+        extra = {**overrides, "train.seed": seed, **sources[task]}
+        config = _config(roots[task], FINETUNE, quick, extra)
+        init = prp_checkpoint if from_prp else None
+        after = ready[task] + (("prp",) if from_prp else ())
+        jobs.append(Job(f"{task}/{name}", _finetune_job,
+                        (config, runs / task / name, init, online, task), after))  # fmt: skip
+    return jobs
+
+
+def _result_text(result: Any) -> str:
+    if isinstance(result, dict) and ("top1" in result or "speed_acc" in result):
+        return f": {result.get('top1', result.get('speed_acc')):.1f}"
+    return ""
+
+
+def _videos_job(name: str, root: Path, seed: int) -> tuple[Path, dict[str, float]]:
+    """One dataset of the benchmark (pool, a task, or held-out pool videos of another seed)."""
     from advise.data.synthetic import generate
 
-    roots = {"pool": generate(data / "pool", "pool", seed=seed)}
-    for task in TASKS:
-        roots[task] = generate(
-            data / task, task, TASK_VIDEOS, seed=seed, train_per_class=TRAIN_PER_CLASS
-        )
-    roots["heldout"] = generate(
-        data / "pool-heldout", "pool", num_videos=HELDOUT_POOL_VIDEOS, seed=seed + 1
-    )
-    return roots
+    started = time.perf_counter()
+    if name in TASKS:
+        generate(root, name, TASK_VIDEOS, seed=seed, train_per_class=TRAIN_PER_CLASS)
+    elif name == "heldout":
+        generate(root, "pool", num_videos=HELDOUT_POOL_VIDEOS, seed=seed + 1)
+    else:
+        generate(root, name, seed=seed)
+    return root, {"benchmark": time.perf_counter() - started}
 
 
-def _mini_ifm(pool: Path, quick: bool, seed: int) -> Config:
-    """The pre-training config on the pool, once the mini IFM is trained (on first use)."""
+def _mini_ifm_job() -> tuple[Path, dict[str, float]]:
+    """The mini IFM's weights: trained on first use, then cached."""
     from advise.mini_ifm import ensure_mini_ifm
 
-    ensure_mini_ifm()
-    return _config(pool, PRETRAIN, quick, {"train.seed": seed})
+    started = time.perf_counter()
+    return ensure_mini_ifm(), {"mini_ifm": time.perf_counter() - started}
 
 
-def _extract_stores(
-    roots: dict[str, Path],
-    stores: Path,
-    features: str,
-    quick: bool,
-    seed: int,
-    ifm: FrozenIFM | CombinedIFM,
-) -> dict[str, dict[str, Any]]:
-    """Every dataset's tokens in a feature store of the `features` precision under `stores`;
-    by dataset name, the config override that trains from it."""
+def _store_job(config: Config, path: Path, dtype: str) -> tuple[Path, dict[str, float]]:
+    """A dataset's tokens in a feature store of `dtype` (fp32 for `--features store`)."""
     from advise.runs import extract
 
-    dtype = "fp32" if features == "store" else features
-    sources: dict[str, dict[str, Any]] = {}
-    for name, root in roots.items():
-        config = _config(root, PRETRAIN, quick, {"train.seed": seed})
-        store = extract(config, stores / f"{name}-{dtype}", dtype=dtype,
-                        ifm=ifm, progress=False)  # fmt: skip
-        # held in memory: the results of reading the store each time (advise.data.sources)
-        sources[name] = {"data.source": f"store:{store}", "data.in_memory": True}
-    return sources
+    started = time.perf_counter()
+    ifm = _frozen_ifm(config, memoize=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # its split summary: the runs print theirs
+        extract(config, path, dtype=dtype, ifm=ifm, progress=False)
+    return path, {"extract": time.perf_counter() - started}
 
 
 _IFMS: dict[bool, FrozenIFM | CombinedIFM] = {}  # this process's mini IFM, by memoisation
@@ -238,7 +241,7 @@ def _pretrain_job(
 
 
 def _finetune_job(
-    config: Config, run_dir: Path, init: Path | None, online: bool
+    config: Config, run_dir: Path, init: Path | None, online: bool, task: str
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Fine-tune one variant (from the PRP checkpoint `init`, or from scratch) and evaluate it
     multi-view; with the seconds of each. What the run prints goes to RUN/output.log."""
@@ -251,7 +254,10 @@ def _finetune_job(
             config, result.checkpoint.with_suffix(".safetensors"),
             out_file=run_dir / "eval.json", ifm=ifm,
         )  # fmt: skip
-    return evaluation, {"finetune": trained - started, "evaluate": time.perf_counter() - trained}
+    return evaluation, {
+        f"finetune_{task}": trained - started,
+        f"evaluate_{task}": time.perf_counter() - trained,
+    }
 
 
 @contextlib.contextmanager
