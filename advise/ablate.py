@@ -248,7 +248,7 @@ def plan(grid: Grid) -> list[RunSpec]:
         for task, arm in itertools.product(grid.tasks, grid.arms):
             extra, pretrained = ARM_SETTINGS[arm]
             if pretrained and pre_id not in runs:
-                runs[pre_id] = RunSpec(pre_id, "pretrain", "pool", pre, None, seed)
+                runs[pre_id] = RunSpec(pre_id, "pretrain", "pool", pre, None, seed, (label,))
             overrides = {**stage_overrides(grid, cell, "finetune"), **extra, "train.seed": seed}
             if "tmm.kind" in extra:  # another kind: the cell's tmm.<kind>.* keys do not apply
                 overrides = {
@@ -401,7 +401,6 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         needs = [str(work.store(dataset, spec)) for dataset in work.datasets(spec)]
         after = tuple(key for key in [*needs, spec.init] if key in waits)
         runs.append(Job(spec.id, _run_one, (spec, work), after))
-    started = time.perf_counter()
     number = 0
     for job, row in run_jobs(list(stores.values()) + runs, jobs):
         if job.key in stores:
@@ -410,8 +409,7 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         number, spec = number + 1, job.args[0]
         _append_row(shared / "results.jsonl", row)
         done[spec.id] = row
-        elapsed = time.perf_counter() - started
-        eta = elapsed / number * (len(todo) - number)
+        eta = _eta(todo, done, jobs)
         print(
             f"ablate: run {number}/{len(todo)} {spec.stage} {spec.dataset} {spec.arm or ''} "
             f"seed {spec.seed}{_cell_text(spec)}: {_result_text(row)} in {row['seconds']:.0f} s;"
@@ -423,6 +421,19 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
         out.mkdir(parents=True, exist_ok=True)
         documents.append(write_results(grid, specs, done, out, shared))
     return documents
+
+
+def _eta(todo: list[tuple[RunSpec, _Work]], done: dict[str, dict], jobs: int) -> float:
+    """Seconds left: each stage's runs to do times the mean of its finished ones (the other
+    stage's mean while none is), over `jobs` at a time."""
+    means = {}
+    for stage in ("pretrain", "finetune"):
+        seconds = [done[s.id]["seconds"] for s, _ in todo if s.id in done and s.stage == stage]
+        means[stage] = statistics.mean(seconds) if seconds else None
+    left = [spec.stage for spec, _ in todo if spec.id not in done]
+    known = [mean for mean in means.values() if mean is not None]
+    fallback = statistics.mean(known) if known else 0.0
+    return sum(means[stage] or fallback for stage in left) / jobs
 
 
 def _cell_text(spec: RunSpec) -> str:
