@@ -118,13 +118,15 @@ VIT_ARCHITECTURE = {
 }
 
 
-def build_mini_vit_model() -> nn.Module:
+def build_mini_vit_model(img_size: int = MINI_IMG_SIZE) -> nn.Module:
     """The mini ViT, randomly initialised (timm VisionTransformer): ``forward_features``
     [B, 3, 64, 64] (normalised with MINI_MEAN / MINI_STD) -> [B, 64, 96] (8 x 8 patch tokens);
-    ``forward`` adds a 10-way digit classifier."""
+    ``forward`` adds a 10-way digit classifier. Another `img_size` (a multiple of 8) sizes
+    the position embeddings for it (trained ones are resampled when loaded)."""
     from timm.models.vision_transformer import VisionTransformer
 
-    model = VisionTransformer(num_classes=MINI_NUM_CLASSES, **VIT_ARCHITECTURE)
+    architecture = {**VIT_ARCHITECTURE, "img_size": img_size}
+    model = VisionTransformer(num_classes=MINI_NUM_CLASSES, **architecture)
     model.pretrained_cfg = {
         "architecture": "advise_mini_vit",
         "mean": MINI_MEAN,
@@ -137,11 +139,12 @@ def build_mini_vit_model() -> nn.Module:
     return model
 
 
-def build_mini_model(family: str = "convnet") -> nn.Module:
-    """A mini IFM of `family` ("convnet" or "vit"), randomly initialised."""
+def build_mini_model(family: str = "convnet", img_size: int = MINI_IMG_SIZE) -> nn.Module:
+    """A mini IFM of `family` ("convnet" or "vit"), randomly initialised; the ViT sized for
+    `img_size` (the ConvNet takes any size)."""
     if family not in FAMILIES:
         raise ValueError(f"mini IFM family must be one of {FAMILIES}, got {family!r}")
-    return build_mini_ifm_model() if family == "convnet" else build_mini_vit_model()
+    return build_mini_ifm_model() if family == "convnet" else build_mini_vit_model(img_size)
 
 
 def recipe_tag(

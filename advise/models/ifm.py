@@ -148,7 +148,7 @@ def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) 
 def _build_mini(family: str, img_size: int) -> nn.Module:
     from advise.mini_ifm import build_mini_model
 
-    return build_mini_model(family)
+    return build_mini_model(family, img_size)
 
 
 def _find_mini_weights(family: str, offline: bool = True) -> Path | None:
