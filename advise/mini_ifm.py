@@ -1,14 +1,11 @@
-"""The mini IFMs: small timm models trained once on still digit images, then used frozen.
+"""The mini IFM: a small timm ConvNet trained once on still digit images, then used frozen.
 
 No image foundation model can be downloaded on an offline machine, so the built-in benchmark
 ships its own: a narrow ResNet-style network built from timm's ByobNet blocks that maps a
 64 x 64 frame to an 8 x 8 grid of 96-dim tokens (about 18 M multiply-accumulates per frame).
-A second family, `mini-vit`, is a 4-block ViT (8 px patches: the same 8 x 8 grid of 96-dim
-tokens) trained by the same recipe on the same stills, for comparing IFMs (the paper's
-Table 4). Each is trained only on single stills of the benchmark's kind (`render_stills`:
-digit sprite on a textured background, labelled by digit), so it never sees motion: whatever
-a temporal module learns about time on top of it, it learns from the pretext task and the
-video labels.
+It is trained only on single stills of the benchmark's kind (`render_stills`: digit sprite on
+a textured background, labelled by digit), so it never sees motion: whatever a temporal module
+learns about time on top of it, it learns from the pretext task and the video labels.
 
 The weights are trained on first use and cached as safetensors in ``$XDG_CACHE_HOME/advise``
 (default ``~/.cache/advise``) under a name that carries a hash of the recipe, so a changed
@@ -49,11 +46,6 @@ DEFAULT_STEPS = 1200
 DEFAULT_SEED = 0
 BATCH_SIZE = 64
 PEAK_LR = 3e-3
-# the ViT's peak lr: at 3e-3 its loss spiked after warm-up in our runs
-PEAK_LRS = {"convnet": PEAK_LR, "vit": 1e-3}
-FAMILIES = tuple(PEAK_LRS)
-# a family's cache file name starts with this
-FILE_STEMS = {"convnet": "mini_ifm", "vit": "mini_vit"}
 WEIGHT_DECAY = 0.01
 WARMUP_STEPS = 20
 # Curriculum: the share of full-difficulty stills in a batch grows linearly from 0 to 1 over
@@ -104,63 +96,17 @@ def build_mini_ifm_model() -> nn.Module:
     return model
 
 
-# The mini ViT: 8 px patches of a 64 px frame, 96 wide, 4 blocks; no class token (the tokens
-# are the grid), average-pooled for the training classifier.
-VIT_ARCHITECTURE = {
-    "img_size": MINI_IMG_SIZE,
-    "patch_size": 8,
-    "embed_dim": MINI_EMBED_DIM,
-    "depth": 4,
-    "num_heads": 4,
-    "mlp_ratio": 2.0,
-    "class_token": False,
-    "global_pool": "avg",
-}
-
-
-def build_mini_vit_model(img_size: int = MINI_IMG_SIZE) -> nn.Module:
-    """The mini ViT, randomly initialised (timm VisionTransformer): ``forward_features``
-    [B, 3, 64, 64] (normalised with MINI_MEAN / MINI_STD) -> [B, 64, 96] (8 x 8 patch tokens);
-    ``forward`` adds a 10-way digit classifier. Another `img_size` (a multiple of 8) sizes
-    the position embeddings for it (trained ones are resampled when loaded)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    architecture = {**VIT_ARCHITECTURE, "img_size": img_size}
-    model = VisionTransformer(num_classes=MINI_NUM_CLASSES, **architecture)
-    model.pretrained_cfg = {
-        "architecture": "advise_mini_vit",
-        "mean": MINI_MEAN,
-        "std": MINI_STD,
-        "input_size": (3, MINI_IMG_SIZE, MINI_IMG_SIZE),
-        "interpolation": "bilinear",
-        "num_classes": MINI_NUM_CLASSES,
-    }
-    model.default_cfg = model.pretrained_cfg
-    return model
-
-
-def build_mini_model(family: str = "convnet", img_size: int = MINI_IMG_SIZE) -> nn.Module:
-    """A mini IFM of `family` ("convnet" or "vit"), randomly initialised; the ViT sized for
-    `img_size` (the ConvNet takes any size)."""
-    if family not in FAMILIES:
-        raise ValueError(f"mini IFM family must be one of {FAMILIES}, got {family!r}")
-    return build_mini_ifm_model() if family == "convnet" else build_mini_vit_model(img_size)
-
-
-def recipe_tag(
-    steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED, family: str = "convnet"
-) -> str:
+def recipe_tag(steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> str:
     """A short hash of everything that decides the trained weights."""
-    architecture = repr(_model_config()) if family == "convnet" else VIT_ARCHITECTURE
     recipe = {
         "version": RECIPE_VERSION,
         "render_version": synthetic.RENDER_VERSION,
-        "architecture": architecture,
+        "architecture": repr(_model_config()),
         "zero_init_last": False,
         "steps": steps,
         "seed": seed,
         "batch_size": BATCH_SIZE,
-        "peak_lr": PEAK_LRS[family],
+        "peak_lr": PEAK_LR,
         "weight_decay": WEIGHT_DECAY,
         "warmup_steps": WARMUP_STEPS,
         "curriculum_steps": CURRICULUM_STEPS,
@@ -191,10 +137,7 @@ def digit_accuracy(model: nn.Module, images: np.ndarray, digits: np.ndarray) -> 
 
 
 def train_mini_ifm(
-    steps: int = DEFAULT_STEPS,
-    seed: int = DEFAULT_SEED,
-    progress: bool = True,
-    family: str = "convnet",
+    steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED, progress: bool = True
 ) -> nn.Module:
     """Train the mini IFM on still digit images; returns it in eval mode.
 
@@ -211,12 +154,12 @@ def train_mini_ifm(
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return _train(steps, seed, progress, family)
+        return _train(steps, seed, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(steps: int, seed: int, progress: bool, family: str = "convnet") -> nn.Module:
+def _train(steps: int, seed: int, progress: bool) -> nn.Module:
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
@@ -234,20 +177,18 @@ def _train(steps: int, seed: int, progress: bool, family: str = "convnet") -> nn
     easy_inputs, easy_labels = _to_tensor(easy_images), torch.from_numpy(easy_digits)
     hard_inputs, hard_labels = _to_tensor(hard_images), torch.from_numpy(hard_digits)
 
-    model = build_mini_model(family)
-    peak = PEAK_LRS[family]
+    model = build_mini_ifm_model()
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0}],
-        lr=peak,
+        lr=PEAK_LR,
     )
     model.train()
-    show = progress and sys.stderr.isatty()
-    bar = tqdm(range(steps), desc=f"mini IFM ({family})", disable=not show)
+    bar = tqdm(range(steps), desc="mini IFM", disable=not progress or not sys.stderr.isatty())
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, steps, peak)
+            group["lr"] = _learning_rate(step, steps)
         num_hard = round(BATCH_SIZE * min(1.0, step / CURRICULUM_STEPS))
         easy = torch.randint(len(easy_inputs), (BATCH_SIZE - num_hard,), generator=generator)
         hard = torch.randint(len(hard_inputs), (num_hard,), generator=generator)
@@ -265,12 +206,12 @@ def _train(steps: int, seed: int, progress: bool, family: str = "convnet") -> nn
     return model
 
 
-def _learning_rate(step: int, steps: int, peak: float = PEAK_LR) -> float:
-    """Linear warm-up over WARMUP_STEPS, then cosine from `peak` to 0."""
+def _learning_rate(step: int, steps: int) -> float:
+    """Linear warm-up over WARMUP_STEPS, then cosine from PEAK_LR to 0."""
     if step < WARMUP_STEPS:
-        return peak * (step + 1) / WARMUP_STEPS
+        return PEAK_LR * (step + 1) / WARMUP_STEPS
     fraction = (step - WARMUP_STEPS) / max(1, steps - WARMUP_STEPS)
-    return 0.5 * peak * (1 + math.cos(math.pi * fraction))
+    return 0.5 * PEAK_LR * (1 + math.cos(math.pi * fraction))
 
 
 def _augment(images: Tensor, generator: torch.Generator, max_shift: int = 4) -> Tensor:
@@ -310,18 +251,15 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def mini_ifm_path(
-    cache_dir: Path | None = None, family: str = "convnet", steps: int = DEFAULT_STEPS,
-    seed: int = DEFAULT_SEED,
-) -> Path:  # fmt: skip
-    """Where a recipe's trained weights are cached (the file may not exist yet)."""
+def mini_ifm_path(cache_dir: Path | None = None) -> Path:
+    """Where the default recipe's trained weights are cached (the file may not exist yet)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"{FILE_STEMS[family]}-{recipe_tag(steps, seed, family)}.safetensors"
+    return cache_dir / f"mini_ifm-{recipe_tag()}.safetensors"
 
 
-def cached_mini_ifm(cache_dir: Path | None = None, family: str = "convnet") -> Path | None:
+def cached_mini_ifm(cache_dir: Path | None = None) -> Path | None:
     """The cached trained weights of the default recipe, or None (never trains)."""
-    path = mini_ifm_path(cache_dir, family)
+    path = mini_ifm_path(cache_dir)
     return path if path.is_file() else None
 
 
@@ -330,29 +268,27 @@ def ensure_mini_ifm(
     progress: bool = True,
     steps: int = DEFAULT_STEPS,
     seed: int = DEFAULT_SEED,
-    family: str = "convnet",
 ) -> Path:
-    """Path of the trained mini IFM weights (safetensors) of `family`, training them on first
-    use.
+    """Path of the trained mini IFM weights (safetensors), training them on first use.
 
-    The file is ``<cache_dir>/mini_ifm-<recipe_tag>.safetensors`` (``mini_vit-...`` for the
-    ViT) and loads strictly into `build_mini_model(family)` (classifier included). Concurrent
-    callers wait on a lock file and the weights appear by atomic rename, so nobody reads a
-    half-written file.
+    The file is ``<cache_dir>/mini_ifm-<recipe_tag>.safetensors`` and loads strictly into
+    `build_mini_ifm_model()` (classifier included). Concurrent callers wait on a lock file and
+    the weights appear by atomic rename, so nobody reads a half-written file.
     """
-    path = mini_ifm_path(cache_dir, family, steps, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"mini_ifm-{recipe_tag(steps, seed)}.safetensors"
     if path.is_file():
         return path
     with _file_lock(path.with_suffix(".lock")):
         if path.is_file():  # another process trained it while we waited
             return path
         if progress:
-            print(f"Training the mini IFM ({family}) once ({steps} steps); it is cached at {path}")
+            print(f"Training the mini IFM once ({steps} steps); it is cached at {path}")
         start = time.perf_counter()
-        model = train_mini_ifm(steps=steps, seed=seed, progress=progress, family=family)
+        model = train_mini_ifm(steps=steps, seed=seed, progress=progress)
         metadata = {
-            "recipe_tag": recipe_tag(steps, seed, family),
+            "recipe_tag": recipe_tag(steps, seed),
             "heldout_digit_accuracy": f"{model.heldout_accuracy:.4f}",
             "train_seconds": f"{time.perf_counter() - start:.1f}",
         }
@@ -363,8 +299,8 @@ def ensure_mini_ifm(
     return path
 
 
-def load_mini_ifm(path: Path | None = None, family: str = "convnet") -> nn.Module:
+def load_mini_ifm(path: Path | None = None) -> nn.Module:
     """The trained mini IFM in eval mode (from `path`, or `ensure_mini_ifm()`)."""
-    model = build_mini_model(family)
-    model.load_state_dict(load_file(str(path or ensure_mini_ifm(family=family))), strict=True)
+    model = build_mini_ifm_model()
+    model.load_state_dict(load_file(str(path or ensure_mini_ifm())), strict=True)
     return model.eval()

@@ -145,32 +145,22 @@ def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) 
     )
 
 
-def _build_mini(family: str, img_size: int) -> nn.Module:
-    from advise.mini_ifm import build_mini_model
+def _build_mini(img_size: int) -> nn.Module:
+    from advise.mini_ifm import build_mini_ifm_model
 
-    return build_mini_model(family, img_size)
+    return build_mini_ifm_model()
 
 
-def _find_mini_weights(family: str, offline: bool = True) -> Path | None:
+def _find_mini_weights(offline: bool = True) -> Path | None:
     from advise.mini_ifm import ensure_mini_ifm
 
-    # trains and caches the model on first use (no network)
-    return Path(ensure_mini_ifm(family=family))
+    return Path(ensure_mini_ifm())  # trains and caches the model on first use (no network)
 
 
-def _cached_mini_weights(family: str) -> Path | None:
+def _cached_mini_weights() -> Path | None:
     from advise.mini_ifm import cached_mini_ifm
 
-    return cached_mini_ifm(family=family)
-
-
-def _mini_spec(name: str, family: str, description: str) -> IFMSpec:
-    """A built-in mini IFM (64 px, an 8 x 8 grid of 96-dim tokens). The mean/std here are a
-    fallback: the model's own pretrained_cfg wins (see build_ifm)."""
-    return IFMSpec(
-        name, partial(_build_mini, family), 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear",
-        8, description, partial(_find_mini_weights, family), partial(_cached_mini_weights, family),
-    )  # fmt: skip
+    return cached_mini_ifm()
 
 
 def _build_mobilenet(img_size: int) -> nn.Module:
@@ -219,10 +209,10 @@ MOBILENET_SPEC = IFMSpec(
 # OpenAI CLIP was trained with QuickGELU: timm's *_clip_quickgelu_* architectures match its
 # weights exactly (the plain *_clip_* ones swap in GELU and shift every feature slightly).
 IFM_REGISTRY: dict[str, IFMSpec] = {
-    "mini": _mini_spec("mini", "convnet", "advise's built-in mini IFM, trained on first use"),
-    "mini-vit": _mini_spec(
-        "mini-vit", "vit", "advise's built-in mini ViT (same stills), trained on first use"
-    ),
+    # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
+    "mini": IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
+                    "advise's built-in mini IFM, trained on first use", _find_mini_weights,
+                    _cached_mini_weights),
     "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
     "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
     "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14),
