@@ -416,9 +416,9 @@ def parse_views(text: str) -> tuple[int, int]:
 # tested; the model (IFM, SFU, TMM, head) is always rebuilt from the checkpoint's own config
 EVALUATION_KEYS = (
     "data.format", "data.root", "data.annotations", "data.test_annotations", "data.split",
-    "data.quarantine", "data.source", "data.num_workers", "data.in_memory", "data.max_bad_fraction",
-    "eval.*",
-    "train.device", "train.threads", "ifm.weights", "ifm.precision",
+    "data.quarantine", "data.source", "data.num_workers", "data.in_memory",
+    "data.max_bad_fraction", "eval.*", "train.device", "train.threads", "ifm.weights",
+    "ifm.precision",
 )  # fmt: skip
 
 
