@@ -108,7 +108,7 @@ def run_demo(
             watch.add(stage, value)
         print(f"demo: {job.key}{_result_text(result)} in {sum(seconds.values()):.0f} s",
               flush=True)  # fmt: skip
-    base = jobs[[job.key for job in jobs].index("prp")].args[0]
+    base = next(job.args[0] for job in jobs if job.key == "prp")  # its pre-training config
     speed = done["prp"]
     pretext = build_pretext(base)
     results: dict[str, Any] = {"tasks": {}}
