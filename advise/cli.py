@@ -150,19 +150,54 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from advise.api import LIST_SUFFIXES
     from advise.runs import parse_views, predict
 
     views = parse_views(args.views) if args.views else None
-    result = predict(Path(args.video), Path(args.ckpt), args.set, views=views, top=args.top)
-    if result["warning"]:
-        print(f"warning: {result['warning']}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result))
+    one = args.videos[0] if len(args.videos) == 1 else None
+    if one is not None and args.out is None and not Path(one).is_dir() \
+            and Path(one).suffix.lower() not in LIST_SUFFIXES:  # fmt: skip
+        result = predict(Path(one), Path(args.ckpt), args.set, views=views, top=args.top)
+        if result["warning"]:
+            print(f"warning: {result['warning']}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f"{result['video']} ({result['views']} views)")
+        width = max(len(row["class"]) for row in result["top"])
+        for rank, row in enumerate(result["top"], start=1):
+            print(f"{rank}. {row['class']:<{width}}  {row['score']:.4f}")
         return
-    print(f"{result['video']} ({result['views']} views)")
-    width = max(len(row["class"]) for row in result["top"])
-    for rank, row in enumerate(result["top"], start=1):
-        print(f"{rank}. {row['class']:<{width}}  {row['score']:.4f}")
+    _predict_many(args, views)
+
+
+def _predict_many(args: argparse.Namespace, views: tuple[int, int] | None) -> None:
+    """Many videos: one CSV row each (a video that cannot be read is a row with its reason)."""
+    from advise.api import load, video_paths
+    from advise.runs import predict_csv
+
+    paths = video_paths(args.videos)
+    model = load(args.ckpt, overrides=args.set)
+    out = Path(args.out) if args.out else None
+    summary = predict_csv(model, paths, out, views, args.top, args.batch_size, args.workers)
+    print(
+        f"{summary['videos']} videos: {summary['predicted']} predicted, {summary['skipped']} "
+        f"skipped, {summary['videos_per_second']:.2f} videos/s" + (f" -> {out}" if out else ""),
+        file=sys.stderr,  # stdout may be the CSV
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from advise.exported import export
+    from advise.runs import say
+
+    record = export(Path(args.ckpt), Path(args.out), torchscript=args.torchscript)
+    extra = f", TorchScript within {record['torchscript']['max_abs_difference']:.1e}" \
+        if "torchscript" in record else ""  # fmt: skip
+    say(
+        f"exported {record['stage']} model ({len(record['weights']['tensors'])} tensors, IFM "
+        f"{record['ifm']['name']}{extra}) -> {args.out}"
+    )
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
@@ -402,18 +437,44 @@ def _evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
 
 
 def _predict_arguments(predict: argparse.ArgumentParser) -> None:
-    predict.add_argument("video", help="a video file")
     predict.add_argument(
-        "--ckpt", required=True, help="fine-tuned checkpoint (.safetensors) or run folder"
-    )
+        "videos", nargs="+", metavar="PATH",
+        help="video files, folders (searched for videos) and list files (.txt, .lst, .list, "
+        ".csv: one path per line, first field); one video file prints its top classes, "
+        "anything more writes a CSV",
+    )  # fmt: skip
+    predict.add_argument(
+        "--ckpt", required=True,
+        help="fine-tuned checkpoint (.safetensors), run folder or exported model folder",
+    )  # fmt: skip
     predict.add_argument("--views", help="CLIPSxCROPS (default: the checkpoint's eval.*)")
-    predict.add_argument("--top", type=_positive_int, default=5, help="classes to print")
-    predict.add_argument("--json", action="store_true", help="print one JSON object")
+    predict.add_argument("--top", type=_positive_int, default=5, help="classes to report")
+    predict.add_argument("--json", action="store_true", help="one video: print one JSON object")
+    predict.add_argument(
+        "--out", help="CSV file of the predictions (default: printed; a CSV for many videos)"
+    )
+    predict.add_argument(
+        "--batch-size", type=_positive_int, default=4, help="videos per forward pass"
+    )
+    predict.add_argument(
+        "--workers", type=_non_negative_int, default=2, help="processes decoding videos"
+    )
     predict.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override the checkpoint's config, e.g. --set ifm.weights=/path (repeatable)",
     )  # fmt: skip
     predict.add_argument("--offline", action="store_true", help="never touch the network")
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
+    export.add_argument("ckpt", help="checkpoint (.safetensors) or run folder (its last)")
+    export.add_argument("--out", required=True, help="the folder to write (new, or an export)")
+    export.add_argument(
+        "--torchscript", action="store_true",
+        help=f"also write {'tokens_to_logits.pt'}, TorchScript of tokens -> logits, checked "
+        "to match the model within 1e-5",
+    )  # fmt: skip
+    export.add_argument("--offline", action="store_true", help="never touch the network")
 
 
 def _summary_arguments(summary: argparse.ArgumentParser) -> None:
@@ -501,7 +562,10 @@ COMMANDS: tuple[Command, ...] = (
      _add_run_options, cmd_pretrain),
     ("finetune", "fine-tune for action recognition", _finetune_arguments, cmd_finetune),
     ("evaluate", "multi-view testing of a checkpoint", _evaluate_arguments, cmd_evaluate),
-    ("predict", "top classes of one video", _predict_arguments, cmd_predict),
+    ("predict", "top classes of videos (one printed, many to a CSV)", _predict_arguments,
+     cmd_predict),
+    ("export", "a trained model as a self-contained folder (weights, config, model card)",
+     _export_arguments, cmd_export),
     ("summary", "parameter and MAC counts of a config", _summary_arguments, cmd_summary),
     ("config", "the resolved config, its derived values (peak lr, steps, parameters) and "
      "the warnings a run would give", _config_arguments, cmd_config),

@@ -76,7 +76,7 @@ from advise.train.metrics import (
     mean_class_accuracy,
     per_class_accuracy,
 )
-from advise.train.tasks import ActionTask, Task, forward_batch
+from advise.train.tasks import ActionTask, Task
 
 CHECKPOINT = Path("checkpoints") / "last"
 
@@ -656,62 +656,75 @@ def predict(
     views: tuple[int, int] | None = None,
     top: int = 5,
 ) -> dict[str, Any]:
-    """Class scores of one video file from a fine-tuned checkpoint.
+    """Class scores of one video file from a fine-tuned checkpoint (`advise.load`).
 
     The model is rebuilt from the config saved in the checkpoint (`overrides` as in --set,
     e.g. ifm.weights on another machine); the video is tested with the checkpoint's
     multi-view protocol (or `views`), softmax averaged over views. Returns the `top` classes,
     and a `warning` (None when there is none) when the video was cut short.
     """
-    from advise.data.check import cut_short
-    from advise.data.datasets import MultiViewDataset, SkippedVideo, collate_clips
-    from advise.data.formats import VideoRecord
-    from advise.data.video import VideoDecodeError, probe_video
+    from advise.api import load
 
-    checkpoint = find_checkpoint(checkpoint)
-    tensors, state = load_checkpoint(checkpoint)
-    check_stage(state, checkpoint, "finetune", "predict needs a fine-tuned one")
     if Path(video).is_dir():
         raise ConfigError(f"predict: {video} is a folder; expected one video file")
     if not Path(video).is_file():
         raise FileNotFoundError(2, "no video file there", str(video))
-    config = checkpoint_config(state, None, parse_overrides(overrides or []))
-    config = config.replace({"data.source": "video"})  # a new video: never in a store
-    class_names = state["class_names"]
-    run = setup(config)
-    _check_fits(state, run, checkpoint)
-    model = build_model(config, len(class_names), run.ifm, run.token_dim).to(run.device)
-    model.load_trainable_state_dict(model_tensors(tensors))
-    model.eval()
-    num_clips, num_crops = views or (config.eval.num_clips, config.eval.num_crops)
-    dataset = MultiViewDataset(
-        [VideoRecord(Path(video), 0)],
-        config.data.num_frames,
-        num_clips,
-        loaders.views_transform(run.preprocessing, num_crops),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a bad video is this command's error, not a warning
-        item = dataset[0]
-    if isinstance(item, SkippedVideo) or item is None:
-        reason = item.reason if isinstance(item, SkippedVideo) else "unreadable"
-        raise VideoDecodeError(video, f"cannot test it: {reason}")
-    damage = cut_short(probe_video(video))  # probed already: cached
-    with torch.no_grad():
-        logits = forward_batch(model, collate_clips([item]), run.device)
-        probs = logits.float().softmax(dim=1).mean(0).cpu()
-    scores, indices = probs.topk(min(top, len(class_names)))
+    model = load(checkpoint, overrides=overrides or [])
+    prediction = model.predict(video, views, top)
     return {
         "video": str(video),
-        "views": f"{num_clips}x{num_crops}",
+        "views": prediction.views,
         "top": [
-            {"class": class_names[index], "score": round(float(score), 4)}
-            for score, index in zip(scores.tolist(), indices.tolist(), strict=True)
+            {"class": name, "score": score}
+            for name, score in zip(prediction.classes, prediction.scores, strict=True)
         ],
-        "checkpoint": str(checkpoint),
-        "ifm": run.ifm_record(),
-        "warning": damage and f"{video}: {damage}; scored on the frames that decode",
+        "checkpoint": str(model.source),
+        "ifm": model.ifm_record,
+        "warning": prediction.warning,
     }
+
+
+def predict_csv(
+    model: Any,
+    paths: list[Path],
+    out: Path | None,
+    views: tuple[int, int] | None,
+    top: int,
+    batch_size: int,
+    workers: int,
+) -> dict[str, Any]:
+    """`advise predict` of many videos: one CSV row per path (path, status "ok" or "skipped",
+    views, the `top` classes and scores, note: why it was skipped or that it was cut short),
+    to `out` (written whole at the end) or stdout; a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    from advise.api import Skipped
+
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    ranks = [f"{kind}_{rank}" for rank in range(1, top + 1) for kind in ("class", "score")]
+    writer.writerow(["path", "status", "views", *ranks, "note"])
+    counts = {"predicted": 0, "skipped": 0}
+    started = time.perf_counter()
+    rows = model.predict_files(paths, views, top, batch_size, workers)
+    for result in tqdm(rows, total=len(paths), desc="predict", disable=not sys.stderr.isatty(),
+                       leave=False, dynamic_ncols=True):  # fmt: skip
+        if isinstance(result, Skipped):
+            counts["skipped"] += 1
+            writer.writerow([result.path, "skipped", "", *[""] * len(ranks), result.reason])
+            continue
+        counts["predicted"] += 1
+        pairs = zip(result.classes, result.scores, strict=True)
+        scores: list[Any] = [value for pair in pairs for value in pair]
+        scores += [""] * (len(ranks) - len(scores))
+        writer.writerow([result.path, "ok", result.views, *scores, result.warning or ""])
+    seconds = time.perf_counter() - started
+    if out is None:
+        sys.stdout.write(handle.getvalue())
+    else:
+        atomic_write(out, handle.getvalue())
+    return {"videos": len(paths), **counts, "seconds": seconds,
+            "videos_per_second": len(paths) / max(seconds, 1e-9)}  # fmt: skip
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -195,8 +195,8 @@ def test_path_messages_name_what_the_user_gave(tmp_path, config, tree, capsys):
     assert run_cli("evaluate", "--ckpt", missing) == 2
     error = capsys.readouterr().err
     assert f"no checkpoint at {missing}" in error and "both are missing" in error
-    assert run_cli("predict", tree, "--ckpt", run) == 2
-    assert f"{tree} is a folder; expected one video file" in capsys.readouterr().err
+    assert run_cli("predict", empty, "--ckpt", run) == 2  # a folder: its videos, if any
+    assert f"{empty}: a folder with no videos in it" in capsys.readouterr().err
 
 
 def test_evaluate_scores_a_pretraining_checkpoint_on_its_pretext(tmp_path, config, capsys):
