@@ -282,14 +282,21 @@ def _cut_short(path: str | Path) -> str | None:
     return damage and f"{path}: {damage}; scored on the frames that decode"
 
 
-def load(path: str | Path, device: str | None = None, overrides: Sequence[str] = ()) -> Model:
+def load(
+    path: str | Path,
+    device: str | None = None,
+    overrides: Sequence[str] = (),
+    settings: dict[str, Any] | None = None,
+) -> Model:
     """A trained model from a checkpoint (.safetensors or .json of a pair), a run folder (its
     last checkpoint) or a folder written by `advise export`.
 
     The frozen IFM is rebuilt from the recorded name and weights (`overrides` as `--set`, e.g.
     "ifm.weights=/path/to/file" on another machine) and refused when its weights hash differs
     from the one the model was trained on (`CheckpointError`). `device` defaults to the
-    checkpoint's `train.device` ("auto": CUDA when there is one).
+    checkpoint's `train.device` ("auto": CUDA when there is one). `settings` (the dotted keys
+    of a --config) and `overrides` may change where data is and how it is tested
+    (`advise.runs.EVALUATION_KEYS`), never the model.
     """
     from advise.exported import is_export, read_export
 
@@ -303,7 +310,7 @@ def load(path: str | Path, device: str | None = None, overrides: Sequence[str] =
         path = find_checkpoint(path)
         raw, state = load_checkpoint(path)
         tensors = model_tensors(raw)
-    return build_loaded(path, tensors, state, device, overrides)
+    return build_loaded(path, tensors, state, device, overrides, settings)
 
 
 def build_loaded(
@@ -312,6 +319,7 @@ def build_loaded(
     state: dict[str, Any],
     device: str | None = None,
     overrides: Sequence[str] = (),
+    settings: dict[str, Any] | None = None,
 ) -> Model:
     """The `Model` of a checkpoint's model tensors and state (config, stage, classes, IFM)."""
     from advise.models.build import build_frozen_ifm, build_model, resolve_precision
@@ -324,7 +332,7 @@ def build_loaded(
     stage = state.get("stage")
     if stage not in ("pretrain", "finetune"):
         raise CheckpointError(f"{path}: not a checkpoint of advise pretrain or finetune")
-    config = checkpoint_config(state, None, parse_overrides(list(overrides)))
+    config = checkpoint_config(state, settings, parse_overrides(list(overrides)))
     config = config.replace({"data.source": "video"})  # new videos: never in a store
     target = resolve_device(device or config.train.device)
     ifm = build_frozen_ifm(config.ifm, target)

@@ -187,6 +187,35 @@ def _predict_many(args: argparse.Namespace, views: tuple[int, int] | None) -> No
     )
 
 
+def cmd_visualize(args: argparse.Namespace) -> None:
+    from advise.runs import say
+    from advise.visualize import visualize
+
+    checkpoints = [args.ckpt, *args.compare]
+    record = visualize(args.video, checkpoints, Path(args.out), args.labels, args.map)
+    rows = ", ".join(row["label"] for row in record["rows"])
+    say(f"activation maps ({args.map}) of {rows} -> {args.out}/activations.png, .gif, .json")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from advise.api import load
+    from advise.config import preset_values
+    from advise.embed import embed
+    from advise.runs import say
+
+    if args.config:
+        _config(args)  # every key and value checked, as for any command
+    settings = preset_values(args.config) if args.config else None
+    model = load(args.ckpt, overrides=args.set, settings=settings)
+    record = embed(model, Path(args.out))
+    knn = record["knn_top1"]
+    say(
+        f"{record['test_videos']} test videos (kNN memory: {record['train_videos']} train): "
+        f"kNN top-1 IFM tokens {knn['ifm']:.1f}%, TMM output {knn['tmm']:.1f}% (chance "
+        f"{record['chance']:.1f}%) -> {args.out}/embedding.png"
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from advise.exported import export
     from advise.runs import say
@@ -466,6 +495,35 @@ def _predict_arguments(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("--offline", action="store_true", help="never touch the network")
 
 
+def _visualize_arguments(visualize: argparse.ArgumentParser) -> None:
+    visualize.add_argument("video", help="a video file")
+    visualize.add_argument(
+        "--ckpt", required=True, help="checkpoint, run folder or exported model folder"
+    )
+    visualize.add_argument(
+        "--compare", nargs="*", default=[], metavar="CKPT",
+        help="more checkpoints on the same IFM, one row each (e.g. a scratch run)",
+    )  # fmt: skip
+    visualize.add_argument("--labels", nargs="*", help="row labels (default: run folder names)")
+    visualize.add_argument(
+        "--map", choices=("norm", "cam"), default="norm",
+        help="norm: channel norm of the TMM output; cam: Grad-CAM of the predicted class",
+    )  # fmt: skip
+    visualize.add_argument("--out", required=True, help="folder for the PNG, GIF and JSON")
+    visualize.add_argument("--offline", action="store_true", help="never touch the network")
+
+
+def _embed_arguments(embed: argparse.ArgumentParser) -> None:
+    _add_config_options(
+        embed, required=False,
+        help_text="preset or YAML whose data keys to use (default: the checkpoint's own data)",
+    )  # fmt: skip
+    embed.add_argument(
+        "--ckpt", required=True, help="checkpoint, run folder or exported model folder"
+    )
+    embed.add_argument("--out", required=True, help="folder for the PNG, features and JSON")
+
+
 def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("ckpt", help="checkpoint (.safetensors) or run folder (its last)")
     export.add_argument("--out", required=True, help="the folder to write (new, or an export)")
@@ -564,6 +622,10 @@ COMMANDS: tuple[Command, ...] = (
     ("evaluate", "multi-view testing of a checkpoint", _evaluate_arguments, cmd_evaluate),
     ("predict", "top classes of videos (one printed, many to a CSV)", _predict_arguments,
      cmd_predict),
+    ("visualize", "activation maps of models on one video, frame by frame (PNG and GIF)",
+     _visualize_arguments, cmd_visualize),
+    ("embed", "t-SNE and kNN top-1 of the test videos' IFM and TMM features",
+     _embed_arguments, cmd_embed),
     ("export", "a trained model as a self-contained folder (weights, config, model card)",
      _export_arguments, cmd_export),
     ("summary", "parameter and MAC counts of a config", _summary_arguments, cmd_summary),

@@ -241,3 +241,35 @@ def test_an_edited_export_is_refused_naming_what_differs(trained, tmp_path, caps
     assert run_cli("predict", video, "--ckpt", out) == 2
     assert "the weights were changed after export" in capsys.readouterr().err
     np.testing.assert_equal(len(list(out.iterdir())), 3)  # nothing written on refusal
+
+
+def test_visualize_writes_maps_of_each_model(trained, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "maps"
+    video = trained["videos"][0]
+    code = run_cli("visualize", video, "--ckpt", trained["ft"], "--compare", trained["prp"],
+                   "--labels", "fine-tuned", "pre-trained", "--out", out)  # fmt: skip
+    assert code == 0
+    record = json.loads((out / "activations.json").read_text())
+    assert [row["label"] for row in record["rows"]] == ["IFM mini", "fine-tuned", "pre-trained"]
+    frames = len(record["rows"][0]["peaks"])
+    assert frames == 4  # tiny_config's data.num_frames
+    assert [row["label"] for row in record["predictions"]] == ["fine-tuned"]  # PRP: no classes
+    with Image.open(out / "activations.gif") as gif:
+        assert gif.n_frames == frames and gif.size[0] == 4 * gif.size[1]  # frames + 3 rows
+    assert Image.open(out / "activations.png").size[1] > 100
+    assert run_cli("visualize", video, "--ckpt", trained["ft"], "--map", "cam",
+                   "--out", tmp_path / "cam") == 0  # fmt: skip
+
+
+def test_embed_writes_features_tsne_and_knn(trained, tmp_path, capsys):
+    out = tmp_path / "embed"
+    assert run_cli("embed", "--ckpt", trained["ft"], "--out", out) == 0
+    record = json.loads((out / "embedding.json").read_text())
+    assert record["test_videos"] == 4 and record["train_videos"] == 6
+    assert set(record["knn_top1"]) == {"ifm", "tmm"}
+    features = safetensors.torch.load_file(out / "features.safetensors")
+    assert features["ifm_test"].shape[0] == 4 and features["tmm_train"].shape[0] == 6
+    assert (out / "embedding.png").stat().st_size > 1000
+    assert "kNN top-1 IFM tokens" in capsys.readouterr().out

@@ -404,7 +404,8 @@ def _render_motion_scene(
     sign=1 plays it forwards (left, up, clockwise, grow, fade in), -1 backwards. Mixed motion
     (MIXED_MOTION_P): nothing else, a smaller distractor digit performing a random program of
     another pair in a random direction, or a weaker (SECONDARY_SCALE) program of another pair
-    added to the main sprite. Returns [T, 64, 64, 3] uint8.
+    added to the main sprite. Returns ([T, 64, 64, 3] uint8, the main sprite's alpha
+    [T, 64, 64]).
     """
     texture = periodic_texture(rng)
     texture_start = rng.uniform(0.0, TEXTURE_SIZE, size=2)
@@ -426,11 +427,10 @@ def _render_motion_scene(
         _apply_program(main, secondary, rng, SECONDARY_SCALE, rng.choice([-1, 1]))
     _apply_program(main, PROGRAMS[program], rng, 1.0, sign)
     sprites.append(main)
-    for sprite in sprites:
-        _composite(frames, sprite, camera, rng)
+    alphas = [_composite(frames, sprite, camera, rng) for sprite in sprites]
     if rng.random() < OCCLUDER_P:
         _draw_occluder(frames, rng, camera, texture)
-    return _finish(frames, rng)
+    return _finish(frames, rng), alphas[-1]
 
 
 def _periodic_wave(
@@ -447,7 +447,8 @@ def _render_periodic_scene(rng: np.random.Generator, num_frames: int) -> np.ndar
 
     Sprite positions, angles, sizes and opacities, the camera position and the brightness are
     sums of sinusoids with integer cycle counts per video (or whole turns for spins); only the
-    pixel noise and shake are drawn per frame (i.i.d.). Returns [T, 64, 64, 3] uint8.
+    pixel noise and shake are drawn per frame (i.i.d.). Returns ([T, 64, 64, 3] uint8, the
+    main sprite's alpha [T, 64, 64]).
     """
     texture = periodic_texture(rng)
     texture_start = rng.uniform(0.0, TEXTURE_SIZE, size=2)
@@ -480,10 +481,9 @@ def _render_periodic_scene(rng: np.random.Generator, num_frames: int) -> np.ndar
             1.0,
         )
         sprites.append(sprite)
-    for sprite in sprites:
-        _composite(frames, sprite, camera, rng)
+    alphas = [_composite(frames, sprite, camera, rng) for sprite in sprites]
     gain = 1.0 + _periodic_wave(rng, num_frames, rng.uniform(0.0, 0.1))
-    return _finish(frames, rng, gain)
+    return _finish(frames, rng, gain), alphas[-1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -498,6 +498,16 @@ def render_video(task: str, class_index: int, rng: np.random.Generator) -> np.nd
     For ``temporal``, class 2k + 1 with a generator in the same state as for class 2k gives
     exactly the frames of class 2k in reverse order.
     """
+    return render_video_with_boxes(task, class_index, rng)[0]
+
+
+def render_video_with_boxes(
+    task: str, class_index: int, rng: np.random.Generator, threshold: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """`render_video`, and where the main sprite (the labelled digit, or the pool's main
+    sprite) was drawn: boxes [T, 4] int64 (x0, y0, x1, y1; x1, y1 exclusive) around its pixels
+    of opacity above `threshold`, (0, 0, 0, 0) in a frame where it is not visible. The same
+    generator state gives the same frames as `render_video`."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     num_classes = len(TASKS[task])
@@ -505,13 +515,26 @@ def render_video(task: str, class_index: int, rng: np.random.Generator) -> np.nd
         raise ValueError(f"class_index must be in [0, {num_classes}) for {task!r}")
     num_frames = NUM_FRAMES[task]
     if task == "pool":
-        return _render_periodic_scene(rng, num_frames)
-    if task == "spatial":
+        frames, alpha = _render_periodic_scene(rng, num_frames)
+    elif task == "spatial":
         program = int(rng.integers(len(PROGRAMS)))
         sign = float(rng.choice([-1.0, 1.0]))
-        return _render_motion_scene(rng, num_frames, program, sign, digit=class_index)
-    frames = _render_motion_scene(rng, num_frames, class_index // 2, 1.0, digit=None)
-    return frames[::-1].copy() if class_index % 2 else frames
+        frames, alpha = _render_motion_scene(rng, num_frames, program, sign, digit=class_index)
+    else:
+        frames, alpha = _render_motion_scene(rng, num_frames, class_index // 2, 1.0, digit=None)
+        if class_index % 2:
+            frames, alpha = frames[::-1].copy(), alpha[::-1]
+    return frames, _boxes(alpha > threshold)
+
+
+def _boxes(masks: np.ndarray) -> np.ndarray:
+    """[T, H, W] bool -> [T, 4] (x0, y0, x1, y1) bounding boxes, zeros where a mask is empty."""
+    boxes = np.zeros((len(masks), 4), dtype=np.int64)
+    for index, mask in enumerate(masks):
+        rows, columns = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        if len(rows):
+            boxes[index] = (columns[0], rows[0], columns[-1] + 1, rows[-1] + 1)
+    return boxes
 
 
 def render_still(rng: np.random.Generator, subset: str = "all") -> tuple[np.ndarray, int]:
