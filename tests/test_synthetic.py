@@ -37,6 +37,25 @@ def test_render_is_deterministic_and_seed_dependent(task):
     assert np.abs(first.astype(int) - other.astype(int)).mean() > 5
 
 
+def test_boxes_follow_the_main_sprite():
+    """render_video_with_boxes: the same frames, and per frame a box of the main digit's size
+    that moves with it (reversed with the frames for a temporal partner)."""
+    for task, label in (("spatial", 3), ("temporal", 0), ("pool", 0)):
+        rng = video_rng(0, task, label, 1)
+        frames, boxes = synthetic.render_video_with_boxes(task, label, rng)
+        np.testing.assert_array_equal(
+            frames, render_video(task, label, video_rng(0, task, label, 1))
+        )
+        sides = boxes[:, 2:] - boxes[:, :2]
+        visible = (sides > 0).all(axis=1)
+        assert visible.mean() > 0.5 and (boxes >= 0).all() and (boxes <= 64).all()
+        assert (sides[visible] <= 2 * 0.7072 * synthetic.MAIN_SIZE[1] * 1.6 + 4).all()
+    _, forward = synthetic.render_video_with_boxes("temporal", 0, video_rng(0, "temporal", 0, 2))
+    _, backward = synthetic.render_video_with_boxes("temporal", 1, video_rng(0, "temporal", 0, 2))
+    np.testing.assert_array_equal(backward, forward[::-1])
+    assert (forward[0] != forward[-1]).any()  # MoveLeft: the box moves
+
+
 def test_frames_are_not_static():
     for class_index in range(len(TASKS["temporal"])):
         frames = render_video("temporal", class_index, np.random.default_rng(class_index))
