@@ -32,7 +32,7 @@ def frames() -> torch.Tensor:
     return torch.randn(2, 3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, after conftest's single_thread: the thread count changes the bits
 def default_tokens(frames) -> torch.Tensor:
     return vit()(frames)
 
