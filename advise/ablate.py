@@ -10,9 +10,14 @@ keys, the tasks, the arms per cell and the seeds:
     finetune: {train.epochs: 60}   # ... and for fine-tuning runs only
     axes: {sfu.spatial: [8, 4, 2]} # one at a time around the base, unless product: true
     tasks: [spatial, temporal]
-    arms: [scratch, prp, avgpool]  # scratch | prp | avgpool | linear
+    arms: [scratch, prp, avgpool]  # scratch | prp | avgpool | linear | transplant
     seeds: [0, 1, 2]
     findings: [...]                # see `Finding`
+    transplant: {ifm.name: mini}   # arm transplant: its TMM is pre-trained with these keys
+
+The `transplant` arm fine-tunes a TMM pre-trained on another IFM's tokens (the pre-training
+of the cell with the grid's `transplant` keys on top), inheriting the TMM alone
+(`finetune --transplant`; `sfu.adapter` bridges another token width).
 
 An axis key `pretrain.KEY` varies pre-training only (e.g. `pretrain.train.epochs`), `finetune.KEY`
 fine-tuning only; any other key both (the fine-tuned TMM is inherited, so they must agree).
@@ -47,7 +52,7 @@ from advise.jobs import Job, run_jobs
 from advise.report import spread_text
 
 GRID_DIR = Path(__file__).parent / "ablations"
-ARMS = ("scratch", "prp", "avgpool", "linear")
+ARMS = ("scratch", "prp", "avgpool", "linear", "transplant")
 BUILTIN_TASKS = ("spatial", "temporal")
 # what an arm changes in the fine-tuning config, and whether it starts from pre-training
 ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
@@ -55,6 +60,7 @@ ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
     "prp": ({}, True),
     "avgpool": ({"tmm.kind": "none"}, False),
     "linear": ({"tmm.frozen": True, "head.kind": "linear"}, True),
+    "transplant": ({}, True),  # from the pre-training of the grid's `transplant` keys
 }
 EXPECTATIONS = ("higher", "same", "not_higher")
 PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
@@ -121,6 +127,7 @@ class Grid:
     findings: list[Finding] = field(default_factory=list)
     benchmark: dict[str, int] = field(default_factory=dict)  # sizes (tests shrink them)
     description: str = ""
+    transplant: dict[str, Any] = field(default_factory=dict)  # the transplant arm's source
 
     def cells(self) -> list[dict[str, Any]]:
         """Axis values of every cell: the base cell ({}) and one cell per axis value, or the
@@ -163,6 +170,7 @@ def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
         "findings",
         "benchmark",
         "description",
+        "transplant",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -180,6 +188,7 @@ def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
         findings=[Finding(**finding) for finding in values.get("findings") or []],
         benchmark=dict(values.get("benchmark") or {}),
         description=str(values.get("description", "")).strip(),
+        transplant=dict(values.get("transplant") or {}),
     )
     _check_grid(grid, path)
     return grid
@@ -190,12 +199,19 @@ def _check_grid(grid: Grid, path: Path) -> None:
     bad_arms = sorted(set(grid.arms) - set(ARMS))
     if bad_arms:
         raise ConfigError(f"{path}: unknown arms {bad_arms}; arms are {', '.join(ARMS)}")
+    if "transplant" in grid.arms and not grid.transplant:
+        raise ConfigError(
+            f"{path}: arm transplant needs `transplant:`, the keys of the pre-training its TMM "
+            f"comes from (e.g. {{ifm.name: mini}})"
+        )
     bad_tasks = sorted(set(grid.tasks) - set(BUILTIN_TASKS))
     if bad_tasks:
         raise ConfigError(f"{path}: unknown tasks {bad_tasks}; tasks are {BUILTIN_TASKS}")
     for cell in grid.cells():
         for stage in ("pretrain", "finetune"):
             load_config(grid.base, stage_overrides(grid, cell, stage))  # raises on a bad key
+        if grid.transplant:
+            load_config(grid.base, {**stage_overrides(grid, cell, "pretrain"), **grid.transplant})
 
 
 def stage_overrides(grid: Grid, cell: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -225,15 +241,25 @@ class RunSpec:
     cells: tuple[str, ...] = ()  # JSON of every cell it serves
     task: str = ""
     arm: str = ""
+    transplant: bool = False  # its init is a pre-training on another IFM: the TMM alone
 
 
-def run_id(grid: Grid, stage: str, dataset: str, overrides: dict, init: str | None) -> str:
-    """A run's identity: its resolved config (paths left out), stage, dataset and init."""
+def run_id(
+    grid: Grid,
+    stage: str,
+    dataset: str,
+    overrides: dict,
+    init: str | None,
+    transplant: bool = False,
+) -> str:
+    """A run's identity: its resolved config (paths left out), stage, dataset and init (and
+    whether the init is transplanted)."""
     config = load_config(grid.base, overrides).to_dict()
     for key in PATH_KEYS:
         section, name = key.split(".")
         config[section].pop(name, None)
-    text = json.dumps([stage, dataset, init, config], sort_keys=True, default=str)
+    identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
+    text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -243,10 +269,12 @@ def plan(grid: Grid) -> list[RunSpec]:
     finetunes: list[RunSpec] = []
     for seed, cell in itertools.product(grid.seeds, grid.cells()):
         label = json.dumps(cell, sort_keys=True)
-        pre = {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
-        pre_id = run_id(grid, "pretrain", "pool", pre, None)
+        own = {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
         for task, arm in itertools.product(grid.tasks, grid.arms):
             extra, pretrained = ARM_SETTINGS[arm]
+            transplant = arm == "transplant"
+            pre = {**own, **grid.transplant} if transplant else own
+            pre_id = run_id(grid, "pretrain", "pool", pre, None)
             if pretrained and pre_id not in runs:
                 runs[pre_id] = RunSpec(pre_id, "pretrain", "pool", pre, None, seed, (label,))
             overrides = {**stage_overrides(grid, cell, "finetune"), **extra, "train.seed": seed}
@@ -257,9 +285,11 @@ def plan(grid: Grid) -> list[RunSpec]:
                     if not k.startswith("tmm.") or k in ("tmm.kind", "tmm.frozen")
                 }
             init = pre_id if pretrained else None
-            fid = run_id(grid, "finetune", task, overrides, init)
+            fid = run_id(grid, "finetune", task, overrides, init, transplant)
             finetunes.append(
-                RunSpec(fid, "finetune", task, overrides, init, seed, (label,), task, arm)
+                RunSpec(
+                    fid, "finetune", task, overrides, init, seed, (label,), task, arm, transplant
+                )
             )
     merged: dict[str, RunSpec] = {}
     for spec in finetunes:  # one run serves every cell that resolves to it (e.g. avgpool)
@@ -583,7 +613,10 @@ def _train_and_evaluate(spec: RunSpec, work: _Work, run_dir: Path) -> dict[str, 
         )
     else:
         init = out / "runs" / f"pretrain-{spec.init}" / "checkpoints" / "last.safetensors"
-        result = finetune(config, run_dir, init=init if spec.init else None, resume=resume, ifm=ifm)
+        result = finetune(
+            config, run_dir, init=init if spec.init else None, resume=resume, ifm=ifm,
+            transplant=spec.transplant,
+        )  # fmt: skip
         checkpoint = result.checkpoint.with_suffix(".safetensors")
         evaluation = evaluate_checkpoint(
             config, checkpoint, ifm=ifm, out_file=run_dir / "eval.json"

@@ -118,7 +118,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     init = Path(args.init) if args.init else None
     config, invocation = _training_config(args), _invocation(args)
-    result = finetune(config, Path(args.out), init, args.resume, invocation=invocation)
+    result = finetune(
+        config, Path(args.out), init, args.resume, invocation=invocation,
+        transplant=args.transplant,
+    )  # fmt: skip
     say(f"fine-tuning done: {result.steps} steps, checkpoint {result.checkpoint}.safetensors")
 
 
@@ -448,6 +451,11 @@ def _extract_arguments(extract: argparse.ArgumentParser) -> None:
 def _finetune_arguments(finetune: argparse.ArgumentParser) -> None:
     _add_run_options(finetune)
     finetune.add_argument("--init", help="pre-training checkpoint to inherit the TMM from")
+    finetune.add_argument(
+        "--transplant", action="store_true",
+        help="--init may come from another IFM: inherit its TMM alone (plug-and-play); set "
+        "sfu.adapter to the TMM's input width when this IFM's tokens are of another width",
+    )  # fmt: skip
 
 
 def _evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:

@@ -44,10 +44,14 @@ class IFMConfig:
 
 @dataclass(frozen=True)
 class SFUConfig:
-    """Spatial feature utilisation: optional average pooling of the token grid."""
+    """Spatial feature utilisation: optional average pooling of the token grid (and a learned
+    linear adapter of its width)."""
 
     spatial: int | None = None  # pool the h x w grid to spatial x spatial; None = keep
     channels: int | None = None  # pool D channels to this many; None = keep
+    # a learned linear map of the (pooled) tokens to this many channels, before the TMM; None
+    # = none. For a TMM pre-trained on an IFM of another width (`finetune --transplant`)
+    adapter: int | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +331,7 @@ RANGES: dict[str, Range] = {
     "ifm.layers": Range(-128, 127, why="blocks, negative from the end; also within the IFM depth"),
     "sfu.spatial": Range(1, 128, why="grid side; also at most the IFM's token grid"),
     "sfu.channels": Range(1, 8192, why="channels; also at most the IFM's width"),
+    "sfu.adapter": WIDTH,
     "tmm.bottleneck.blocks": Range(1, 64, why="bottleneck blocks; more would exhaust memory"),
     "tmm.bottleneck.hidden": WIDTH,
     "tmm.bottleneck.out": WIDTH,

@@ -251,15 +251,16 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def mini_ifm_path(cache_dir: Path | None = None) -> Path:
-    """Where the default recipe's trained weights are cached (the file may not exist yet)."""
+def mini_ifm_path(cache_dir: Path | None = None, seed: int = DEFAULT_SEED) -> Path:
+    """Where the default recipe's trained weights (of training seed `seed`) are cached (the
+    file may not exist yet)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"mini_ifm-{recipe_tag()}.safetensors"
+    return cache_dir / f"mini_ifm-{recipe_tag(seed=seed)}.safetensors"
 
 
-def cached_mini_ifm(cache_dir: Path | None = None) -> Path | None:
+def cached_mini_ifm(cache_dir: Path | None = None, seed: int = DEFAULT_SEED) -> Path | None:
     """The cached trained weights of the default recipe, or None (never trains)."""
-    path = mini_ifm_path(cache_dir)
+    path = mini_ifm_path(cache_dir, seed)
     return path if path.is_file() else None
 
 

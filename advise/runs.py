@@ -337,15 +337,37 @@ def _check_fits(
     check_architecture(state.get("config"), run.config, path, parts=parts)
 
 
-def load_init(model: AdViSe, path: Path, run: Setup) -> None:
-    """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new."""
+def load_init(model: AdViSe, path: Path, run: Setup, transplant: bool = False) -> None:
+    """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new.
+
+    With `transplant` the checkpoint may come from another IFM: only the TMM is inherited
+    (the SFU, with its `sfu.adapter` when the widths differ, starts new), and the TMM must get
+    tokens of the width it was pre-trained on."""
     tensors, state = load_checkpoint(path)
-    _check_fits(state, run, path, parts=("sfu", "tmm"))
-    inherited = part_tensors(tensors, ("sfu", "tmm"))
+    parts = ("tmm",) if transplant else ("sfu", "tmm")
+    if transplant:
+        check_architecture(state.get("config"), run.config, path, parts=parts, bind_ifm=False)
+    else:
+        _check_fits(state, run, path, parts=parts)
+    inherited = part_tensors(tensors, parts)
     try:
-        model.load_trainable_state_dict(inherited, parts=("sfu", "tmm"))
+        model.load_trainable_state_dict(inherited, parts=parts)
     except ValueError as error:
-        raise CheckpointError(f"{path}: {error}") from None
+        hint = ""
+        if transplant:
+            given = _tmm_input_width(model, run)
+            hint = (
+                f". The TMM of {path} was pre-trained on tokens of another width than the "
+                f"{given} this model gives it: set sfu.adapter to its width (a learned linear "
+                f"map of the tokens to it)"
+            )
+        raise CheckpointError(f"{path}: {error}{hint}") from None
+
+
+def _tmm_input_width(model: AdViSe, run: Setup) -> int:
+    """The channels this model's TMM is given: the token width after the SFU."""
+    sfu = model.sfu
+    return sfu.out_dim(run.token_dim) if hasattr(sfu, "out_dim") else run.token_dim
 
 
 def finetune(
@@ -355,9 +377,13 @@ def finetune(
     resume: bool = False,
     ifm: FrozenIFM | None = None,
     invocation: dict[str, Any] | None = None,
+    transplant: bool = False,
 ) -> TrainResult:
     """Action recognition: the TMM is inherited from `init` (or random), the head is new.
-    With `train.eval_every`, validated on the test split as it trains (`checkpoints/best`)."""
+    With `train.eval_every`, validated on the test split as it trains (`checkpoints/best`).
+    With `transplant`, `init` may be a pre-training on another IFM (`load_init`)."""
+    if transplant and init is None:
+        raise ConfigError("--transplant needs --init PRETRAIN_CKPT: the TMM to transplant")
     if config.tmm.frozen and init is None and not resume:
         raise ConfigError(
             "tmm.frozen=true (linear probing) needs --init PRETRAIN_CKPT: a frozen random "
@@ -368,10 +394,14 @@ def finetune(
         dataset = loaders.finetune_dataset(config, split, run.frame_preprocessing, run.store)
         model = build_model(config, len(split.class_names), run.ifm, run.token_dim)
         model = model.to(run.device)
+        record: dict[str, Any] = {"init": str(init) if init else None}
+        if init is not None and transplant:  # which IFM the TMM was pre-trained on
+            source = load_checkpoint(init)[1].get("ifm") or {}
+            record["transplant"] = {"from_ifm": source.get("name"),
+                                    "weights_hash": source.get("weights_hash")}  # fmt: skip
         if init is not None and not resume:
-            load_init(model, init, run)
+            load_init(model, init, run, transplant)
         task = ActionTask(label_smoothing=config.optim.label_smoothing)
-        record = {"init": str(init) if init else None}
         validate = _validator(config, run, split.class_names)
         return _Stage(model, task, dataset, split.class_names, record, validate)
 

@@ -21,6 +21,7 @@ from advise.runs import evaluate_checkpoint, finetune, pretrain
 # name -> (input size in pixels, embedding width, token grid at that size)
 IFMS = {
     "mini": (32, 96, (4, 4)),
+    "mini-seed1": (32, 96, (4, 4)),
     "clip-b16": (32, 768, (2, 2)),
     "clip-l14": (28, 1024, (2, 2)),
     "dinov2-b14": (28, 768, (2, 2)),

@@ -142,7 +142,7 @@ def test_mini_registry_entry_loads_its_cached_weights(monkeypatch, tmp_path):
     source = mini_ifm.build_mini_ifm_model().eval()
     path = tmp_path / "mini.safetensors"
     save_file({key: value.contiguous() for key, value in source.state_dict().items()}, path)
-    monkeypatch.setattr(mini_ifm, "ensure_mini_ifm", lambda: path)
+    monkeypatch.setattr(mini_ifm, "ensure_mini_ifm", lambda **_: path)
     torch.manual_seed(1)
     ifm = build_ifm("mini")
     assert ifm.mean == pytest.approx(source.pretrained_cfg["mean"])  # the model's own wins

@@ -86,8 +86,14 @@ def build_model(
                 f"sfu.spatial must be in [1, {grid}] (the token grid of ifm.name="
                 f"{config.ifm.name} at {ifm.img_size} px), got {sfu_config.spatial}"
             )
-    has_sfu = sfu_config.spatial is not None or sfu_config.channels is not None
-    sfu = SFU(sfu_config.spatial, sfu_config.channels) if has_sfu else nn.Identity()
+    has_sfu = any(
+        size is not None for size in (sfu_config.spatial, sfu_config.channels, sfu_config.adapter)
+    )
+    sfu = (
+        SFU(sfu_config.spatial, sfu_config.channels, sfu_config.adapter, in_dim)
+        if has_sfu
+        else nn.Identity()
+    )
     width = sfu.out_dim(in_dim) if has_sfu else in_dim
     tmm = TMM_KINDS[tmm_config.kind](width, getattr(tmm_config, tmm_config.kind, None))
     width = tmm.out_dim

@@ -151,16 +151,17 @@ def _build_mini(img_size: int) -> nn.Module:
     return build_mini_ifm_model()
 
 
-def _find_mini_weights(offline: bool = True) -> Path | None:
+def _find_mini_weights(offline: bool = True, seed: int = 0) -> Path | None:
     from advise.mini_ifm import ensure_mini_ifm
 
-    return Path(ensure_mini_ifm())  # trains and caches the model on first use (no network)
+    # trains and caches the model on first use (no network)
+    return Path(ensure_mini_ifm(seed=seed))
 
 
-def _cached_mini_weights() -> Path | None:
+def _cached_mini_weights(seed: int = 0) -> Path | None:
     from advise.mini_ifm import cached_mini_ifm
 
-    return cached_mini_ifm()
+    return cached_mini_ifm(seed=seed)
 
 
 def _build_mobilenet(img_size: int) -> nn.Module:
@@ -213,6 +214,12 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
     "mini": IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
                     "advise's built-in mini IFM, trained on first use", _find_mini_weights,
                     _cached_mini_weights),
+    # the same recipe from training seed 1: the same width and data, other features (a TMM
+    # pre-trained on `mini` tokens, transplanted here, meets channels in another order)
+    "mini-seed1": IFMSpec("mini-seed1", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                          "bilinear", 8, "advise's built-in mini IFM from training seed 1, "
+                          "trained on first use", partial(_find_mini_weights, seed=1),
+                          partial(_cached_mini_weights, seed=1)),
     "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
     "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
     "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14),

@@ -703,7 +703,8 @@ def config_changes(recorded: dict, current: Any) -> list[dict[str, Any]]:
 # settings that change what the trainable parts compute or their shapes (with the TMM kind's
 # section); the IFM's tokens are bound by name and weights hash, and by which blocks they are
 ARCHITECTURE_KEYS = (
-    "ifm.layers", "ifm.layer_merge", "sfu.spatial", "sfu.channels", "head.kind", "head.hidden",
+    "ifm.layers", "ifm.layer_merge", "sfu.spatial", "sfu.channels", "sfu.adapter", "head.kind",
+    "head.hidden",
 )  # fmt: skip
 
 
@@ -713,12 +714,14 @@ def check_architecture(
     path: str | Path,
     context: str = "",
     parts: tuple[str, ...] = ("sfu", "tmm", "head"),
+    bind_ifm: bool = True,
 ) -> None:
     """Refuse a checkpoint whose trainable parts were built with other settings than
     `current` (a `Config` or its dict) would build: a kind is named, not a list of shapes.
 
     `recorded` is the checkpoint's config dict (None for a checkpoint without one: nothing to
-    check); `parts` limits the check (an `--init` inherits the SFU and TMM, not the head).
+    check); `parts` limits the check (an `--init` inherits the SFU and TMM, not the head);
+    without `bind_ifm` the IFM's blocks are not compared (a TMM transplanted to another IFM).
     """
     from advise.config import Config, flatten, migrate
 
@@ -733,7 +736,8 @@ def check_architecture(
             f"builds tmm.kind={kind_now}; set tmm.kind={kind_then} (and its tmm.{kind_then}.* "
             f"section as in that run's config.yaml) or use a tmm.kind={kind_now} checkpoint"
         )
-    keys = [key for key in ARCHITECTURE_KEYS if key.split(".")[0] in (*parts, "ifm")]
+    sections = (*parts, "ifm") if bind_ifm else parts
+    keys = [key for key in ARCHITECTURE_KEYS if key.split(".")[0] in sections]
     if "tmm" in parts:
         keys += sorted(key for key in now if key.startswith(f"tmm.{kind_now}."))
     differ = [
