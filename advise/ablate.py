@@ -375,11 +375,14 @@ def run_ablation(
     return run_ablations([(grid, out)], shared or out, jobs)[0]
 
 
-def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -> list[dict]:
+def run_ablations(
+    grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1, run: bool = True
+) -> list[dict]:
     """Run every missing run of the grids (resumable), `jobs` at a time, then write each
     grid's results.csv, results.json, report.md and figures into its folder. The videos,
     stores, run folders and the finished-run log live in `shared`: a run two grids have in
     common (a base cell, a pre-training) runs once. Returns each grid's results document.
+    Without `run`, nothing runs: the reports are written from the runs finished so far.
 
     Each run trains on one thread, from its feature store held in memory; with `jobs` > 1 the
     runs go to that many worker processes, pre-trainings first (a fine-tuning starts once its
@@ -397,9 +400,11 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
     ]  # fmt: skip
     if any(size != sizes[0] for size in sizes):
         raise ConfigError("grids run into one folder must share their benchmark sizes")
-    roots = _benchmark(shared / "data", sizes[0])
     done = _read_rows(shared / "results.jsonl")
     plans = [(grid, out, plan(grid)) for grid, out in grids]
+    if not run:
+        return _write_all(plans, done, shared)
+    roots = _benchmark(shared / "data", sizes[0])
     needed: dict[str, tuple[RunSpec, _Work]] = {}
     for grid, _, specs in plans:
         work = _Work(grid, shared, roots)
@@ -446,6 +451,13 @@ def run_ablations(grids: list[tuple[Grid, Path]], shared: Path, jobs: int = 1) -
             f" ETA {eta / 60:.1f} min",
             flush=True,
         )
+    return _write_all(plans, done, shared)
+
+
+def _write_all(
+    plans: list[tuple[Grid, Path, list[RunSpec]]], done: dict[str, dict], shared: Path
+) -> list[dict]:
+    """`write_results` of every grid; their results documents."""
     documents = []
     for grid, out, specs in plans:
         out.mkdir(parents=True, exist_ok=True)
@@ -744,6 +756,10 @@ def write_results(
     atomic_write(out / "results.csv", _csv(rows, list(grid.axes)))
     figure = plot_grid(grid, rows, out / "accuracy.png") if rows else None
     text = report(grid, rows, verdicts)
+    if document["finished"] < document["runs"]:  # --report-only on a grid not yet done
+        title, rest = text.split("\n", 1)
+        text = (f"{title}\n\n**Partial: {document['finished']} of {document['runs']} runs "
+                f"finished.**\n{rest}")  # fmt: skip
     text += (
         f"\nTraining and evaluation time of these runs: pre-training "
         f"{document['seconds']['pretrain']:.0f} s, fine-tuning "

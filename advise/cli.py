@@ -276,7 +276,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     folders = [out / name if len(grids) > 1 else out for name, _ in grids]
     documents = run_ablations(
         [(grid, folder) for (_, grid), folder in zip(grids, folders, strict=True)], out,
-        jobs=args.jobs or usable_cores(),
+        jobs=args.jobs or usable_cores(), run=not args.report_only,
     )  # fmt: skip
     for (name, _), folder, document in zip(grids, folders, documents, strict=True):
         print(f"{name}: {document['finished']}/{document['runs']} runs; wrote "
@@ -567,6 +567,11 @@ def _ablate_arguments(ablate: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=None,
         help="runs at a time, each in its own process on one thread (default: the CPU cores "
         "this process may use); results do not depend on it",
+    )  # fmt: skip
+    ablate.add_argument(
+        "--report-only", action="store_true",
+        help="run nothing: write the reports of the runs finished so far (of a grid still "
+        "running in another process, or stopped)",
     )  # fmt: skip
 
 

@@ -142,9 +142,17 @@ def test_a_killed_grid_resumes_without_redoing_finished_runs(tmp_path, capsys):
               / "last.safetensors").stat().st_mtime_ns
         for run, line in finished.items()
     }  # fmt: skip
+    # --report-only: the report of what is finished, and nothing run
+    before = results.read_text()
+    assert main(["ablate", str(grid), "--out", str(out), "--report-only"]) == 0
+    assert results.read_text() == before
+    partial = json.loads((out / "results.json").read_text())
+    assert (partial["finished"], partial["runs"]) == (len(finished), 6)
+    assert f"**Partial: {len(finished)} of 6 runs finished.**" in (out / "report.md").read_text()
     capsys.readouterr()
     assert main(["ablate", str(grid), "--out", str(out)]) == 0
     assert f"{len(finished)} done" in capsys.readouterr().out
+    assert "Partial" not in (out / "report.md").read_text()
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(rows) == len({row["id"] for row in rows}) == 6  # 2 pre-trainings, 4 fine-tunings
     for run, stamp in stamps.items():  # finished runs untouched
