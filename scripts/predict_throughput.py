@@ -25,11 +25,10 @@ from pathlib import Path
 from advise.data.formats import VIDEO_SUFFIXES
 from advise.data.synthetic import generate
 
-IFMS = {
-    "mini (64 px, 8 x 8 x 96 tokens)": ["ifm.name=mini"],
-    "ViT-B/16, random (224 px, 14 x 14 x 768 tokens)": [
-        "ifm.name=vit-b16", "ifm.random_init=true", "ifm.img_size=224",
-    ],
+IFMS = {  # name -> (label, settings)
+    "mini": ("mini (64 px, 8 x 8 x 96 tokens)", ["ifm.name=mini"]),
+    "vit-b16": ("ViT-B/16, random (224 px, 14 x 14 x 768 tokens)",
+                ["ifm.name=vit-b16", "ifm.random_init=true", "ifm.img_size=224"]),
 }  # fmt: skip
 
 
@@ -48,16 +47,18 @@ def advise(*args: str) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--videos", type=int, default=48)
+    parser.add_argument("--videos", type=int, default=48, help="as `advise synth --videos`")
     parser.add_argument("--single", type=int, default=3, help="one-video calls to time")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ifms", nargs="+", choices=list(IFMS), default=list(IFMS))
     args = parser.parse_args()
     data = generate(args.out / "data", "spatial", args.videos, progress=False)
     videos = sorted(p for p in data.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
     results = []
-    for label, settings in IFMS.items():
-        run = args.out / ("run-" + settings[0].split("=")[1])
+    for name in args.ifms:
+        label, settings = IFMS[name]
+        run = args.out / f"run-{name}"
         sets = [item for setting in settings for item in ("--set", setting)]
         if not (run / "checkpoints" / "last.safetensors").exists():
             advise("finetune", "--config", "demo", *sets, "--set", f"data.root={data}",
