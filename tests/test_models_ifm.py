@@ -217,11 +217,23 @@ REAL_IFMS = {
 
 
 def test_registry_names():
-    assert set(REAL_IFMS) | {"mini", "mobilenetv2-in1k"} == set(IFM_REGISTRY)
+    assert set(REAL_IFMS) | {"mini", "mini-seed1", "mobilenetv2-in1k"} == set(IFM_REGISTRY)
     for name, spec in IFM_REGISTRY.items():
         assert spec.name == name and spec.weights_source
     mini = IFM_REGISTRY["mini"]
     assert (mini.img_size, mini.img_size // mini.patch_size) == (64, 8)
+    seed1 = IFM_REGISTRY["mini-seed1"]  # the same network and sizes, its own weights file
+    assert (seed1.build, seed1.img_size, seed1.patch_size) == (mini.build, 64, 8)
+
+
+def test_mini_seed1_trains_from_seed_1(monkeypatch, tmp_path):
+    mini_ifm = pytest.importorskip("advise.mini_ifm")
+    asked = []
+    monkeypatch.setattr(mini_ifm, "ensure_mini_ifm", lambda **kw: asked.append(kw) or tmp_path)
+    IFM_REGISTRY["mini-seed1"].find_weights()
+    IFM_REGISTRY["mini"].find_weights()
+    assert asked == [{"seed": 1}, {"seed": 0}]
+    assert mini_ifm.mini_ifm_path(tmp_path, seed=1) != mini_ifm.mini_ifm_path(tmp_path)
 
 
 @pytest.mark.parametrize("name", list(REAL_IFMS))
