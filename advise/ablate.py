@@ -64,6 +64,9 @@ ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
 }
 EXPECTATIONS = ("higher", "same", "not_higher")
 PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
+# keys added to the config after grids were first run, left out of a run's identity while at
+# their default: a grid folder written before they existed keeps its finished runs
+LATER_KEYS = {"sfu.adapter": None}
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,10 @@ def run_id(
     for key in PATH_KEYS:
         section, name = key.split(".")
         config[section].pop(name, None)
+    for key, default in LATER_KEYS.items():
+        section, name = key.split(".")
+        if config[section].get(name) == default:
+            config[section].pop(name, None)
     identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
