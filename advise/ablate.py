@@ -277,11 +277,14 @@ def plan(grid: Grid) -> list[RunSpec]:
     for seed, cell in itertools.product(grid.seeds, grid.cells()):
         label = json.dumps(cell, sort_keys=True)
         own = {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
+        pretrainings = {False: (own, run_id(grid, "pretrain", "pool", own, None))}
+        if "transplant" in grid.arms:  # the TMM's pre-training on the source IFM
+            source = {**own, **grid.transplant}
+            pretrainings[True] = (source, run_id(grid, "pretrain", "pool", source, None))
         for task, arm in itertools.product(grid.tasks, grid.arms):
             extra, pretrained = ARM_SETTINGS[arm]
             transplant = arm == "transplant"
-            pre = {**own, **grid.transplant} if transplant else own
-            pre_id = run_id(grid, "pretrain", "pool", pre, None)
+            pre, pre_id = pretrainings[transplant]
             if pretrained and pre_id not in runs:
                 runs[pre_id] = RunSpec(pre_id, "pretrain", "pool", pre, None, seed, (label,))
             overrides = {**stage_overrides(grid, cell, "finetune"), **extra, "train.seed": seed}

@@ -251,11 +251,13 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def mini_ifm_path(cache_dir: Path | None = None, seed: int = DEFAULT_SEED) -> Path:
-    """Where the default recipe's trained weights (of training seed `seed`) are cached (the
-    file may not exist yet)."""
+def mini_ifm_path(
+    cache_dir: Path | None = None, seed: int = DEFAULT_SEED, steps: int = DEFAULT_STEPS
+) -> Path:
+    """Where the recipe's trained weights (of `steps` and training seed `seed`) are cached
+    (the file may not exist yet)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"mini_ifm-{recipe_tag(seed=seed)}.safetensors"
+    return cache_dir / f"mini_ifm-{recipe_tag(steps, seed)}.safetensors"
 
 
 def cached_mini_ifm(cache_dir: Path | None = None, seed: int = DEFAULT_SEED) -> Path | None:
@@ -276,9 +278,8 @@ def ensure_mini_ifm(
     `build_mini_ifm_model()` (classifier included). Concurrent callers wait on a lock file and
     the weights appear by atomic rename, so nobody reads a half-written file.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"mini_ifm-{recipe_tag(steps, seed)}.safetensors"
+    path = mini_ifm_path(cache_dir, seed, steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return path
     with _file_lock(path.with_suffix(".lock")):

@@ -337,8 +337,9 @@ def _check_fits(
     check_architecture(state.get("config"), run.config, path, parts=parts)
 
 
-def load_init(model: AdViSe, path: Path, run: Setup, transplant: bool = False) -> None:
-    """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new.
+def load_init(model: AdViSe, path: Path, run: Setup, transplant: bool = False) -> dict[str, Any]:
+    """Inherit SFU + TMM weights from a pre-training checkpoint; the head stays new. Returns
+    the checkpoint's IFM record (name, weights hash).
 
     With `transplant` the checkpoint may come from another IFM: only the TMM is inherited
     (the SFU, with its `sfu.adapter` when the widths differ, starts new), and the TMM must get
@@ -362,6 +363,7 @@ def load_init(model: AdViSe, path: Path, run: Setup, transplant: bool = False) -
                 f"map of the tokens to it)"
             )
         raise CheckpointError(f"{path}: {error}{hint}") from None
+    return dict(state.get("ifm") or {})
 
 
 def _tmm_input_width(model: AdViSe, run: Setup) -> int:
@@ -395,12 +397,13 @@ def finetune(
         model = build_model(config, len(split.class_names), run.ifm, run.token_dim)
         model = model.to(run.device)
         record: dict[str, Any] = {"init": str(init) if init else None}
-        if init is not None and transplant:  # which IFM the TMM was pre-trained on
+        if init is not None and not resume:
+            source = load_init(model, init, run, transplant)
+        elif init is not None and transplant:  # a resume: the record still names the source
             source = load_checkpoint(init)[1].get("ifm") or {}
+        if init is not None and transplant:  # which IFM the TMM was pre-trained on
             record["transplant"] = {"from_ifm": source.get("name"),
                                     "weights_hash": source.get("weights_hash")}  # fmt: skip
-        if init is not None and not resume:
-            load_init(model, init, run, transplant)
         task = ActionTask(label_smoothing=config.optim.label_smoothing)
         validate = _validator(config, run, split.class_names)
         return _Stage(model, task, dataset, split.class_names, record, validate)

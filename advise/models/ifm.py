@@ -28,7 +28,7 @@ import hashlib
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -207,19 +207,23 @@ MOBILENET_SPEC = IFMSpec(
     timm_name="advise.models.mobilenet",
 )
 
+# mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
+MINI_SPEC = IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
+                    "advise's built-in mini IFM, trained on first use", _find_mini_weights,
+                    _cached_mini_weights)  # fmt: skip
+
 # OpenAI CLIP was trained with QuickGELU: timm's *_clip_quickgelu_* architectures match its
 # weights exactly (the plain *_clip_* ones swap in GELU and shift every feature slightly).
 IFM_REGISTRY: dict[str, IFMSpec] = {
-    # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
-    "mini": IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
-                    "advise's built-in mini IFM, trained on first use", _find_mini_weights,
-                    _cached_mini_weights),
+    "mini": MINI_SPEC,
     # the same recipe from training seed 1: the same width and data, other features (a TMM
     # pre-trained on `mini` tokens, transplanted here, meets channels in another order)
-    "mini-seed1": IFMSpec("mini-seed1", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                          "bilinear", 8, "advise's built-in mini IFM from training seed 1, "
-                          "trained on first use", partial(_find_mini_weights, seed=1),
-                          partial(_cached_mini_weights, seed=1)),
+    "mini-seed1": replace(
+        MINI_SPEC, name="mini-seed1",
+        weights_source="advise's built-in mini IFM from training seed 1, trained on first use",
+        find_weights=partial(_find_mini_weights, seed=1),
+        cached_weights=partial(_cached_mini_weights, seed=1),
+    ),  # fmt: skip
     "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
     "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
     "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14),
