@@ -682,7 +682,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by advise.models.ifm and huggingface_hub
     light = args.command in LIGHT_COMMANDS
     if not light:
+        from advise.jobs import keep_freed_memory
         from advise.train import distributed  # imports torch
+
+        keep_freed_memory()
 
     try:
         if not light:

@@ -115,14 +115,19 @@ class _VideoDataset(Dataset):
     ) -> Tensor:
         """Transform each clip under a torch seed drawn from `rng`; [N * S, T, 3, h, w]."""
         torch_seed = int(rng.integers(2**63 - 1))
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator only: torch.manual_seed would also queue a lazy seeding of
-            # every accelerator backend, recording a stack trace each time (~0.3 ms per item)
-            torch.default_generator.manual_seed(torch_seed)
+        # the CPU generator only, its state put back after: torch.manual_seed would also queue
+        # a lazy seeding of every accelerator backend, recording a stack trace each time
+        # (~0.3 ms per item), and fork_rng costs more than the transform of a token clip
+        generator = torch.default_generator
+        saved = generator.get_state()
+        try:
+            generator.manual_seed(torch_seed)
             outputs = [transform(clip) for clip in clips]
+        finally:
+            generator.set_state(saved)
         # A transform gives [T, 3, h, w] (one view) or [S, T, 3, h, w] (S views).
         views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
-        return torch.cat(views)  # [N * S, T, 3, h, w]
+        return views[0] if len(views) == 1 else torch.cat(views)  # [N * S, T, 3, h, w]
 
     def _item(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
