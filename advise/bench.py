@@ -161,6 +161,7 @@ class BenchSettings:
     warmup: int = 2
     threads: int = 0
     workers: int = 0
+    in_memory: bool = False  # store path: tokens held in memory, as `ablate` and `demo` train
     variants: tuple[str, ...] = DEFAULT_VARIANTS["vit"]
     isolate: bool = True
     peak_size: int = 2048  # the matrix product that gives the device's reference peak
@@ -209,6 +210,7 @@ def variant_config(name: str, settings: BenchSettings, store: Path | None = None
     if store is not None:
         overrides["data.root"] = str(store.parent / "videos")
         overrides["data.source"] = f"store:{store}"
+        overrides["data.in_memory"] = settings.in_memory
     return base.replace(overrides)
 
 
@@ -485,7 +487,9 @@ def _time_ifm_forward(
 
 
 def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
-    """The pretext's clips of stored tokens, `batch` per step, through a torch DataLoader."""
+    """The pretext's clips of stored tokens, `batch` per step, through a torch DataLoader
+    (held in memory with `data.in_memory`: every video read once first, as from a training's
+    second epoch on, and no worker processes)."""
     from advise.data import loaders
     from advise.data.datasets import collate_clips
     from advise.data.store import FeatureStore
@@ -493,6 +497,9 @@ def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
     store = FeatureStore(config.data.store_path)
     split = loaders.read_split(config.data, "train")
     dataset = loaders.pretrain_dataset(config, split, None, store, pretext.sampler())
+    if config.data.in_memory:
+        for index in range(len(dataset)):
+            dataset[index]
     sampler = torch.utils.data.RandomSampler(
         dataset,
         replacement=True,
@@ -503,7 +510,7 @@ def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
         dataset,
         batch_size=settings.batch,
         sampler=sampler,
-        num_workers=settings.workers,
+        num_workers=loaders.worker_count(config),
         collate_fn=collate_clips,
     )
     return loader, store.spec.token_shape[0]
@@ -683,7 +690,11 @@ def _run(settings: BenchSettings, device: torch.device, out_dir: Path) -> BenchR
     result.notes.append(
         "Time: median of the timed iterations (forward, backward, AdamW step). Online variants "
         "and R3D-50 train on a batch already in memory; the store path's time includes waiting "
-        f"for its DataLoader ({settings.workers} worker processes)."
+        + (
+            "for its DataLoader, tokens held in memory (every video read once before timing)."
+            if settings.in_memory
+            else f"for its DataLoader ({settings.workers} worker processes)."
+        )
     )
     result.notes.append(_memory_note(device, settings))
     return result

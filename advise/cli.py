@@ -338,8 +338,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     settings = default_settings(
         args.device, args.ifm_online, batch=args.batch, frames=args.frames, size=args.size,
         iters=args.iters, warmup=args.warmup, threads=args.threads, workers=args.workers,
-        variants=args.variants, isolate=not args.in_process, ifm_precision=args.ifm_precision,
-        tmm_precision=args.tmm_precision, repeats=args.repeats,
+        in_memory=args.in_memory or None, variants=args.variants, isolate=not args.in_process,
+        ifm_precision=args.ifm_precision, tmm_precision=args.tmm_precision, repeats=args.repeats,
     )  # fmt: skip
     run_bench(settings, Path(args.out))
     print(f"wrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}")
@@ -595,6 +595,10 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     bench.add_argument("--threads", type=_non_negative_int, help="torch threads (0: default)")
     bench.add_argument("--workers", type=_non_negative_int, help="store DataLoader workers (0)")
+    bench.add_argument(
+        "--in-memory", action="store_true",
+        help="hold the store's tokens in memory, as ablate and demo train (no workers)",
+    )  # fmt: skip
     bench.add_argument("--in-process", action="store_true", help="no process per variant")
     bench.add_argument(
         "--ifm-precision",

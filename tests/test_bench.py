@@ -145,6 +145,19 @@ def test_bench_bf16_trainable_part_is_recorded(tmp_path):
     assert "trains under bf16 autocast" in (tmp_path / "bench.md").read_text()
 
 
+def test_bench_store_in_memory_trains_on_the_same_tokens(tmp_path):
+    # the store path read as `ablate` and `demo` train: held in memory, no worker processes
+    settings = bench.default_settings("cpu", variants=["mini-store"], isolate=False, **TINY)
+    config = bench.variant_config("mini-store", bench.replace(settings, in_memory=True), tmp_path)
+    assert config.data.in_memory
+    result = bench.run_bench(bench.replace(settings, in_memory=True), tmp_path / "memory")
+    on_disk = bench.run_bench(settings, tmp_path / "disk")
+    held, read = result["variants"]["mini-store"], on_disk["variants"]["mini-store"]
+    assert "error" not in held and held["median_step_seconds"] > 0
+    assert held["last_loss"] == read["last_loss"]  # the same batches, the same step
+    assert "tokens held in memory" in (tmp_path / "memory" / "bench.md").read_text()
+
+
 def test_store_variants_of_one_ifm_share_a_store():
     settings = bench.default_settings("cpu")
     assert "a-l14-256-store" in settings.variants and "a-b16-2048-store" in settings.variants
@@ -186,6 +199,8 @@ def test_cli_bench_options(tmp_path, monkeypatch):
     assert seen["s"].size == 32
     assert main([*arguments, "--tmm-precision", "bf16", "--repeats", "3"]) == 0
     assert (seen["s"].tmm_precision, seen["s"].repeats) == ("bf16", 3)
+    assert not seen["s"].in_memory
+    assert main([*arguments, "--in-memory"]) == 0 and seen["s"].in_memory
 
 
 def test_bench_unknown_variant_is_a_usage_error(tmp_path, capsys):
