@@ -1,11 +1,15 @@
-"""The mini IFM: a small timm ConvNet trained once on still digit images, then used frozen.
+"""The mini IFMs: small timm models trained once on still digit images, then used frozen.
 
 No image foundation model can be downloaded on an offline machine, so the built-in benchmark
 ships its own: a narrow ResNet-style network built from timm's ByobNet blocks that maps a
 64 x 64 frame to an 8 x 8 grid of 96-dim tokens (about 18 M multiply-accumulates per frame).
-It is trained only on single stills of the benchmark's kind (`render_stills`: digit sprite on
-a textured background, labelled by digit), so it never sees motion: whatever a temporal module
-learns about time on top of it, it learns from the pretext task and the video labels.
+A second family, the mini ViT (IFM `mini-vit`), gives the same grid from a transformer: a
+hybrid ViT whose patch embedding is a ConvNet trunk of the mini IFM's shape (its own weights),
+then timm ViT blocks that mix the tokens by attention, trained by the same recipe on the same
+stills. Each is trained only on single stills of the
+benchmark's kind (`render_stills`: digit sprite on a textured background, labelled by digit),
+so it never sees motion: whatever a temporal module learns about time on top of it, it learns
+from the pretext task and the video labels.
 
 The weights are trained on first use and cached as safetensors in ``$XDG_CACHE_HOME/advise``
 (default ``~/.cache/advise``) under a name that carries a hash of the recipe, so a changed
@@ -22,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +51,10 @@ DEFAULT_STEPS = 1200
 DEFAULT_SEED = 0
 BATCH_SIZE = 64
 PEAK_LR = 3e-3
+# the families and their peak learning rates (the ViT's was picked on held-out stills: README)
+PEAK_LRS = {"convnet": PEAK_LR, "vit": 1e-3}
+FAMILIES = tuple(PEAK_LRS)
+FILE_STEMS = {"convnet": "mini_ifm", "vit": "mini_vit"}  # a family's cache file name begins so
 WEIGHT_DECAY = 0.01
 WARMUP_STEPS = 20
 # Curriculum: the share of full-difficulty stills in a batch grows linearly from 0 to 1 over
@@ -84,19 +93,61 @@ def build_mini_ifm_model() -> nn.Module:
     # zero_init_last=False: with zero-initialised residual branches this narrow net sat at
     # chance for hundreds of steps on the still images; with the default init it learns at once.
     model = ByobNet(_model_config(), num_classes=MINI_NUM_CLASSES, zero_init_last=False)
-    model.pretrained_cfg = {
-        "architecture": "advise_mini_ifm",
+    model.pretrained_cfg = _pretrained_cfg("advise_mini_ifm")
+    model.default_cfg = model.pretrained_cfg
+    return model
+
+
+def _pretrained_cfg(architecture: str) -> dict:
+    """The normalisation and input size a mini model carries for the IFM wrapper."""
+    return {
+        "architecture": architecture,
         "mean": MINI_MEAN,
         "std": MINI_STD,
         "input_size": (3, MINI_IMG_SIZE, MINI_IMG_SIZE),
         "interpolation": "bilinear",
         "num_classes": MINI_NUM_CLASSES,
     }
+
+
+# The mini ViT: a hybrid ViT (as the ViT paper's R50+ViT): the mini ConvNet's stem and stages,
+# trained from their own initial weights, make the 8 x 8 patch embedding, then timm ViT blocks
+# mix the tokens by attention; no class token (the tokens are the grid), average-pooled for the
+# training classifier. A plain ViT (8 px patches) and one with a 3-convolution stem stayed
+# at or below chance on held-out stills under this recipe (README, "Image foundation models").
+VIT_ARCHITECTURE = {"embed_dim": MINI_EMBED_DIM, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
+VIT_SEED_OFFSET = 1_000_003  # the ViT's trunk does not start from the ConvNet's initial weights
+
+
+def build_mini_vit_model(img_size: int = MINI_IMG_SIZE) -> nn.Module:
+    """The mini ViT, randomly initialised (timm VisionTransformer whose patch embedding is the
+    mini ConvNet's trunk, `HybridEmbed`): ``forward_features`` [B, 3, S, S] (normalised with
+    MINI_MEAN / MINI_STD; S = `img_size`, 64 as trained) -> [B, (S / 8)^2, 96] patch tokens;
+    ``forward`` adds a 10-way digit classifier."""
+    from timm.layers import HybridEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    trunk = ByobNet(_model_config(), num_classes=0, zero_init_last=False)
+    model = VisionTransformer(
+        img_size=img_size, patch_size=1, class_token=False, global_pool="avg",
+        num_classes=MINI_NUM_CLASSES, **VIT_ARCHITECTURE,
+        embed_layer=partial(HybridEmbed, backbone=nn.Sequential(trunk.stem, trunk.stages)),
+    )  # fmt: skip
+    model.pretrained_cfg = _pretrained_cfg("advise_mini_vit")
     model.default_cfg = model.pretrained_cfg
     return model
 
 
-def recipe_tag(steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> str:
+def build_mini_model(family: str = "convnet", img_size: int = MINI_IMG_SIZE) -> nn.Module:
+    """A mini IFM of `family` ("convnet" or "vit"), randomly initialised."""
+    if family not in FAMILIES:
+        raise ValueError(f"mini IFM family must be one of {FAMILIES}, got {family!r}")
+    return build_mini_ifm_model() if family == "convnet" else build_mini_vit_model(img_size)
+
+
+def recipe_tag(
+    steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED, family: str = "convnet"
+) -> str:
     """A short hash of everything that decides the trained weights."""
     recipe = {
         "version": RECIPE_VERSION,
@@ -106,13 +157,16 @@ def recipe_tag(steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> str:
         "steps": steps,
         "seed": seed,
         "batch_size": BATCH_SIZE,
-        "peak_lr": PEAK_LR,
+        "peak_lr": PEAK_LRS[family],
         "weight_decay": WEIGHT_DECAY,
         "warmup_steps": WARMUP_STEPS,
         "curriculum_steps": CURRICULUM_STEPS,
         "stills": (NUM_EASY_STILLS, NUM_TRAIN_STILLS, NUM_HELDOUT_STILLS),
         "mean_std": (MINI_MEAN, MINI_STD),
     }
+    if family == "vit":  # the ConvNet's recipe (and cache name) stays as it was
+        recipe["architecture"] = {"trunk": repr(_model_config()), "vit": VIT_ARCHITECTURE}
+        recipe["seed_offset"] = VIT_SEED_OFFSET
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     return f"s{steps}-{digest[:10]}"
 
@@ -137,15 +191,18 @@ def digit_accuracy(model: nn.Module, images: np.ndarray, digits: np.ndarray) -> 
 
 
 def train_mini_ifm(
-    steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED, progress: bool = True
+    steps: int = DEFAULT_STEPS,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+    family: str = "convnet",
 ) -> nn.Module:
-    """Train the mini IFM on still digit images; returns it in eval mode.
+    """Train a mini IFM of `family` on still digit images; returns it in eval mode.
 
-    AdamW (peak lr PEAK_LR, linear warm-up, cosine to 0), batch BATCH_SIZE, cross-entropy on
-    the main digit, over fixed sets of rendered stills (easy ones first, see CURRICULUM_STEPS)
-    with random 0-4 px translations and RGB channel permutations. The held-out digit accuracy
-    (full-difficulty stills of digit images the training never used) is stored as
-    ``model.heldout_accuracy``.
+    AdamW (the family's peak lr, PEAK_LRS; linear warm-up, cosine to 0), batch BATCH_SIZE,
+    cross-entropy on the main digit, over fixed sets of rendered stills (easy ones first, see
+    CURRICULUM_STEPS) with random 0-4 px translations and RGB channel permutations. The
+    held-out digit accuracy (full-difficulty stills of digit images the training never used)
+    is stored as ``model.heldout_accuracy``.
 
     Trains on one thread whatever the caller's setting: the weights depend on the thread
     count (a convolution's weight gradient sums in another order on two threads), and every
@@ -154,12 +211,12 @@ def train_mini_ifm(
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return _train(steps, seed, progress)
+        return _train(steps, seed, progress, family)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(steps: int, seed: int, progress: bool) -> nn.Module:
+def _train(steps: int, seed: int, progress: bool, family: str) -> nn.Module:
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
@@ -177,18 +234,22 @@ def _train(steps: int, seed: int, progress: bool) -> nn.Module:
     easy_inputs, easy_labels = _to_tensor(easy_images), torch.from_numpy(easy_digits)
     hard_inputs, hard_labels = _to_tensor(hard_images), torch.from_numpy(hard_digits)
 
-    model = build_mini_ifm_model()
+    if family == "vit":
+        torch.manual_seed(seed + VIT_SEED_OFFSET)
+    model = build_mini_model(family)
+    peak = PEAK_LRS[family]
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0}],
-        lr=PEAK_LR,
+        lr=peak,
     )
     model.train()
-    bar = tqdm(range(steps), desc="mini IFM", disable=not progress or not sys.stderr.isatty())
+    show = progress and sys.stderr.isatty()
+    bar = tqdm(range(steps), desc=f"mini IFM ({family})", disable=not show)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, steps)
+            group["lr"] = _learning_rate(step, steps, peak)
         num_hard = round(BATCH_SIZE * min(1.0, step / CURRICULUM_STEPS))
         easy = torch.randint(len(easy_inputs), (BATCH_SIZE - num_hard,), generator=generator)
         hard = torch.randint(len(hard_inputs), (num_hard,), generator=generator)
@@ -206,12 +267,12 @@ def _train(steps: int, seed: int, progress: bool) -> nn.Module:
     return model
 
 
-def _learning_rate(step: int, steps: int) -> float:
-    """Linear warm-up over WARMUP_STEPS, then cosine from PEAK_LR to 0."""
+def _learning_rate(step: int, steps: int, peak: float = PEAK_LR) -> float:
+    """Linear warm-up over WARMUP_STEPS, then cosine from `peak` to 0."""
     if step < WARMUP_STEPS:
-        return PEAK_LR * (step + 1) / WARMUP_STEPS
+        return peak * (step + 1) / WARMUP_STEPS
     fraction = (step - WARMUP_STEPS) / max(1, steps - WARMUP_STEPS)
-    return 0.5 * PEAK_LR * (1 + math.cos(math.pi * fraction))
+    return 0.5 * peak * (1 + math.cos(math.pi * fraction))
 
 
 def _augment(images: Tensor, generator: torch.Generator, max_shift: int = 4) -> Tensor:
@@ -252,17 +313,22 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def mini_ifm_path(
-    cache_dir: Path | None = None, seed: int = DEFAULT_SEED, steps: int = DEFAULT_STEPS
+    cache_dir: Path | None = None,
+    seed: int = DEFAULT_SEED,
+    steps: int = DEFAULT_STEPS,
+    family: str = "convnet",
 ) -> Path:
-    """Where the recipe's trained weights (of `steps` and training seed `seed`) are cached
-    (the file may not exist yet)."""
+    """Where the recipe's trained weights (of `family`, `steps` and training seed `seed`) are
+    cached (the file may not exist yet)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_dir / f"mini_ifm-{recipe_tag(steps, seed)}.safetensors"
+    return cache_dir / f"{FILE_STEMS[family]}-{recipe_tag(steps, seed, family)}.safetensors"
 
 
-def cached_mini_ifm(cache_dir: Path | None = None, seed: int = DEFAULT_SEED) -> Path | None:
+def cached_mini_ifm(
+    cache_dir: Path | None = None, seed: int = DEFAULT_SEED, family: str = "convnet"
+) -> Path | None:
     """The cached trained weights of the default recipe, or None (never trains)."""
-    path = mini_ifm_path(cache_dir, seed)
+    path = mini_ifm_path(cache_dir, seed, family=family)
     return path if path.is_file() else None
 
 
@@ -271,14 +337,15 @@ def ensure_mini_ifm(
     progress: bool = True,
     steps: int = DEFAULT_STEPS,
     seed: int = DEFAULT_SEED,
+    family: str = "convnet",
 ) -> Path:
     """Path of the trained mini IFM weights (safetensors), training them on first use.
 
-    The file is ``<cache_dir>/mini_ifm-<recipe_tag>.safetensors`` and loads strictly into
-    `build_mini_ifm_model()` (classifier included). Concurrent callers wait on a lock file and
-    the weights appear by atomic rename, so nobody reads a half-written file.
+    The file is ``<cache_dir>/<FILE_STEMS[family]>-<recipe_tag>.safetensors`` and loads
+    strictly into `build_mini_model(family)` (classifier included). Concurrent callers wait on
+    a lock file and the weights appear by atomic rename, so nobody reads a half-written file.
     """
-    path = mini_ifm_path(cache_dir, seed, steps)
+    path = mini_ifm_path(cache_dir, seed, steps, family)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return path
@@ -286,11 +353,11 @@ def ensure_mini_ifm(
         if path.is_file():  # another process trained it while we waited
             return path
         if progress:
-            print(f"Training the mini IFM once ({steps} steps); it is cached at {path}")
+            print(f"Training the mini IFM ({family}) once ({steps} steps); cached at {path}")
         start = time.perf_counter()
-        model = train_mini_ifm(steps=steps, seed=seed, progress=progress)
+        model = train_mini_ifm(steps=steps, seed=seed, progress=progress, family=family)
         metadata = {
-            "recipe_tag": recipe_tag(steps, seed),
+            "recipe_tag": recipe_tag(steps, seed, family),
             "heldout_digit_accuracy": f"{model.heldout_accuracy:.4f}",
             "train_seconds": f"{time.perf_counter() - start:.1f}",
         }
@@ -301,8 +368,8 @@ def ensure_mini_ifm(
     return path
 
 
-def load_mini_ifm(path: Path | None = None) -> nn.Module:
-    """The trained mini IFM in eval mode (from `path`, or `ensure_mini_ifm()`)."""
-    model = build_mini_ifm_model()
-    model.load_state_dict(load_file(str(path or ensure_mini_ifm())), strict=True)
+def load_mini_ifm(path: Path | None = None, family: str = "convnet") -> nn.Module:
+    """The trained mini IFM of `family` in eval mode (from `path`, or `ensure_mini_ifm()`)."""
+    model = build_mini_model(family)
+    model.load_state_dict(load_file(str(path or ensure_mini_ifm(family=family))), strict=True)
     return model.eval()

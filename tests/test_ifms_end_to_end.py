@@ -22,6 +22,7 @@ from advise.runs import evaluate_checkpoint, finetune, pretrain
 IFMS = {
     "mini": (32, 96, (4, 4)),
     "mini-seed1": (32, 96, (4, 4)),
+    "mini-vit": (32, 96, (4, 4)),
     "clip-b16": (32, 768, (2, 2)),
     "clip-l14": (28, 1024, (2, 2)),
     "dinov2-b14": (28, 768, (2, 2)),

@@ -77,7 +77,7 @@ def test_default_cache_follows_xdg(tmp_path, monkeypatch):
 def test_concurrent_callers_train_once(tmp_path, monkeypatch):
     calls = []
 
-    def slow_train(steps, seed, progress):
+    def slow_train(steps, seed, progress, family):
         calls.append(steps)
         time.sleep(0.3)
         model = build_mini_ifm_model().eval()
@@ -125,3 +125,26 @@ def test_the_recipe_keeps_its_cache_name():
     """Every number measured on the mini IFM used the weights of this recipe tag; a change to
     the recipe code that changes it must be deliberate (and re-measure them)."""
     assert recipe_tag() == "s1200-582efad9d2"
+
+
+def test_the_mini_vit_is_another_family_on_the_same_token_grid(tmp_path):
+    from advise.config import load_config
+    from advise.models.build import build_frozen_ifm
+
+    model = mini_ifm.build_mini_model("vit").eval()
+    assert len(model.blocks) == 4  # attention mixes the tokens; a conv stem makes them
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(2, 3, 64, 64)).shape == (2, 64, MINI_EMBED_DIM)
+    assert recipe_tag(family="vit") != recipe_tag()
+    path = ensure_mini_ifm(tmp_path, progress=False, steps=2, family="vit")
+    assert path.name.startswith("mini_vit-") and recipe_tag(2, family="vit") in path.name
+    loaded = load_mini_ifm(path, family="vit")  # strictly, the classifier included
+    assert isinstance(loaded.blocks[0].attn, torch.nn.Module)
+    with pytest.raises(RuntimeError):
+        build_mini_ifm_model().load_state_dict(load_file(str(path)), strict=True)
+    config = load_config("demo", {"ifm.name": "mini-vit", "ifm.random_init": True})
+    ifm = build_frozen_ifm(config.ifm, torch.device("cpu"))
+    tokens = ifm(torch.randn(1, 2, 3, 64, 64))  # [B, T, 3, H, W]
+    assert tokens.shape == (1, MINI_EMBED_DIM, 2, 8, 8)  # the mini IFM's grid and width
+    with pytest.raises(ValueError, match="family must be one of"):
+        mini_ifm.build_mini_model("resnet")

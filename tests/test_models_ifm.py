@@ -217,13 +217,16 @@ REAL_IFMS = {
 
 
 def test_registry_names():
-    assert set(REAL_IFMS) | {"mini", "mini-seed1", "mobilenetv2-in1k"} == set(IFM_REGISTRY)
+    minis = {"mini", "mini-seed1", "mini-vit"}
+    assert set(REAL_IFMS) | minis | {"mobilenetv2-in1k"} == set(IFM_REGISTRY)
     for name, spec in IFM_REGISTRY.items():
         assert spec.name == name and spec.weights_source
     mini = IFM_REGISTRY["mini"]
     assert (mini.img_size, mini.img_size // mini.patch_size) == (64, 8)
     seed1 = IFM_REGISTRY["mini-seed1"]  # the same network and sizes, its own weights file
     assert (seed1.build, seed1.img_size, seed1.patch_size) == (mini.build, 64, 8)
+    vit = IFM_REGISTRY["mini-vit"]  # another network on the same grid
+    assert vit.build != mini.build and (vit.img_size, vit.patch_size) == (64, 8)
 
 
 def test_mini_seed1_trains_from_seed_1(monkeypatch, tmp_path):
@@ -232,8 +235,13 @@ def test_mini_seed1_trains_from_seed_1(monkeypatch, tmp_path):
     monkeypatch.setattr(mini_ifm, "ensure_mini_ifm", lambda **kw: asked.append(kw) or tmp_path)
     IFM_REGISTRY["mini-seed1"].find_weights()
     IFM_REGISTRY["mini"].find_weights()
-    assert asked == [{"seed": 1}, {"seed": 0}]
-    assert mini_ifm.mini_ifm_path(tmp_path, seed=1) != mini_ifm.mini_ifm_path(tmp_path)
+    IFM_REGISTRY["mini-vit"].find_weights()
+    assert asked == [
+        {"seed": 1, "family": "convnet"}, {"seed": 0, "family": "convnet"},
+        {"seed": 0, "family": "vit"},
+    ]  # fmt: skip
+    paths = {mini_ifm.mini_ifm_path(tmp_path, seed=1), mini_ifm.mini_ifm_path(tmp_path)}
+    assert len(paths | {mini_ifm.mini_ifm_path(tmp_path, family="vit")}) == 3
 
 
 @pytest.mark.parametrize("name", list(REAL_IFMS))

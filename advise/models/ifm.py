@@ -145,23 +145,23 @@ def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) 
     )
 
 
-def _build_mini(img_size: int) -> nn.Module:
-    from advise.mini_ifm import build_mini_ifm_model
+def _build_mini(img_size: int, family: str = "convnet") -> nn.Module:
+    from advise.mini_ifm import build_mini_model
 
-    return build_mini_ifm_model()
+    return build_mini_model(family, img_size)
 
 
-def _find_mini_weights(offline: bool = True, seed: int = 0) -> Path | None:
+def _find_mini_weights(offline: bool = True, seed: int = 0, family: str = "convnet") -> Path:
     from advise.mini_ifm import ensure_mini_ifm
 
     # trains and caches the model on first use (no network)
-    return Path(ensure_mini_ifm(seed=seed))
+    return Path(ensure_mini_ifm(seed=seed, family=family))
 
 
-def _cached_mini_weights(seed: int = 0) -> Path | None:
+def _cached_mini_weights(seed: int = 0, family: str = "convnet") -> Path | None:
     from advise.mini_ifm import cached_mini_ifm
 
-    return cached_mini_ifm(seed=seed)
+    return cached_mini_ifm(seed=seed, family=family)
 
 
 def _build_mobilenet(img_size: int) -> nn.Module:
@@ -223,6 +223,13 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
         weights_source="advise's built-in mini IFM from training seed 1, trained on first use",
         find_weights=partial(_find_mini_weights, seed=1),
         cached_weights=partial(_cached_mini_weights, seed=1),
+    ),  # fmt: skip
+    # another family on the same stills, grid and width: a ViT (convolutional stem, 4 blocks)
+    "mini-vit": replace(
+        MINI_SPEC, name="mini-vit", build=partial(_build_mini, family="vit"),
+        weights_source="advise's built-in mini ViT (same stills), trained on first use",
+        find_weights=partial(_find_mini_weights, family="vit"),
+        cached_weights=partial(_cached_mini_weights, family="vit"),
     ),  # fmt: skip
     "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
     "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
