@@ -1226,7 +1226,11 @@ def _yes(flag: bool) -> str:
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """`python -m advise.bench JOB.json RESULT.json`: one variant in a process of its own."""
+    """`python -m advise.bench JOB.json RESULT.json`: one variant in a process of its own,
+    with glibc keeping freed memory as every training process does (`keep_freed_memory`)."""
+    from advise.jobs import keep_freed_memory
+
+    keep_freed_memory()
     job_file, result_file = (Path(arg) for arg in argv)
     result = measure_variant(json.loads(job_file.read_text()))
     result_file.write_text(json.dumps(result))
