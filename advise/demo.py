@@ -145,14 +145,17 @@ def _jobs(roots: dict[str, Path], runs: Path, features: str, quick: bool, seed: 
     """The demo as jobs, each after those it needs: the benchmark's videos (per dataset) and
     the mini IFM (trained once, cached) side by side; each dataset's feature store; PRP
     pre-training on the pool; each fine-tuning variant on each task (after PRP where it
-    starts from it). Listed in an order that runs them one after another, too."""
+    starts from it). Listed in an order that runs them one after another, too, and that puts
+    the longest chain first: the mini IFM's training (half the demo on 2 cores) starts at once,
+    and the stores PRP reads are extracted before the others."""
     store = features != "online"
     dtype = "fp32" if features == "store" else features
-    jobs = [Job(f"videos {name}", _videos_job, (name, root, seed)) for name, root in roots.items()]
-    jobs.append(Job("mini IFM", _mini_ifm_job, ()))
+    jobs = [Job("mini IFM", _mini_ifm_job, ())]
+    jobs += [Job(f"videos {name}", _videos_job, (name, root, seed)) for name, root in roots.items()]
     sources: dict[str, dict[str, Any]] = {name: {} for name in roots}
     ready = {name: (f"videos {name}", "mini IFM") for name in roots}  # what a run on it needs
-    for name, root in roots.items():
+    for name in sorted(roots, key=lambda name: name not in ("pool", "heldout")):  # PRP's first
+        root = roots[name]
         if store:
             path = root.parent / "stores" / f"{name}-{dtype}"
             config = _config(root, PRETRAIN, quick, {"train.seed": seed})
