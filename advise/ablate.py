@@ -826,7 +826,11 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
                         capsize=4,
                     )
             if len(cells) > 1:
-                panel.set_xticks(range(len(cells)), names)
+                slanted = max(len(name) for name in names) > 8  # IFM names would overlap
+                panel.set_xticks(
+                    range(len(cells)), names, rotation=25 if slanted else 0,
+                    ha="right" if slanted else "center", fontsize=8 if slanted else None,
+                )  # fmt: skip
                 panel.set_xlabel(axis)
             else:
                 panel.set_xticks(range(len(grid.arms)), grid.arms)
