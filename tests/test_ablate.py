@@ -307,3 +307,13 @@ def test_runs_of_a_grid_run_before_a_config_key_was_added_are_still_recognised(t
         "tasks": ["temporal"], "arms": ["scratch"], "seeds": [0],
     }))  # fmt: skip
     assert not {spec.id for spec in plan(load_grid(str(grid_file)))} & ids
+
+
+def test_a_folder_named_like_a_built_in_grid_does_not_hide_it(tmp_path, monkeypatch):
+    from advise.ablate import load_grids
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()  # e.g. the output folder of an earlier `ablate paper`
+    (tmp_path / "table5-avgpool").mkdir()
+    assert [name for name, _ in load_grids("table5-avgpool")] == ["table5-avgpool"]
+    assert len(load_grids("paper")) == 6
