@@ -150,15 +150,22 @@ class Grid:
         return unique
 
 
+def _grid_file(source: str) -> Path:
+    """The YAML file `source` names: a file path, else a built-in grid's name (a folder named
+    like a built-in grid, an earlier run's output say, is not a grid)."""
+    if Path(source).is_file():
+        return Path(source)
+    path = GRID_DIR / f"{source}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in GRID_DIR.glob("*.yaml")))
+        raise ConfigError(f"no grid file or built-in grid named {source!r}; grids: {names}")
+    return path
+
+
 def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
     """A grid from a name in `advise/ablations/` or a YAML path; `seeds` replaces its seeds.
     Every key is checked against the config now, before any work."""
-    path = Path(source)
-    if not path.is_file():  # a folder named like a built-in grid is not a grid
-        path = GRID_DIR / f"{source}.yaml"
-        if not path.exists():
-            names = ", ".join(sorted(p.stem for p in GRID_DIR.glob("*.yaml")))
-            raise ConfigError(f"no grid file or built-in grid named {source!r}; grids: {names}")
+    path = _grid_file(source)
     values = yaml.safe_load(path.read_text()) or {}
     known = {
         "base",
@@ -370,8 +377,7 @@ def _mean(values: list[float]) -> float | None:
 def load_grids(source: str, seeds: list[int] | None = None) -> list[tuple[str, Grid]]:
     """The grids `source` names, each with its name (a file's stem): itself, or, for a file of
     `grids: [NAME, ...]` (e.g. `paper`), each of those (a built-in name, or a path)."""
-    path = Path(source) if Path(source).is_file() else GRID_DIR / f"{source}.yaml"
-    values = yaml.safe_load(path.read_text()) if path.exists() else None
+    values = yaml.safe_load(_grid_file(source).read_text())
     if isinstance(values, dict) and "grids" in values:
         return [(Path(name).stem, load_grid(name, seeds)) for name in values["grids"]]
     return [(Path(source).stem, load_grid(source, seeds))]

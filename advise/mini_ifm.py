@@ -6,10 +6,10 @@ ships its own: a narrow ResNet-style network built from timm's ByobNet blocks th
 A second family, the mini ViT (IFM `mini-vit`), gives the same grid from a transformer: a
 hybrid ViT whose patch embedding is a ConvNet trunk of the mini IFM's shape (its own weights),
 then timm ViT blocks that mix the tokens by attention, trained by the same recipe on the same
-stills. Each is trained only on single stills of the
-benchmark's kind (`render_stills`: digit sprite on a textured background, labelled by digit),
-so it never sees motion: whatever a temporal module learns about time on top of it, it learns
-from the pretext task and the video labels.
+stills. Each is trained only on single stills of the benchmark's kind (`render_stills`: digit
+sprite on a textured background, labelled by digit), so it never sees motion: whatever a
+temporal module learns about time on top of it, it learns from the pretext task and the video
+labels.
 
 The weights are trained on first use and cached as safetensors in ``$XDG_CACHE_HOME/advise``
 (default ``~/.cache/advise``) under a name that carries a hash of the recipe, so a changed
@@ -114,7 +114,7 @@ def _pretrained_cfg(architecture: str) -> dict:
 # trained from their own initial weights, make the 8 x 8 patch embedding, then timm ViT blocks
 # mix the tokens by attention; no class token (the tokens are the grid), average-pooled for the
 # training classifier. A plain ViT (8 px patches) and one with a 3-convolution stem stayed
-# at or below chance on held-out stills under this recipe (README, "Image foundation models").
+# at or below chance on held-out stills under this recipe (README, Table 4 on the benchmark).
 VIT_ARCHITECTURE = {"embed_dim": MINI_EMBED_DIM, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
 VIT_SEED_OFFSET = 1_000_003  # the ViT's trunk does not start from the ConvNet's initial weights
 

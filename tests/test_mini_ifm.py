@@ -132,7 +132,7 @@ def test_the_mini_vit_is_another_family_on_the_same_token_grid(tmp_path):
     from advise.models.build import build_frozen_ifm
 
     model = mini_ifm.build_mini_model("vit").eval()
-    assert len(model.blocks) == 4  # attention mixes the tokens; a conv stem makes them
+    assert len(model.blocks) == 4  # attention mixes the tokens a ConvNet trunk makes
     with torch.no_grad():
         assert model.forward_features(torch.randn(2, 3, 64, 64)).shape == (2, 64, MINI_EMBED_DIM)
     assert recipe_tag(family="vit") != recipe_tag()

@@ -224,7 +224,7 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
         find_weights=partial(_find_mini_weights, seed=1),
         cached_weights=partial(_cached_mini_weights, seed=1),
     ),  # fmt: skip
-    # another family on the same stills, grid and width: a ViT (convolutional stem, 4 blocks)
+    # another family on the same stills, grid and width: a hybrid ViT (ConvNet trunk, 4 blocks)
     "mini-vit": replace(
         MINI_SPEC, name="mini-vit", build=partial(_build_mini, family="vit"),
         weights_source="advise's built-in mini ViT (same stills), trained on first use",
