@@ -14,10 +14,12 @@ from fabricate import tiny_config
 from advise.cli import main
 from advise.config import load_config
 from advise.data import loaders
+from advise.data.datasets import collate_clips
 from advise.data.sources import StoreSource
 from advise.data.store import FeatureStore, StoreError
 from advise.models.build import build_frozen_ifm
 from advise.models.sfu import SFU
+from advise.pretexts import build_pretext
 from advise.runs import evaluate_checkpoint, extract, finetune
 from advise.train.checkpoint import load_checkpoint
 
@@ -70,6 +72,48 @@ def test_pooling_as_read_gives_the_tokens_of_pooling_before_storing(
     assert pooled_as_read[0].shape == (6, dim, 4, size, size)  # 2 clips x 3 crops, c, T, s, s
     for read, before in zip(pooled_as_read, pooled_before, strict=True):
         assert torch.equal(read, before)  # fp32: the same sums in the same order
+        assert read.is_contiguous(memory_format=torch.channels_last_3d)  # the TMM's CPU layout
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_tokens_held_in_memory_train_on_the_clips_read_from_disk_in_the_tmm_layout(
+    tmp_path, config, ifm, stage
+):
+    """Every training clip held in memory equals its read from the store's files, epoch after
+    epoch; batches come channels last (the TMM's layout on a CPU: no copy a step) and never
+    share memory with the tokens kept, so changing a batch changes no later read."""
+    store = extract(config, tmp_path / "store", views=3, dtype="fp32", ifm=ifm, progress=False)
+    opened = FeatureStore(store)
+
+    def dataset(in_memory: bool):
+        configured = config.replace(
+            {"data.source": f"store:{store}", "data.in_memory": in_memory, "sfu.channels": 48}
+        )
+        split = loaders.read_split(configured.data, "train")
+        if stage == "finetune":
+            return loaders.finetune_dataset(configured, split, None, opened)
+        sampler = build_pretext(configured).sampler()
+        return loaders.pretrain_dataset(configured, split, None, opened, sampler)
+
+    from_disk, in_memory = dataset(False), dataset(True)
+    batches = []
+    for epoch in range(2):
+        for each in (from_disk, in_memory):
+            each.set_epoch(epoch)
+        items = [in_memory[index] for index in range(len(in_memory))]
+        for index, item in enumerate(items):
+            assert torch.equal(item["input"], from_disk[index]["input"])
+            assert torch.equal(item["labels"], from_disk[index]["labels"])
+        batch = collate_clips(items)
+        assert batch["input"].shape[1] == 48
+        assert batch["input"].is_contiguous(memory_format=torch.channels_last_3d)
+        batches.append(batch["input"].clone())
+        batch["input"].zero_()
+        for item in items:
+            item["input"].zero_()
+    in_memory.set_epoch(0)
+    again = collate_clips([in_memory[index] for index in range(len(in_memory))])["input"]
+    assert torch.equal(again, batches[0])
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "int8"])

@@ -174,6 +174,28 @@ def test_frame_order_sensitivity_follows_the_temporal_kernel(temporal_kernel, or
     assert torch.allclose(forward, reversed_, atol=1e-5) == order_invariant
 
 
+def test_tmm_computes_channels_last_on_a_cpu_as_the_standard_layout_does():
+    """The CPU layout changes float rounding only: outputs and every gradient match the blocks
+    run on standard-layout tokens, and the head pools channels-last features as their mean."""
+    torch.manual_seed(0)
+    tmm, head = BottleneckTMM(12, hidden=8, out=16, blocks=2), MLPHead(16, 3, hidden=8)
+    tokens = torch.randn(16, 12, 4, 3, 3)  # 16 clips: torch's oneDNN path at any thread count
+    outputs = {}
+    for name, forward in (("standard", tmm.blocks), ("channels last", tmm)):
+        features = forward(tokens)
+        loss = head(features).square().sum()
+        loss.backward()
+        grads = [parameter.grad.clone() for parameter in [*tmm.parameters(), *head.parameters()]]
+        outputs[name] = (features, grads)
+        tmm.zero_grad(), head.zero_grad()
+    standard, last = outputs["standard"], outputs["channels last"]
+    assert standard[0].is_contiguous() and not last[0].is_contiguous()
+    assert last[0].is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(last[0], standard[0], rtol=1e-5, atol=1e-5)
+    for grad_last, grad_standard in zip(last[1], standard[1], strict=True):
+        torch.testing.assert_close(grad_last, grad_standard, rtol=1e-4, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------- heads
 
 

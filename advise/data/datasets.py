@@ -109,9 +109,8 @@ class _VideoDataset(Dataset):
     def _item_of(self, index: int, inputs: Tensor, labels: Tensor) -> dict[str, Any]:
         return {"input": inputs, "input_kind": self.source.kind, "labels": labels, "index": index}
 
-    @staticmethod
     def _transform_clips(
-        transform: ClipTransform, clips: list[Tensor], rng: np.random.Generator
+        self, transform: ClipTransform, clips: list[Tensor], rng: np.random.Generator
     ) -> Tensor:
         """Transform each clip under a torch seed drawn from `rng`; [N * S, T, 3, h, w]."""
         torch_seed = int(rng.integers(2**63 - 1))
@@ -127,7 +126,8 @@ class _VideoDataset(Dataset):
             generator.set_state(saved)
         # A transform gives [T, 3, h, w] (one view) or [S, T, 3, h, w] (S views).
         views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
-        return views[0] if len(views) == 1 else torch.cat(views)  # [N * S, T, 3, h, w]
+        # [N * S, T, 3, h, w]
+        return views[0] if len(views) == 1 else concat_clips(views, self.source.kind)
 
     def _item(self, index: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -240,6 +240,16 @@ class MultiViewDataset(_VideoDataset):
         return self._item_of(index, inputs, labels)
 
 
+def concat_clips(inputs: Sequence[Tensor], kind: str) -> Tensor:
+    """Clips [N_i, ...] of one kind -> [sum N_i, ...], a new tensor. Tokens [N_i, D, T, h, w]
+    come out channels last whatever their layouts (torch.cat alone infers the layout from the
+    strides of a one-clip tensor's dim 0, which mean nothing, and falls back to contiguous)."""
+    if kind != "tokens":
+        return torch.cat(list(inputs))
+    rows = torch.cat([clips.permute(0, 2, 3, 4, 1) for clips in inputs])  # [sum N, T, h, w, D]
+    return rows.permute(0, 4, 1, 2, 3)
+
+
 def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict[str, Any]:
     """Batch dataset items, dropping skipped videos (`SkippedVideo` or None).
 
@@ -280,9 +290,11 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
             )
         labels.append(item_labels)
         video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
+    kind = kinds.pop()
     return {
-        "input": torch.cat([item["input"] for item in good]),  # [C, T, 3, H, W] / [C, D, T, h, w]
-        "input_kind": kinds.pop(),
+        # [C, T, 3, H, W] frames / [C, D, T, h, w] tokens, channels last
+        "input": concat_clips([item["input"] for item in good], kind),
+        "input_kind": kind,
         "labels": torch.cat(labels).to(torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "video_of_clip": torch.cat(video_of_clip),

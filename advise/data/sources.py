@@ -105,7 +105,7 @@ class StoreSource:
         self.store_indices = [store.index_of(record.path) for record in self.records]
         self.pool = pool
         self.in_memory = in_memory
-        self.kept: dict[int, Tensor] = {}  # store index -> [V, c, T, s, s], with in_memory
+        self.kept: dict[int, Tensor] = {}  # store index -> [V, T, s, s, c], with in_memory
 
     def _store_index(self, index: int) -> int:
         store_index = self.store_indices[index]
@@ -121,22 +121,23 @@ class StoreSource:
         s, s] when pooled as read)."""
         store_index = self._store_index(index)
         if self.in_memory:
-            whole = self._whole(store_index)  # [V, D, T, h, w]
-            # index_select: one copy, ~3x faster than whole[:, :, i]; the clips are [V, T, D, h,
-            # w] views whose [D, T, h, w] layout the token transforms take without a copy
+            whole = self._whole(store_index)  # [V, T, h, w, D]
+            # one copy of whole frames per clip, as [V, T, D, h, w] views of channels-last data:
+            # the layout the token transforms keep and the TMM computes in on a CPU
             return [
-                whole.index_select(2, torch.as_tensor(i, dtype=torch.long)).permute(0, 2, 1, 3, 4)
+                whole.index_select(1, torch.as_tensor(i, dtype=torch.long)).permute(0, 1, 4, 2, 3)
                 for i in clip_indices
             ]
         clips = [self.store.read(store_index, indices) for indices in clip_indices]
         return clips if self.pool is None else [self._pooled(clip) for clip in clips]
 
     def _whole(self, store_index: int) -> Tensor:
-        """Every frame of the video, pooled, [V, D, T, h, w]: read once, then kept."""
+        """Every frame of the video, pooled, [V, T, h, w, D] (channels last): read once, then
+        kept."""
         if store_index not in self.kept:
             tokens = self.store.read(store_index, np.arange(self.store.num_frames(store_index)))
             tokens = tokens if self.pool is None else self._pooled(tokens)
-            self.kept[store_index] = tokens.permute(0, 2, 1, 3, 4).contiguous()
+            self.kept[store_index] = tokens.permute(0, 1, 3, 4, 2).contiguous()
         return self.kept[store_index]
 
     def _pooled(self, tokens: Tensor) -> Tensor:  # [V, T, D, h, w] -> [V, T, c, s, s]

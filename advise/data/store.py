@@ -607,6 +607,14 @@ def _relative_key(path: str | Path, root: str) -> str:
 # ---------------------------------------------------------------------- token transforms
 
 
+def channels_last_clip(clip: Tensor) -> Tensor:
+    """A token clip [D, T, h, w] with D innermost in memory (channels last), copied only where
+    it is not laid out so already: the layout of the batches `collate_clips` makes, which the
+    TMM computes in on a CPU (`advise.models.tmm.BottleneckTMM`), so batching them needs no
+    transposing copy."""
+    return clip.unsqueeze(0).contiguous(memory_format=torch.channels_last_3d).squeeze(0)
+
+
 class TrainTokens:
     """Training augmentation on stored token grids, clip-consistent (one draw per clip).
 
@@ -628,7 +636,7 @@ class TrainTokens:
             clip = self._crop(clip, height, width)
         if self.flip and bool(torch.rand(()) < 0.5):
             clip = clip.flip(-1)
-        return clip.contiguous()
+        return channels_last_clip(clip)
 
     def _crop(self, clip: Tensor, height: int, width: int) -> Tensor:
         area = float(torch.empty(()).uniform_(self.scale_min, 1.0)) * height * width
@@ -665,7 +673,8 @@ class TokenViews:
             tokens = tokens[num_views // 2 : num_views // 2 + 1]
         elif self.num_crops != num_views:
             raise StoreError(f"{self.num_crops} test crops asked of a {num_views}-view store")
-        return tokens.permute(0, 2, 1, 3, 4).contiguous()  # [S, T, D, h, w] -> [S, D, T, h, w]
+        # [S, T, D, h, w] -> [S, D, T, h, w], channels last (as `channels_last_clip`)
+        return tokens.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
 
     def __repr__(self) -> str:
         return f"TokenViews(num_crops={self.num_crops})"

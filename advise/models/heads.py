@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 def global_average_pool(features: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, D]
-    """Mean over time and space."""
-    return features.mean(dim=(2, 3, 4))
+    """Mean over time and space, in the features' memory layout: channels-last features (a
+    TMM's on a CPU) are averaged as the rows of a [B, T * h * w, D] view, so the gradient
+    flowing back keeps that layout (a mean over dims 2-4 sends back one whose layout every
+    later backward op on a CPU handles several times slower)."""
+    channels_last = features.is_contiguous(memory_format=torch.channels_last_3d)
+    if features.is_contiguous() or not channels_last:
+        return features.mean(dim=(2, 3, 4))
+    return features.permute(0, 2, 3, 4, 1).flatten(1, 3).mean(1)
 
 
 class MLPHead(nn.Module):

@@ -15,6 +15,7 @@ its input from the first step.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from advise.config import BottleneckConfig
@@ -114,7 +115,10 @@ class BottleneckTMM(nn.Module):
         return cls(in_dim, config.hidden, config.out, config.blocks, config.temporal_kernel)
 
     def forward(self, tokens: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
-        return self.blocks(tokens)
+        # On a CPU the 3-D convolutions and batch norms run channels last (~15% faster a step:
+        # scripts/tmm_layout.py); elsewhere in the standard layout
+        layout = torch.channels_last_3d if tokens.device.type == "cpu" else torch.contiguous_format
+        return self.blocks(tokens.contiguous(memory_format=layout))
 
 
 class IdentityTMM(nn.Module):
