@@ -40,7 +40,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -434,18 +434,7 @@ def run_ablations(
         f"to run, {jobs} at a time",
         flush=True,
     )
-    # a job per store that a run to do reads and is not whole; the stores of one IFM one after
-    # another (the first trains a mini IFM; a second at once would only wait for it)
-    stores: dict[str, Job] = {}
-    last_of_ifm: dict[str, str] = {}
-    for spec, work in todo:
-        for dataset in work.datasets(spec):
-            path, key = work.store(dataset, spec), work.ifm_key(spec)
-            if str(path) in stores or (path / "manifest.json").exists():  # (once all stored)
-                continue
-            after = (last_of_ifm[key],) if key in last_of_ifm else ()
-            stores[str(path)] = Job(str(path), _extract, (work, dataset, spec), after)
-            last_of_ifm[key] = str(path)
+    stores = store_jobs(todo)
     waits = {spec.id for spec, _ in todo} | set(stores)
     runs = []
     for spec, work in todo:
@@ -468,6 +457,30 @@ def run_ablations(
             flush=True,
         )
     return _write_all(plans, done, shared)
+
+
+def store_jobs(todo: list[tuple[RunSpec, _Work]]) -> dict[str, Job]:
+    """A job per store that a run to do reads and is not whole, by path. The stores of one IFM
+    run one after another, and the first of a concatenation ("a+b") after the first of each
+    part: a first store builds its IFM, training a mini IFM on first use, and a job that
+    needs that IFM at the same time would only wait for it, holding a worker."""
+    stores: dict[str, Job] = {}
+    chain: dict[str, list[str]] = {}  # IFM key -> its store jobs, in order
+    for spec, work in todo:
+        for dataset in work.datasets(spec):
+            path, key = work.store(dataset, spec), work.ifm_key(spec)
+            if str(path) in stores or (path / "manifest.json").exists():  # (once all stored)
+                continue
+            after = tuple(chain.get(key, [])[-1:])
+            stores[str(path)] = Job(str(path), _extract, (work, dataset, spec), after)
+            chain.setdefault(key, []).append(str(path))
+    for key, paths in chain.items():
+        name, *rest = json.loads(key)
+        parts = [json.dumps([part, *rest]) for part in name.split("+")] if "+" in name else []
+        first = stores[paths[0]]
+        before = tuple(chain[part][0] for part in parts if part in chain)
+        stores[paths[0]] = replace(first, after=first.after + before)
+    return stores
 
 
 def _write_all(

@@ -317,3 +317,27 @@ def test_a_folder_named_like_a_built_in_grid_does_not_hide_it(tmp_path, monkeypa
     (tmp_path / "table5-avgpool").mkdir()
     assert [name for name, _ in load_grids("table5-avgpool")] == ["table5-avgpool"]
     assert len(load_grids("paper")) == 6
+
+
+def test_a_concatenated_ifms_first_store_waits_for_each_parts_first(tmp_path):
+    """The first store of an IFM builds it (a mini IFM trains on first use): a pair's first
+    store job starts after its parts' first ones instead of holding a worker while they
+    train; every other store of an IFM follows the one before it."""
+    from advise.ablate import _Work, load_grids, store_jobs
+
+    ((_, grid),) = load_grids("table4-ifms")
+    roots = {name: tmp_path / name for name in ("pool", "heldout", "spatial", "temporal")}
+    work = _Work(grid, tmp_path, roots)
+    jobs = store_jobs([(spec, work) for spec in plan(grid)])
+    by_ifm: dict[str, list[str]] = {}
+    for path, job in jobs.items():
+        ifm = json.loads(work.ifm_key(job.args[2]))[0]
+        by_ifm.setdefault(ifm, []).append(path)
+    assert set(by_ifm) == {"mini", "mini-vit", "mini+mini-vit", "mobilenetv2-in1k",
+                           "mini+mobilenetv2-in1k"}  # fmt: skip
+    assert all(len(paths) == 4 for paths in by_ifm.values())  # pool, heldout, spatial, temporal
+    for ifm, paths in by_ifm.items():
+        parts = ifm.split("+") if "+" in ifm else []
+        assert set(jobs[paths[0]].after) == {by_ifm[part][0] for part in parts}
+        for before, path in zip(paths[:-1], paths[1:], strict=True):
+            assert jobs[path].after == (before,)
