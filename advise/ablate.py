@@ -460,10 +460,11 @@ def run_ablations(
 
 
 def store_jobs(todo: list[tuple[RunSpec, _Work]]) -> dict[str, Job]:
-    """A job per store that a run to do reads and is not whole, by path. The stores of one IFM
-    run one after another, and the first of a concatenation ("a+b") after the first of each
-    part: a first store builds its IFM, training a mini IFM on first use, and a job that
-    needs that IFM at the same time would only wait for it, holding a worker."""
+    """A job per store that a run to do reads and is not whole, by path, in an order that puts
+    every job after those it waits for. The stores of one IFM run one after another, and the
+    first of a concatenation ("a+b") after the first of each part: a first store builds its
+    IFM, training a mini IFM on first use, and a job that needs that IFM at the same time
+    would only wait for it, holding a worker."""
     stores: dict[str, Job] = {}
     chain: dict[str, list[str]] = {}  # IFM key -> its store jobs, in order
     for spec, work in todo:
@@ -474,13 +475,15 @@ def store_jobs(todo: list[tuple[RunSpec, _Work]]) -> dict[str, Job]:
             after = tuple(chain.get(key, [])[-1:])
             stores[str(path)] = Job(str(path), _extract, (work, dataset, spec), after)
             chain.setdefault(key, []).append(str(path))
-    for key, paths in chain.items():
+    ordered: dict[str, Job] = {}
+    for key, paths in sorted(chain.items(), key=lambda item: "+" in json.loads(item[0])[0]):
         name, *rest = json.loads(key)
         parts = [json.dumps([part, *rest]) for part in name.split("+")] if "+" in name else []
-        first = stores[paths[0]]
         before = tuple(chain[part][0] for part in parts if part in chain)
-        stores[paths[0]] = replace(first, after=first.after + before)
-    return stores
+        for index, path in enumerate(paths):
+            job = stores[path]
+            ordered[path] = replace(job, after=job.after + before) if index == 0 else job
+    return ordered
 
 
 def _write_all(

@@ -175,7 +175,7 @@ class Model:
             tokens = self.network.sfu(tokens)
         if layer == "tmm":
             tokens = self.network.tmm(tokens)
-        return tokens.float().cpu()
+        return tokens.float().cpu().contiguous()  # (the TMM's is channels last on a CPU)
 
     def _require_classes(self) -> list[str]:
         if self.class_names is None:

@@ -341,3 +341,5 @@ def test_a_concatenated_ifms_first_store_waits_for_each_parts_first(tmp_path):
         assert set(jobs[paths[0]].after) == {by_ifm[part][0] for part in parts}
         for before, path in zip(paths[:-1], paths[1:], strict=True):
             assert jobs[path].after == (before,)
+    order = list(jobs)  # one worker runs them in this order
+    assert all(order.index(wait) < order.index(path) for path in jobs for wait in jobs[path].after)

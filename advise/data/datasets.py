@@ -112,7 +112,8 @@ class _VideoDataset(Dataset):
     def _transform_clips(
         self, transform: ClipTransform, clips: list[Tensor], rng: np.random.Generator
     ) -> Tensor:
-        """Transform each clip under a torch seed drawn from `rng`; [N * S, T, 3, h, w]."""
+        """Transform each clip under a torch seed drawn from `rng`: frames [N * S, T, 3, h, w],
+        or tokens [N * S, D, T, h, w] channels last (`concat_clips`)."""
         torch_seed = int(rng.integers(2**63 - 1))
         # the CPU generator only, its state put back after: torch.manual_seed would also queue
         # a lazy seeding of every accelerator backend, recording a stack trace each time
@@ -124,9 +125,9 @@ class _VideoDataset(Dataset):
             outputs = [transform(clip) for clip in clips]
         finally:
             generator.set_state(saved)
-        # A transform gives [T, 3, h, w] (one view) or [S, T, 3, h, w] (S views).
+        # A transform gives [T, 3, h, w] (one view) or [S, T, 3, h, w] (S views); tokens
+        # [D, T, h, w] or [S, D, T, h, w].
         views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
-        # [N * S, T, 3, h, w]
         return views[0] if len(views) == 1 else concat_clips(views, self.source.kind)
 
     def _item(self, index: int) -> dict[str, Any]:
@@ -255,7 +256,8 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
 
     Returns:
         {"input": float [C, T, 3, H, W] frames (all clips of all good items, item by item) or
-         [C, D, T, h, w] stored tokens, "input_kind": "frames" or "tokens" (the items' own),
+         [C, D, T, h, w] stored tokens (channels last: `concat_clips`), "input_kind": "frames"
+         or "tokens" (the items' own),
          "labels": long [C] (an item's single label is repeated for each of its clips),
          "index": long [B] (dataset index of each good item),
          "video_of_clip": long [C] (dataset index of the video each clip comes from),

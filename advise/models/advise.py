@@ -44,6 +44,8 @@ class AdViSe(nn.Module):
         return self.forward_tokens(self.ifm(frames))
 
     def forward_tokens(self, tokens: Tensor) -> Tensor:  # [B, D, T, h, w] -> [B, num_classes]
+        if tokens.device.type != "cpu":  # stored tokens come channels last, for a CPU's TMM
+            tokens = tokens.contiguous()
         return self.head(self.tmm(self.sfu(tokens)))
 
     def train(self, mode: bool = True) -> AdViSe:
