@@ -116,12 +116,11 @@ class BottleneckTMM(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:  # [B, in_dim, T, h, w] -> [B, out, T, h, w]
         # On a CPU the 3-D convolutions and batch norms run channels last (~15% faster a step:
-        # scripts/tmm_layout.py); elsewhere in the standard layout
-        # (a traced TMM, `advise export`, keeps the layout it is given, on any device)
-        if torch.jit.is_tracing():
-            return self.blocks(tokens)
-        layout = torch.channels_last_3d if tokens.device.type == "cpu" else torch.contiguous_format
-        return self.blocks(tokens.contiguous(memory_format=layout))
+        # scripts/tmm_layout.py); elsewhere in the layout given (AdViSe gives the standard one
+        # off a CPU), as does a traced TMM (`advise export`) on any device
+        if tokens.device.type == "cpu" and not torch.jit.is_tracing():
+            tokens = tokens.contiguous(memory_format=torch.channels_last_3d)
+        return self.blocks(tokens)
 
 
 class IdentityTMM(nn.Module):
