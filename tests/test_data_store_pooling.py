@@ -4,6 +4,7 @@ extracted with that pooling gives; a store extracted with --pool serves only its
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from fabricate import tiny_config
 from advise.cli import main
 from advise.config import load_config
 from advise.data import loaders
-from advise.data.datasets import collate_clips
+from advise.data.datasets import SkippedVideoWarning, collate_clips
 from advise.data.sources import StoreSource
 from advise.data.store import FeatureStore, StoreError
 from advise.models.build import build_frozen_ifm
@@ -232,3 +233,80 @@ def test_a_damaged_video_held_in_memory_is_refused_at_every_read(tmp_path, confi
             source.read(0, [np.arange(2)])
     clip = source.read(1, [np.array([0, 2])])[0]
     assert clip.shape[1:3] == (2, 96) and list(source.kept) == [store.index_of(records[1].path)]
+
+
+@pytest.mark.parametrize(
+    ("stage", "views", "augment"),
+    [
+        ("pretrain", 3, False),
+        ("pretrain", 1, False),
+        ("finetune", 3, False),
+        ("finetune", 3, True),  # a crop and a flip: the items one by one, batched as ever
+        ("test-centre", 3, False),
+        ("test-all", 3, False),
+        ("pretext-measure", 3, False),
+    ],
+)
+def test_a_batch_gathered_from_memory_is_the_batch_of_its_items(
+    tmp_path, config, ifm, stage, views, augment
+):
+    """Tokens held in memory whose transform only picks stored views come as one batch
+    gathered in one copy: bit for bit the batch `collate_clips` makes of the items one by one
+    (the same views drawn, the same layout), sharing no memory with the tokens kept."""
+    store = extract(config, tmp_path / "store", views=views, dtype="fp32", ifm=ifm,
+                    progress=False)  # fmt: skip
+    for file in (store / "videos").glob("*.npy"):  # views that differ (square frames give
+        tokens = np.load(file)  # the same three crops), so picking the wrong one shows
+        np.save(file, tokens + np.arange(views, dtype=tokens.dtype)[:, None, None, None, None])
+    configured = config.replace(
+        {"data.source": f"store:{store}", "data.in_memory": True, "sfu.channels": 48,
+         "data.flip": augment, "data.scale_min": 0.5 if augment else 1.0}
+    )  # fmt: skip
+    opened = FeatureStore(store)
+    subset = "test" if stage.startswith("test") else "train"
+    split = loaders.read_split(configured.data, subset)
+    sampler = build_pretext(configured).sampler()
+    if stage == "pretrain":
+        dataset = loaders.pretrain_dataset(configured, split, None, opened, sampler)
+    elif stage == "pretext-measure":
+        dataset = loaders.pretext_eval_dataset(configured, split, None, opened, sampler)
+    elif stage == "finetune":
+        dataset = loaders.finetune_dataset(configured, split, None, opened)
+    else:
+        crops = 1 if stage == "test-centre" else views
+        dataset = loaders.eval_dataset(configured, split, None, 2, crops, opened)
+    indices = [2, 0, 3, 1]
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        gathered = dataset.__getitems__(indices)
+        assert (len(gathered) == 1) != augment  # one gathered batch, or the items
+        batch = collate_clips(gathered)
+        reference = collate_clips([dataset[index] for index in indices])
+        assert batch.keys() == reference.keys()
+        for key, value in reference.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(batch[key], value), key
+                assert batch[key].stride() == value.stride(), key
+            else:
+                assert batch[key] == value, key
+        assert batch["input"].is_contiguous(memory_format=torch.channels_last_3d)
+        kept = batch["input"].clone()
+        batch["input"].zero_()
+        assert torch.equal(collate_clips(dataset.__getitems__(indices))["input"], kept)
+
+
+def test_a_batch_with_a_video_the_store_lacks_skips_it_as_the_items_do(tmp_path, config, ifm):
+    store = extract(config, tmp_path / "store", views=1, dtype="fp32", ifm=ifm, progress=False)
+    configured = config.replace(
+        {"data.source": f"store:{store}", "data.in_memory": True, "data.flip": False,
+         "data.scale_min": 1.0, "data.max_bad_fraction": 0.5}
+    )  # fmt: skip
+    split = loaders.read_split(configured.data, "train")
+    records = list(split.records)
+    records[1] = replace(records[1], path=tmp_path / "elsewhere.mp4")
+    split = replace(split, records=records)
+    dataset = loaders.finetune_dataset(configured, split, None, FeatureStore(store))
+    with pytest.warns(SkippedVideoWarning, match="not in the feature store"):
+        batch = collate_clips(dataset.__getitems__([0, 1, 2]))
+    assert batch["skipped"] == 1 and batch["index"].tolist() == [0, 2]
+    assert torch.equal(batch["input"], collate_clips([dataset[0], dataset[2]])["input"])

@@ -130,8 +130,15 @@ class _VideoDataset(Dataset):
         views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
         return views[0] if len(views) == 1 else concat_clips(views, self.source.kind)
 
-    def _item(self, index: int) -> dict[str, Any]:
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
+        """The item's clips (frame indices each) and labels ([N], or [1] for all its clips)."""
         raise NotImplementedError
+
+    def _item(self, index: int) -> dict[str, Any]:
+        rng = self._generator(index)
+        clip_indices, labels = self._sample(index, rng)
+        frames = self.source.read(index, clip_indices)
+        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedVideo:
         if not 0 <= index < len(self.records):
@@ -142,6 +149,67 @@ class _VideoDataset(Dataset):
             path = str(self.records[index].path)
             warnings.warn(f"skipping video {error}", SkippedVideoWarning, stacklevel=2)
             return SkippedVideo(index=index, path=path, reason=str(error))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items of a batch (the DataLoader asks so when it batches). Tokens held in memory
+        whose transform only picks stored views come as one `Gathered` batch, gathered in one
+        copy: the very batch `collate_clips` makes of the items one by one, drawn from the
+        same random numbers; else (or when a video cannot be read) the items one by one."""
+        views_of = getattr(self.transform, "views", None)
+        if views_of is None or not getattr(self.source, "in_memory", False):
+            return [self[index] for index in indices]
+        picks, labels, videos = [], [], []
+        try:
+            for index in indices:
+                if not 0 <= index < len(self.records):
+                    raise IndexError(f"index {index} out of range for {len(self.records)} videos")
+                rng = self._generator(index)
+                clip_indices, item_labels = self._sample(index, rng)
+                num_views = self.source.num_views(index)
+                # the transform's draws, as `_transform_clips` makes them (from one view, a
+                # transform has nothing to pick)
+                generator = None
+                if num_views > 1:
+                    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+                rows = []
+                for frames in clip_indices:
+                    chosen = views_of(num_views, generator)
+                    if chosen is None:  # this draw changes more than the view
+                        return [self[index] for index in indices]
+                    rows += [(index, frames, view) for view in chosen]
+                picks += rows
+                labels.append(_clip_labels(item_labels, len(rows), index))
+                videos.append(torch.full((len(rows),), index, dtype=torch.long))
+            inputs = self.source.gather(picks)
+        except (VideoDecodeError, VideoTooShortError):
+            return [self[index] for index in indices]  # skipped and warned there
+        batch = {
+            "input": inputs,
+            "input_kind": self.source.kind,
+            "labels": torch.cat(labels),
+            "index": torch.tensor(list(indices), dtype=torch.long),
+            "video_of_clip": torch.cat(videos),
+            "skipped": 0,
+            "skipped_paths": [],
+        }
+        return [Gathered(batch)]
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """A batch `_VideoDataset.__getitems__` gathered whole; `collate_clips` passes it on."""
+
+    batch: dict[str, Any]
+
+
+def _clip_labels(labels: Tensor, num_clips: int, index: int) -> Tensor:
+    """An item's labels, one per clip: a single label repeated, or one label per clip."""
+    labels = labels.reshape(-1).to(torch.long)
+    if labels.numel() == 1:
+        return labels.expand(num_clips)
+    if labels.numel() != num_clips:
+        raise ValueError(f"item {index}: {labels.numel()} labels for {num_clips} clips")
+    return labels
 
 
 class PretextDataset(_VideoDataset):
@@ -166,12 +234,10 @@ class PretextDataset(_VideoDataset):
         self.sampler = sampler
         self.transform = transform
 
-    def _item(self, index: int) -> dict[str, Any]:
-        rng = self._generator(index)
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
         clips = self.sampler(self.source.num_frames(index), rng)
-        frames = self.source.read(index, [indices for indices, _ in clips])
         labels = torch.tensor([label for _, label in clips], dtype=torch.long)
-        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
+        return [indices for indices, _ in clips], labels
 
 
 class ClipDataset(_VideoDataset):
@@ -196,14 +262,10 @@ class ClipDataset(_VideoDataset):
         self.transform = transform
         self.train = train
 
-    def _item(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        rng = self._generator(index)
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
         num_video_frames = self.source.num_frames(index)
         indices = segment_indices(num_video_frames, self.num_frames, rng if self.train else None)
-        frames = self.source.read(index, [indices])
-        labels = torch.tensor([record.label], dtype=torch.long)
-        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
+        return [indices], torch.tensor([self.records[index].label], dtype=torch.long)
 
 
 class MultiViewDataset(_VideoDataset):
@@ -229,16 +291,15 @@ class MultiViewDataset(_VideoDataset):
         self.num_clips = num_clips
         self.views_transform = views_transform
 
-    def _item(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        rng = self._generator(index)
+    @property
+    def transform(self) -> ClipTransform:
+        return self.views_transform
+
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
         clip_indices = multiview_indices(
             self.source.num_frames(index), self.num_frames, self.num_clips
         )
-        frames = self.source.read(index, clip_indices)
-        labels = torch.tensor([record.label], dtype=torch.long)
-        inputs = self._transform_clips(self.views_transform, frames, rng)
-        return self._item_of(index, inputs, labels)
+        return list(clip_indices), torch.tensor([self.records[index].label], dtype=torch.long)
 
 
 def concat_clips(inputs: Sequence[Tensor], kind: str) -> Tensor:
@@ -251,8 +312,11 @@ def concat_clips(inputs: Sequence[Tensor], kind: str) -> Tensor:
     return rows.permute(0, 4, 1, 2, 3)
 
 
-def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict[str, Any]:
-    """Batch dataset items, dropping skipped videos (`SkippedVideo` or None).
+def collate_clips(
+    items: Sequence[dict[str, Any] | SkippedVideo | Gathered | None],
+) -> dict[str, Any]:
+    """Batch dataset items, dropping skipped videos (`SkippedVideo` or None); a batch gathered
+    whole (`Gathered`) is returned as it is.
 
     Returns:
         {"input": float [C, T, 3, H, W] frames (all clips of all good items, item by item) or
@@ -264,6 +328,8 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
          "skipped": int (items dropped), "skipped_paths": list[str] (their files, when known)}.
         With no good item, C = B = 0 and "input" is an empty [0, 0, 3, 0, 0] frames tensor.
     """
+    if len(items) == 1 and isinstance(items[0], Gathered):
+        return items[0].batch
     good = [item for item in items if isinstance(item, dict)]
     skipped = [item for item in items if not isinstance(item, dict)]
     skipped_paths = [item.path for item in skipped if isinstance(item, SkippedVideo)]
@@ -283,14 +349,7 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedVideo | None]) -> dict
     labels, video_of_clip = [], []
     for item in good:
         num_clips = item["input"].shape[0]
-        item_labels = item["labels"].reshape(-1)
-        if item_labels.numel() == 1:
-            item_labels = item_labels.expand(num_clips)
-        elif item_labels.numel() != num_clips:
-            raise ValueError(
-                f"item {item['index']}: {item_labels.numel()} labels for {num_clips} clips"
-            )
-        labels.append(item_labels)
+        labels.append(_clip_labels(item["labels"], num_clips, item["index"]))
         video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
     kind = kinds.pop()
     return {

@@ -105,7 +105,13 @@ class StoreSource:
         self.store_indices = [store.index_of(record.path) for record in self.records]
         self.pool = pool
         self.in_memory = in_memory
-        self.kept: dict[int, Tensor] = {}  # store index -> [V, T, s, s, c], with in_memory
+        # with in_memory: every video read so far, each [V, T, s, s, c] (channels last), a view
+        # of `_rows`, which holds them all one after another as rows [V * T, s, s, c] (so a
+        # batch of clips from many videos is one gather: `gather`)
+        self.kept: dict[int, Tensor] = {}
+        self._rows: Tensor | None = None
+        self._first_row: dict[int, int] = {}  # store index -> its first row in `_rows`
+        self._free_row = 0
 
     def _store_index(self, index: int) -> int:
         store_index = self.store_indices[index]
@@ -137,8 +143,47 @@ class StoreSource:
         if store_index not in self.kept:
             tokens = self.store.read(store_index, np.arange(self.store.num_frames(store_index)))
             tokens = tokens if self.pool is None else self._pooled(tokens)
-            self.kept[store_index] = tokens.permute(0, 1, 3, 4, 2).contiguous()
+            tokens = tokens.permute(0, 1, 3, 4, 2)  # [V, T, D, h, w] -> [V, T, h, w, D]
+            if self._rows is None:  # room for every record's video (each stored once)
+                stored = {i for i in self.store_indices if i is not None}
+                total = tokens.shape[0] * sum(self._stored_frames(i) for i in stored)
+                self._rows = torch.empty((total, *tokens.shape[2:]), dtype=tokens.dtype)
+            first, count = self._free_row, tokens.shape[0] * tokens.shape[1]
+            rows = self._rows[first : first + count]
+            rows.view(tokens.shape).copy_(tokens)
+            self._first_row[store_index], self._free_row = first, first + count
+            self.kept[store_index] = rows.view(tokens.shape)
         return self.kept[store_index]
+
+    def num_views(self, index: int) -> int:
+        """Views stored of record `index`, with `in_memory` (raises `VideoDecodeError` as
+        `read` does)."""
+        return int(self._whole(self._store_index(index)).shape[0])
+
+    def _stored_frames(self, store_index: int) -> int:
+        try:
+            return self.store.num_frames(store_index)
+        except VideoDecodeError:  # damaged: never kept
+            return 0
+
+    def gather(self, picks: Sequence[tuple[int, np.ndarray, int]]) -> Tensor:
+        """The clips `picks` names, (record index, frame indices [T], stored view) each, as
+        one batch float [C, D, T, h, w] (channels last), in one copy: what reading each clip
+        and picking its view gives, batched by `concat_clips`. Needs `in_memory`; raises
+        `VideoDecodeError` for a video it cannot read, as `read` does."""
+        rows = []
+        for index, frames, view in picks:
+            store_index = self._store_index(index)
+            whole = self._whole(store_index)  # [V, T, h, w, D]
+            first = self._first_row[store_index] + view * whole.shape[1]
+            rows.append(first + np.asarray(frames, dtype=np.int64))
+        assert self._rows is not None
+        lengths = {len(frames) for frames in rows}
+        if len(lengths) != 1:
+            raise ValueError(f"clips of one batch differ in length: {sorted(lengths)}")
+        picked = self._rows.index_select(0, torch.from_numpy(np.concatenate(rows)))
+        # [C * T, h, w, D] -> [C, T, h, w, D] -> [C, D, T, h, w]
+        return picked.view(len(rows), lengths.pop(), *picked.shape[1:]).permute(0, 4, 1, 2, 3)
 
     def _pooled(self, tokens: Tensor) -> Tensor:  # [V, T, D, h, w] -> [V, T, c, s, s]
         with torch.no_grad():

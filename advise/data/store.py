@@ -638,6 +638,16 @@ class TrainTokens:
             clip = clip.flip(-1)
         return channels_last_clip(clip)
 
+    def views(self, num_views: int, generator: torch.Generator | None) -> list[int] | None:
+        """The stored view a call would pick, drawn from `generator` as the call draws from
+        torch's, when picking it is all the call does (no crop, no flip); else None. With one
+        view, `generator` may be None (nothing is drawn)."""
+        if self.flip or self.scale_min < 1.0:
+            return None
+        if num_views == 1:  # the one view, whatever the draw
+            return [0]
+        return [int(torch.randint(num_views, (), generator=generator))]
+
     def _crop(self, clip: Tensor, height: int, width: int) -> Tensor:
         area = float(torch.empty(()).uniform_(self.scale_min, 1.0)) * height * width
         log_ratio = float(torch.empty(()).uniform_(np.log(3 / 4), np.log(4 / 3)))
@@ -676,6 +686,14 @@ class TokenViews:
         # [S, T, D, h, w] -> [S, D, T, h, w], channels last (as `channels_last_clip`)
         return tokens.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
 
+    def views(self, num_views: int, generator: torch.Generator | None = None) -> list[int]:
+        """The stored views a call gives, in order (it draws nothing)."""
+        if self.num_crops == 1:
+            return [num_views // 2]
+        if self.num_crops != num_views:
+            raise StoreError(f"{self.num_crops} test crops asked of a {num_views}-view store")
+        return list(range(num_views))
+
     def __repr__(self) -> str:
         return f"TokenViews(num_crops={self.num_crops})"
 
@@ -685,6 +703,9 @@ class CentreTokens:
 
     def __call__(self, tokens: Tensor) -> Tensor:
         return TokenViews(1)(tokens)[0]
+
+    def views(self, num_views: int, generator: torch.Generator | None = None) -> list[int]:
+        return TokenViews(1).views(num_views)
 
 
 class FrameViewsDataset(torch.utils.data.Dataset):
