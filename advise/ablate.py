@@ -262,8 +262,8 @@ def run_id(
     init: str | None,
     transplant: bool = False,
 ) -> str:
-    """A run's identity: its resolved config (paths left out), stage, dataset and init (and
-    whether the init is transplanted)."""
+    """A run's identity: its resolved config (paths left out; `sfu.channels` at the IFM's own
+    width the same as none), stage, dataset and init (and whether the init is transplanted)."""
     config = load_config(grid.base, overrides).to_dict()
     for key in PATH_KEYS:
         section, name = key.split(".")
@@ -272,6 +272,11 @@ def run_id(
         section, name = key.split(".")
         if config[section].get(name) == default:
             config[section].pop(name, None)
+    from advise.models.ifm import known_width
+
+    # pooling to the IFM's own width pools nothing (the SFU passes such tokens unchanged)
+    if config["sfu"]["channels"] == known_width(config["ifm"]["name"], config["ifm"]["layers"]):
+        config["sfu"]["channels"] = None
     identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -17,6 +17,9 @@ import yaml
 
 from advise.ablate import load_grid, plan, verdict
 from advise.cli import main
+from advise.config import load_config
+from advise.models.build import build_frozen_ifm
+from advise.models.ifm import known_width
 
 TINY = {
     "description": "tiny grid for tests",
@@ -60,6 +63,20 @@ def test_the_plan_shares_runs_between_cells(tmp_path):
     longer = load_grid(str(write_grid(tmp_path / "h.yaml", axes={"pretrain.train.epochs": [2]})))
     stages = [(spec.stage, spec.overrides.get("train.epochs")) for spec in plan(longer)]
     assert ("pretrain", 2) in stages and ("finetune", 2) not in stages
+
+
+def test_pooling_to_the_ifms_own_width_is_the_base_run(tmp_path):
+    """sfu.channels at the IFM's width pools nothing: those cells share the base cell's runs
+    (Finding 2's 96-channel row), while a narrower width is a run of its own."""
+    grid = load_grid(str(write_grid(tmp_path / "g.yaml", axes={"sfu.channels": [96, 48]})))
+    specs = plan(grid)
+    assert len([spec for spec in specs if spec.stage == "pretrain"]) == 2  # base = 96, 48
+    base = [spec for spec in specs if spec.stage == "finetune" and "{}" in spec.cells]
+    assert all('{"sfu.channels": 96}' in spec.cells for spec in base)
+    for name in ("mini", "mini-vit"):  # the registry's width is the built model's
+        config = load_config("demo", {"ifm.random_init": True, "ifm.name": name})
+        assert build_frozen_ifm(config.ifm, torch.device("cpu")).embed_dim == known_width(name)
+    assert known_width("mini+mini-vit") == 192 and known_width("clip-b16") is None
 
 
 def test_a_bad_grid_is_refused_before_any_work(tmp_path):

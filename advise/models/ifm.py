@@ -78,6 +78,7 @@ class IFMSpec:
     find_weights: Callable[[bool], Path | None]
     cached_weights: Callable[[], Path | None]
     timm_name: str = ""
+    embed_dim: int | None = None  # token width D with the default layers, where known unbuilt
 
 
 def find_in_hf_cache(repo_id: str) -> Path | None:
@@ -210,7 +211,7 @@ MOBILENET_SPEC = IFMSpec(
 # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
 MINI_SPEC = IFMSpec("mini", _build_mini, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "bilinear", 8,
                     "advise's built-in mini IFM, trained on first use", _find_mini_weights,
-                    _cached_mini_weights)  # fmt: skip
+                    _cached_mini_weights, embed_dim=96)  # fmt: skip
 
 # OpenAI CLIP was trained with QuickGELU: timm's *_clip_quickgelu_* architectures match its
 # weights exactly (the plain *_clip_* ones swap in GELU and shift every feature slightly).
@@ -240,6 +241,16 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
     "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 16),
     "mobilenetv2-in1k": MOBILENET_SPEC,
 }  # fmt: skip
+
+
+def known_width(name: str, layers: list[int] | None = None) -> int | None:
+    """The token width D of IFM `name` ("a+b": the sum of its parts') with the default layers,
+    where the registry knows it without building the model; else None."""
+    if layers is not None:
+        return None
+    widths = [IFM_REGISTRY[part].embed_dim if part in IFM_REGISTRY else None
+              for part in name.split("+")]  # fmt: skip
+    return None if None in widths else sum(w for w in widths if w is not None)
 
 
 class FrozenIFM(nn.Module):
