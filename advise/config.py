@@ -246,6 +246,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 10  # steps between metrics.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at the end of every epoch
+    # at an epoch's end, save only once this many seconds have passed since the last save
+    # (0 = every epoch); the end of training is always saved
+    checkpoint_seconds: float = 0.0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     precision: str = "fp32"  # the TMM and head: fp32, or bf16 autocast (ifm.precision is apart)
     sync_bn: bool = False  # DDP: batch-norm statistics over the global batch, not per process
@@ -382,6 +385,7 @@ RANGES: dict[str, Range] = {
     "train.seed": Range(0, 2**32 - 1, why="NumPy's seed range"),
     "train.log_every": Range(1, 10**9, why="steps"),
     "train.checkpoint_every": Range(0, 10**9, why="steps; 0 = at the end of every epoch"),
+    "train.checkpoint_seconds": Range(0, 10**9, why="seconds; 0 = at the end of every epoch"),
     "train.eval_every": Range(0, 10**9, why="epochs; 0 = no validation"),
     "train.threads": Range(0, 1024, why="0 = torch's default"),
     "eval.num_clips": Range(1, 64, why="clips per video; more would exhaust memory"),

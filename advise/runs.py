@@ -556,9 +556,12 @@ def evaluate_checkpoint(
     views: tuple[int, int] | None = None,
     out_file: Path | None = None,
     ifm: FrozenIFM | None = None,
+    figure: bool = True,
 ) -> dict[str, Any]:
     """Multi-view top-1/top-5 of a fine-tuned checkpoint on the test split. The model is the
-    checkpoint's own; `config` gives the data and evaluation settings (`checkpoint_config`)."""
+    checkpoint's own; `config` gives the data and evaluation settings (`checkpoint_config`).
+    With `out_file`: the result there, the predictions CSV beside it and, with `figure`, the
+    confusion matrix drawn (it is in the result either way)."""
     checkpoint = find_checkpoint(checkpoint)
     tensors, state = load_checkpoint(checkpoint)
     check_stage(state, checkpoint, "finetune", "evaluate a fine-tuned one")
@@ -598,7 +601,7 @@ def evaluate_checkpoint(
     )
     if out_file is not None and distributed.is_main():
         videos = [split.records[index].path for index in video_ids.tolist()]
-        _write_evaluation(out_file, result, videos, labels, probs, split.class_names)
+        _write_evaluation(out_file, result, videos, labels, probs, split.class_names, figure)
     return result
 
 
@@ -641,21 +644,24 @@ def _write_evaluation(
     labels: Tensor,
     probs: Tensor,
     class_names: list[str],
+    figure: bool = True,
 ) -> None:
     """`out_file` (the result as JSON), its per-video predictions CSV and confusion figure.
     The JSON is written first and again once the other files exist (listing them): a failure
     on the way loses nothing computed."""
     out_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out_file, json.dumps(result, indent=2))
-    figure = out_file.with_name(out_file.stem + "_confusion.png")
     predictions_file = out_file.with_name(out_file.stem + "_predictions.csv")
     write_predictions(predictions_file, videos, labels, probs, class_names)
-    title = (
-        f"{len(videos)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
-        f"mean class {result['mean_class_top1']:.1f}"
-    )
-    plot_confusion(result["confusion_matrix"], class_names, figure, title)
-    result["files"] = {"confusion": str(figure), "predictions": str(predictions_file)}
+    result["files"] = {"predictions": str(predictions_file)}
+    if figure:
+        title = (
+            f"{len(videos)} videos, {result['views']} views: top-1 {result['top1']:.1f}, "
+            f"mean class {result['mean_class_top1']:.1f}"
+        )
+        confusion = out_file.with_name(out_file.stem + "_confusion.png")
+        plot_confusion(result["confusion_matrix"], class_names, confusion, title)
+        result["files"] = {"confusion": str(confusion), **result["files"]}
     atomic_write(out_file, json.dumps(result, indent=2))
 
 

@@ -86,6 +86,27 @@ def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
         pass
 
 
+def test_checkpoint_seconds_saves_fewer_epochs_and_changes_no_weight(tmp_path, config, monkeypatch):
+    """train.checkpoint_seconds skips the saves of epochs that end soon after the last one; the
+    end is saved, and the weights are those of a run saving every epoch."""
+    from advise.train import engine
+
+    saves = []
+    save = engine.save_checkpoint
+    monkeypatch.setattr(engine, "save_checkpoint",
+                        lambda stem, tensors, state: saves.append(state["step"]) or
+                        save(stem, tensors, state))  # fmt: skip
+    every, seldom = tmp_path / "every", tmp_path / "seldom"
+    assert run_cli("pretrain", "--config", config, "--out", every, "--set", "train.epochs=3") == 0
+    each_epoch, saves[:] = list(saves), []
+    assert run_cli("pretrain", "--config", config, "--out", seldom, "--set", "train.epochs=3",
+                   "--set", "train.checkpoint_seconds=3600") == 0  # fmt: skip
+    assert len(each_epoch) == 3 and saves == each_epoch[-1:]  # the end only
+    weights = [load_checkpoint(run / "checkpoints" / "last")[0] for run in (every, seldom)]
+    model = [key for key in weights[0] if key.startswith("model.")]
+    assert model and all(torch.equal(weights[0][key], weights[1][key]) for key in model)
+
+
 # 2. resume honours the run's config
 
 

@@ -673,7 +673,8 @@ def check_resumable(path: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
 # what a resumed run may change: how long it trains and how the work is done, never what a
 # step computes (train.epochs stretches the schedule of the steps still to come)
 RESUMABLE_KEYS = (
-    "train.epochs", "train.log_every", "train.checkpoint_every", "train.eval_every",
+    "train.epochs", "train.log_every", "train.checkpoint_every", "train.checkpoint_seconds",
+    "train.eval_every",
     "train.tensorboard", "train.threads", "train.device", "data.num_workers", "data.in_memory",
     "data.root", "eval.*",
 )  # fmt: skip

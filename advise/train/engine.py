@@ -344,6 +344,7 @@ def train(
     """
     run = _start(model, task, dataset, optim, train_config, out_dir, meta, resume)
     schedule, started, first_step = run.schedule, time.perf_counter(), run.step
+    saved = started  # when the last checkpoint was written (train.checkpoint_seconds)
     sampler = EpochSampler(
         len(dataset), train_config.seed, batch_size=schedule.batch_size,
         drop_last=schedule.drop_last,
@@ -373,8 +374,14 @@ def train(
                 _end_epoch(run, epoch, sums, skipped, times, description, train_config.epochs)
                 improved = validate is not None and _validate(run, validate, train_config)
             every = train_config.checkpoint_every
-            if at_epoch_end or (every and run.step % every == 0):
+            due = at_epoch_end and (
+                improved
+                or run.step == schedule.total_steps
+                or time.perf_counter() - saved >= train_config.checkpoint_seconds
+            )
+            if due or (every and run.step % every == 0):
                 run.save()
+                saved = time.perf_counter()
             if improved and distributed.is_main():  # the pair just saved, linked
                 link_checkpoint(run.checkpoint, run.checkpoint.with_name("best"))
             tick = time.perf_counter()
