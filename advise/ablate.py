@@ -66,7 +66,7 @@ EXPECTATIONS = ("higher", "same", "not_higher")
 PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
 # keys added to the config after grids were first run, left out of a run's identity while at
 # their default: a grid folder written before they existed keeps its finished runs
-LATER_KEYS = {"sfu.adapter": None}
+LATER_KEYS = {"sfu.adapter": None, "train.checkpoint_seconds": 0.0}
 
 
 @dataclass(frozen=True)
