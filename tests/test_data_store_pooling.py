@@ -241,7 +241,8 @@ def test_a_damaged_video_held_in_memory_is_refused_at_every_read(tmp_path, confi
         ("pretrain", 3, False),
         ("pretrain", 1, False),
         ("finetune", 3, False),
-        ("finetune", 3, True),  # a crop and a flip: the items one by one, batched as ever
+        ("finetune", 3, True),  # crops and flips, applied after gathering the views drawn
+        ("finetune", 1, True),
         ("test-centre", 3, False),
         ("test-all", 3, False),
         ("pretext-measure", 3, False),
@@ -250,9 +251,9 @@ def test_a_damaged_video_held_in_memory_is_refused_at_every_read(tmp_path, confi
 def test_a_batch_gathered_from_memory_is_the_batch_of_its_items(
     tmp_path, config, ifm, stage, views, augment
 ):
-    """Tokens held in memory whose transform only picks stored views come as one batch
-    gathered in one copy: bit for bit the batch `collate_clips` makes of the items one by one
-    (the same views drawn, the same layout), sharing no memory with the tokens kept."""
+    """Tokens held in memory come as one batch, the views drawn gathered in one copy (then
+    cropped and flipped as drawn): bit for bit the batch `collate_clips` makes of the items one
+    by one (the same draws, the same layout), sharing no memory with the tokens kept."""
     store = extract(config, tmp_path / "store", views=views, dtype="fp32", ifm=ifm,
                     progress=False)  # fmt: skip
     for file in (store / "videos").glob("*.npy"):  # views that differ (square frames give
@@ -279,7 +280,7 @@ def test_a_batch_gathered_from_memory_is_the_batch_of_its_items(
     for epoch in range(2):
         dataset.set_epoch(epoch)
         gathered = dataset.__getitems__(indices)
-        assert (len(gathered) == 1) != augment  # one gathered batch, or the items
+        assert len(gathered) == 1  # one batch gathered whole
         batch = collate_clips(gathered)
         reference = collate_clips([dataset[index] for index in indices])
         assert batch.keys() == reference.keys()

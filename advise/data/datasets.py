@@ -152,37 +152,38 @@ class _VideoDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """The items of a batch (the DataLoader asks so when it batches). Tokens held in memory
-        whose transform only picks stored views come as one `Gathered` batch, gathered in one
-        copy: the very batch `collate_clips` makes of the items one by one, drawn from the
-        same random numbers; else (or when a video cannot be read) the items one by one."""
-        views_of = getattr(self.transform, "views", None)
-        if views_of is None or not getattr(self.source, "in_memory", False):
+        come as one `Gathered` batch: the views the transform draws gathered in one copy, then
+        its crops and flips (`advise.data.store.TrainTokens`), making the very batch
+        `collate_clips` makes of the items one by one, from the same random draws. Else (or
+        when a video cannot be read) the items one by one."""
+        if not hasattr(self.transform, "draws") or not getattr(self.source, "in_memory", False):
             return [self[index] for index in indices]
-        picks, labels, videos = [], [], []
+        picks, draws, labels, videos = [], [], [], []
         try:
             for index in indices:
                 if not 0 <= index < len(self.records):
                     raise IndexError(f"index {index} out of range for {len(self.records)} videos")
                 rng = self._generator(index)
                 clip_indices, item_labels = self._sample(index, rng)
-                num_views = self.source.num_views(index)
-                # the transform's draws, as `_transform_clips` makes them (from one view, a
-                # transform has nothing to pick)
-                generator = None
-                if num_views > 1:
-                    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
-                rows = []
+                num_views, height, width = self.source.grid(index)
+                # the transform's draws, as `_transform_clips` makes them
+                generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+                rows = 0
                 for frames in clip_indices:
-                    chosen = views_of(num_views, generator)
-                    if chosen is None:  # this draw changes more than the view
-                        return [self[index] for index in indices]
-                    rows += [(index, frames, view) for view in chosen]
-                picks += rows
-                labels.append(_clip_labels(item_labels, len(rows), index))
-                videos.append(torch.full((len(rows),), index, dtype=torch.long))
-            inputs = self.source.gather(picks)
+                    for draw in self.transform.draws(num_views, height, width, generator):
+                        picks.append((index, frames, draw.view))
+                        draws.append(draw)
+                        rows += 1
+                labels.append(_clip_labels(item_labels, rows, index))
+                videos.append(torch.full((rows,), index, dtype=torch.long))
+            inputs = self.source.gather(picks)  # [C, D, T, h, w]
         except (VideoDecodeError, VideoTooShortError):
             return [self[index] for index in indices]  # skipped and warned there
+        if not all(draw.picks_only for draw in draws):  # crops, flips: a clip at a time
+            clips = [
+                self.transform.apply(clip, draw) for clip, draw in zip(inputs, draws, strict=True)
+            ]
+            inputs = concat_clips([clip.unsqueeze(0) for clip in clips], self.source.kind)
         batch = {
             "input": inputs,
             "input_kind": self.source.kind,

@@ -155,10 +155,11 @@ class StoreSource:
             self.kept[store_index] = rows.view(tokens.shape)
         return self.kept[store_index]
 
-    def num_views(self, index: int) -> int:
-        """Views stored of record `index`, with `in_memory` (raises `VideoDecodeError` as
-        `read` does)."""
-        return int(self._whole(self._store_index(index)).shape[0])
+    def grid(self, index: int) -> tuple[int, int, int]:
+        """(views, height, width) of record `index`'s tokens as read, with `in_memory` (raises
+        `VideoDecodeError` as `read` does)."""
+        views, _, height, width, _ = self._whole(self._store_index(index)).shape
+        return views, height, width
 
     def _stored_frames(self, store_index: int) -> int:
         try:

@@ -615,6 +615,21 @@ def channels_last_clip(clip: Tensor) -> Tensor:
     return clip.unsqueeze(0).contiguous(memory_format=torch.channels_last_3d).squeeze(0)
 
 
+@dataclass(frozen=True)
+class TokenDraw:
+    """What a token transform does to one output clip: the stored `view` it takes, the crop
+    `box` (top, left, height, width) it resizes back to the whole grid (None: no crop), and
+    whether it flips the grid."""
+
+    view: int
+    box: tuple[int, int, int, int] | None = None
+    flip: bool = False
+
+    @property
+    def picks_only(self) -> bool:
+        return self.box is None and not self.flip
+
+
 class TrainTokens:
     """Training augmentation on stored token grids, clip-consistent (one draw per clip).
 
@@ -622,6 +637,9 @@ class TrainTokens:
     of the grid covering a fraction of its area in [scale_min, 1] (aspect 3/4..4/3), resized
     back to h x w (bilinear), like RandomResizedCrop on frames; a horizontal flip of the grid
     with p = 0.5 when `flip`. Colour augmentation has no meaning on tokens and is not offered.
+
+    A call is `draws` then `apply`: a batch gathered whole (`_VideoDataset.__getitems__`)
+    draws first, copies only the views drawn, then applies the rest.
     """
 
     def __init__(self, flip: bool = True, scale_min: float = 1.0) -> None:
@@ -629,39 +647,49 @@ class TrainTokens:
         self.scale_min = scale_min
 
     def __call__(self, tokens: Tensor) -> Tensor:
-        view = int(torch.randint(tokens.shape[0], ()))
-        clip = tokens[view].permute(1, 0, 2, 3)  # [T, D, h, w] -> [D, T, h, w]
-        height, width = clip.shape[-2:]
-        if self.scale_min < 1.0:
-            clip = self._crop(clip, height, width)
-        if self.flip and bool(torch.rand(()) < 0.5):
+        num_views, _, _, height, width = tokens.shape
+        (draw,) = self.draws(num_views, height, width)
+        return self.apply(
+            tokens[draw.view].permute(1, 0, 2, 3), draw
+        )  # [T, D, h, w] -> [D, T, h, w]
+
+    def draws(
+        self, num_views: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> list[TokenDraw]:
+        """The call's random draws for a [num_views, T, D, height, width] input, from
+        `generator` (torch's default one when None), in the call's order."""
+        view = int(torch.randint(num_views, (), generator=generator))
+        box = self._box(height, width, generator) if self.scale_min < 1.0 else None
+        flip = self.flip and bool(torch.rand((), generator=generator) < 0.5)
+        return [TokenDraw(view, None if box == (0, 0, height, width) else box, flip)]
+
+    def apply(self, clip: Tensor, draw: TokenDraw) -> Tensor:
+        """The drawn crop and flip of one view's clip [D, T, h, w], channels last."""
+        if draw.box is not None:
+            height, width = clip.shape[-2:]
+            top, left, crop_h, crop_w = draw.box
+            cropped = clip[..., top : top + crop_h, left : left + crop_w]  # [D, T, ch, cw]
+            clip = functional.interpolate(
+                cropped, size=(height, width), mode="bilinear", align_corners=False
+            )  # [D, T, ch, cw] -> [D, T, h, w] (T acts as the batch of 2D maps)
+        if draw.flip:
             clip = clip.flip(-1)
         return channels_last_clip(clip)
 
-    def views(self, num_views: int, generator: torch.Generator | None) -> list[int] | None:
-        """The stored view a call would pick, drawn from `generator` as the call draws from
-        torch's, when picking it is all the call does (no crop, no flip); else None. With one
-        view, `generator` may be None (nothing is drawn)."""
-        if self.flip or self.scale_min < 1.0:
-            return None
-        if num_views == 1:  # the one view, whatever the draw
-            return [0]
-        return [int(torch.randint(num_views, (), generator=generator))]
-
-    def _crop(self, clip: Tensor, height: int, width: int) -> Tensor:
-        area = float(torch.empty(()).uniform_(self.scale_min, 1.0)) * height * width
-        log_ratio = float(torch.empty(()).uniform_(np.log(3 / 4), np.log(4 / 3)))
+    def _box(
+        self, height: int, width: int, generator: torch.Generator | None
+    ) -> tuple[int, int, int, int]:
+        area = float(torch.empty(()).uniform_(self.scale_min, 1.0, generator=generator))
+        area *= height * width
+        log_ratio = float(
+            torch.empty(()).uniform_(np.log(3 / 4), np.log(4 / 3), generator=generator)
+        )
         crop_h = int(round(np.sqrt(area / np.exp(log_ratio))))
         crop_w = int(round(np.sqrt(area * np.exp(log_ratio))))
         crop_h, crop_w = min(max(crop_h, 1), height), min(max(crop_w, 1), width)
-        top = int(torch.randint(height - crop_h + 1, ()))
-        left = int(torch.randint(width - crop_w + 1, ()))
-        cropped = clip[..., top : top + crop_h, left : left + crop_w]  # [D, T, ch, cw]
-        if (crop_h, crop_w) == (height, width):
-            return cropped
-        return functional.interpolate(
-            cropped, size=(height, width), mode="bilinear", align_corners=False
-        )  # [D, T, ch, cw] -> [D, T, h, w] (T acts as the batch of 2D maps)
+        top = int(torch.randint(height - crop_h + 1, (), generator=generator))
+        left = int(torch.randint(width - crop_w + 1, (), generator=generator))
+        return top, left, crop_h, crop_w
 
     def __repr__(self) -> str:
         return f"TrainTokens(flip={self.flip}, scale_min={self.scale_min})"
@@ -686,13 +714,18 @@ class TokenViews:
         # [S, T, D, h, w] -> [S, D, T, h, w], channels last (as `channels_last_clip`)
         return tokens.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
 
-    def views(self, num_views: int, generator: torch.Generator | None = None) -> list[int]:
+    def draws(
+        self, num_views: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> list[TokenDraw]:
         """The stored views a call gives, in order (it draws nothing)."""
         if self.num_crops == 1:
-            return [num_views // 2]
+            return [TokenDraw(num_views // 2)]
         if self.num_crops != num_views:
             raise StoreError(f"{self.num_crops} test crops asked of a {num_views}-view store")
-        return list(range(num_views))
+        return [TokenDraw(view) for view in range(num_views)]
+
+    def apply(self, clip: Tensor, draw: TokenDraw) -> Tensor:
+        return clip
 
     def __repr__(self) -> str:
         return f"TokenViews(num_crops={self.num_crops})"
@@ -704,8 +737,13 @@ class CentreTokens:
     def __call__(self, tokens: Tensor) -> Tensor:
         return TokenViews(1)(tokens)[0]
 
-    def views(self, num_views: int, generator: torch.Generator | None = None) -> list[int]:
-        return TokenViews(1).views(num_views)
+    def draws(
+        self, num_views: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> list[TokenDraw]:
+        return TokenViews(1).draws(num_views, height, width)
+
+    def apply(self, clip: Tensor, draw: TokenDraw) -> Tensor:
+        return clip
 
 
 class FrameViewsDataset(torch.utils.data.Dataset):
