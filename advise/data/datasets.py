@@ -130,15 +130,16 @@ class _VideoDataset(Dataset):
         views = [output.unsqueeze(0) if output.ndim == 4 else output for output in outputs]
         return views[0] if len(views) == 1 else concat_clips(views, self.source.kind)
 
-    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
-        """The item's clips (frame indices each) and labels ([N], or [1] for all its clips)."""
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
+        """The item's clips (frame indices each) and labels (one a clip, or one for all)."""
         raise NotImplementedError
 
     def _item(self, index: int) -> dict[str, Any]:
         rng = self._generator(index)
         clip_indices, labels = self._sample(index, rng)
         frames = self.source.read(index, clip_indices)
-        return self._item_of(index, self._transform_clips(self.transform, frames, rng), labels)
+        inputs = self._transform_clips(self.transform, frames, rng)
+        return self._item_of(index, inputs, torch.tensor(labels, dtype=torch.long))
 
     def __getitem__(self, index: int) -> dict[str, Any] | SkippedVideo:
         if not 0 <= index < len(self.records):
@@ -174,8 +175,10 @@ class _VideoDataset(Dataset):
                         picks.append((index, frames, draw.view))
                         draws.append(draw)
                         rows += 1
-                labels.append(_clip_labels(item_labels, rows, index))
-                videos.append(torch.full((rows,), index, dtype=torch.long))
+                if len(item_labels) not in (1, rows):
+                    raise ValueError(f"item {index}: {len(item_labels)} labels for {rows} clips")
+                labels += item_labels * rows if len(item_labels) == 1 else item_labels
+                videos += [index] * rows
             inputs = self.source.gather(picks)  # [C, D, T, h, w]
         except (VideoDecodeError, VideoTooShortError):
             return [self[index] for index in indices]  # skipped and warned there
@@ -187,9 +190,9 @@ class _VideoDataset(Dataset):
         batch = {
             "input": inputs,
             "input_kind": self.source.kind,
-            "labels": torch.cat(labels),
+            "labels": torch.tensor(labels, dtype=torch.long),
             "index": torch.tensor(list(indices), dtype=torch.long),
-            "video_of_clip": torch.cat(videos),
+            "video_of_clip": torch.tensor(videos, dtype=torch.long),
             "skipped": 0,
             "skipped_paths": [],
         }
@@ -235,10 +238,9 @@ class PretextDataset(_VideoDataset):
         self.sampler = sampler
         self.transform = transform
 
-    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
         clips = self.sampler(self.source.num_frames(index), rng)
-        labels = torch.tensor([label for _, label in clips], dtype=torch.long)
-        return [indices for indices, _ in clips], labels
+        return [indices for indices, _ in clips], [label for _, label in clips]
 
 
 class ClipDataset(_VideoDataset):
@@ -263,10 +265,10 @@ class ClipDataset(_VideoDataset):
         self.transform = transform
         self.train = train
 
-    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
         num_video_frames = self.source.num_frames(index)
         indices = segment_indices(num_video_frames, self.num_frames, rng if self.train else None)
-        return [indices], torch.tensor([self.records[index].label], dtype=torch.long)
+        return [indices], [self.records[index].label]
 
 
 class MultiViewDataset(_VideoDataset):
@@ -296,11 +298,11 @@ class MultiViewDataset(_VideoDataset):
     def transform(self) -> ClipTransform:
         return self.views_transform
 
-    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], Tensor]:
+    def _sample(self, index: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[int]]:
         clip_indices = multiview_indices(
             self.source.num_frames(index), self.num_frames, self.num_clips
         )
-        return list(clip_indices), torch.tensor([self.records[index].label], dtype=torch.long)
+        return list(clip_indices), [self.records[index].label]
 
 
 def concat_clips(inputs: Sequence[Tensor], kind: str) -> Tensor:
