@@ -466,29 +466,30 @@ def run_ablations(
 
 def store_jobs(todo: list[tuple[RunSpec, _Work]]) -> dict[str, Job]:
     """A job per store that a run to do reads and is not whole, by path, in an order that puts
-    every job after those it waits for. The stores of one IFM run one after another, and the
-    first of a concatenation ("a+b") after the first of each part: a first store builds its
-    IFM, training a mini IFM on first use, and a job that needs that IFM at the same time
-    would only wait for it, holding a worker."""
+    every job after those it waits for. The stores of one IFM run one after another (its
+    first builds the IFM, training a mini IFM on first use: a job needing that IFM at the same
+    time would only wait for it, holding a worker), and each store of a concatenation ("a+b")
+    after its parts' stores of the same dataset, which it joins where that is exact
+    (`advise.runs.joinable_parts`)."""
     stores: dict[str, Job] = {}
     chain: dict[str, list[str]] = {}  # IFM key -> its store jobs, in order
+    joined: set[str] = set()  # the stores of concatenations
     for spec, work in todo:
         for dataset in work.datasets(spec):
             path, key = work.store(dataset, spec), work.ifm_key(spec)
             if str(path) in stores or (path / "manifest.json").exists():  # (once all stored)
                 continue
-            after = tuple(chain.get(key, [])[-1:])
+            parts = [str(part) for part in work.part_stores(dataset, spec)]
+            after = tuple(chain.get(key, [])[-1:]) + tuple(parts)
             stores[str(path)] = Job(str(path), _extract, (work, dataset, spec), after)
             chain.setdefault(key, []).append(str(path))
-    ordered: dict[str, Job] = {}
-    for key, paths in sorted(chain.items(), key=lambda item: "+" in json.loads(item[0])[0]):
-        name, *rest = json.loads(key)
-        parts = [json.dumps([part, *rest]) for part in name.split("+")] if "+" in name else []
-        before = tuple(chain[part][0] for part in parts if part in chain)
-        for index, path in enumerate(paths):
-            job = stores[path]
-            ordered[path] = replace(job, after=job.after + before) if index == 0 else job
-    return ordered
+            if parts:
+                joined.add(str(path))
+    ordered = [job for job in stores.values() if job.key not in joined]
+    ordered += [job for job in stores.values() if job.key in joined]
+    # a part store already whole is no job to wait for
+    return {job.key: replace(job, after=tuple(k for k in job.after if k in stores))
+            for job in ordered}  # fmt: skip
 
 
 def _write_all(
@@ -591,6 +592,16 @@ class _Work:
         name = hashlib.sha256(self.ifm_key(spec).encode()).hexdigest()[:8]
         return self.out / "stores" / f"{dataset}-{name}"
 
+    def part_stores(self, dataset: str, spec: RunSpec) -> list[Path]:
+        """Where `dataset`'s tokens of each part of the run's concatenated IFM ("a+b") are
+        stored; [] for a single IFM."""
+        name = load_config(self.grid.base, spec.overrides).ifm.name
+        if "+" not in name:
+            return []
+        parts = [replace(spec, overrides={**spec.overrides, "ifm.name": part})
+                 for part in name.split("+")]  # fmt: skip
+        return [self.store(dataset, part) for part in parts]
+
     def sources(self, spec: RunSpec) -> dict[str, str]:
         """`data.source` of each dataset the run reads."""
         return {dataset: f"store:{self.store(dataset, spec)}" for dataset in self.datasets(spec)}
@@ -608,7 +619,8 @@ def _extract(work: _Work, dataset: str, spec: RunSpec) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with (path.parent / f"{path.name}.log").open("a") as stream:
         with redirect_stdout(stream), redirect_stderr(stream):
-            extract(config, path, dtype="fp32", ifm=work.ifm(spec), progress=False)
+            extract(config, path, dtype="fp32", ifm=work.ifm(spec), progress=False,
+                    parts=work.part_stores(dataset, spec))  # fmt: skip
     return {"seconds": round(time.perf_counter() - started, 1), "store": str(path)}
 
 

@@ -13,7 +13,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -834,12 +834,17 @@ def extract(
     world_size: int | None = None,
     chunk_frames: int = 32,
     progress: bool | None = None,
+    parts: Sequence[Path] = (),
 ) -> Path:
     """Run the frozen IFM once over every video of `subset` ("train", "test" or "all") and
     store its tokens in `out_dir` (see `advise.data.store`). Resumable: videos already stored
     are skipped. `pool=True` applies the config's SFU before storing. With several processes,
     process `rank` of `world_size` takes every world_size-th video; the last to finish its
-    share and find every other share done writes the manifest."""
+    share and find every other share done writes the manifest.
+
+    `parts`: for a concatenated IFM ("a+b"), a store of each part. Where joining them gives
+    the pair's tokens bit for bit (`joinable_parts`), each video's tokens are the parts'
+    concatenated, and no IFM runs."""
     from advise.models.sfu import SFU
 
     _check_extract_options(views, frame_stride, dtype)
@@ -857,7 +862,12 @@ def extract(
     distributed.barrier()
     writer.start()  # every rank checks what it resumes
     todo = [(index, records[index]) for index in writer.todo(len(records))]
-    writer.finish(_store_videos(run, sfu, writer, todo, chunk_frames, progress))
+    stores = joinable_parts(run.ifm, spec, parts, [record for _, record in todo])
+    if stores:
+        say(f"tokens of {run.ifm.name}: its parts' stores joined ({', '.join(map(str, parts))})")
+        writer.finish(_join_videos(stores, writer, todo))
+    else:
+        writer.finish(_store_videos(run, sfu, writer, todo, chunk_frames, progress))
     distributed.barrier()
     if rank == 0 and writer.all_done():
         writer.write_manifest(records)
@@ -928,6 +938,69 @@ def _store_videos(
             continue
         writer.write(item["index"], encode_views(run.ifm, sfu, item["views"], chunk_frames))
     return len(todo) - failed
+
+
+def joinable_parts(
+    ifm: Any, spec: StoreSpec, parts: Sequence[Path], records: Sequence[Any]
+) -> list[FeatureStore]:
+    """The part stores of a concatenated IFM whose tokens, joined along channels, are the ones
+    `ifm` would store under `spec`, bit for bit; else [] (then the IFM runs). They are when
+    every part sees the pair's very frames (its mean, std and interpolation: the pair does not
+    re-normalise), on the pair's grid (no pooling to the coarsest), and each part store holds
+    every video of `records`, stored by that part with the spec's size, precision, views,
+    frame stride, layers and an elementwise dtype (fp32 or fp16), whole (not pooled)."""
+    if not isinstance(ifm, CombinedIFM) or len(parts) != len(ifm.parts):
+        return []
+    if spec.dtype not in ("fp32", "fp16") or spec.spatial is not None or spec.channels is not None:
+        return []
+    same = ("img_size", "precision", "interpolation", "views", "frame_stride", "dtype",
+            "layers", "layer_merge")  # fmt: skip
+    stores = []
+    for part, path in zip(ifm.parts, parts, strict=True):
+        if (part.mean, part.std, part.interpolation) != (ifm.mean, ifm.std, ifm.interpolation):
+            return []
+        if tuple(part.grid_size(ifm.img_size)) != tuple(spec.token_shape[1:]):
+            return []
+        try:
+            store = FeatureStore(path)
+        except StoreError:
+            return []
+        theirs = store.spec
+        if (theirs.ifm, theirs.weights_hash) != (part.name, part.weights_hash()) or any(
+            getattr(theirs, key) != getattr(spec, key) for key in same
+        ):
+            return []
+        if theirs.spatial is not None or theirs.channels is not None:
+            return []
+        if any(store.index_of(record.path) is None for record in records):
+            return []
+        stores.append(store)
+    return stores
+
+
+def _join_videos(
+    stores: list[FeatureStore], writer: StoreWriter, todo: list[tuple[int, Any]]
+) -> int:
+    """Store each video of `todo` as its parts' stored tokens joined along channels; returns
+    how many were stored (a video some part has damaged is skipped, warned)."""
+    from advise.data.video import VideoDecodeError
+
+    stored = 0
+    for index, record in todo:
+        try:
+            tokens = []
+            for store in stores:
+                video = store.index_of(record.path)
+                tokens.append(store.read(video, np.arange(store.num_frames(video))))
+            frames = {part.shape[1] for part in tokens}
+            if len(frames) != 1:
+                raise VideoDecodeError(record.path, f"parts store {sorted(frames)} frames")
+        except VideoDecodeError as error:
+            warnings.warn(f"skipping video {error}", stacklevel=2)
+            continue
+        writer.write(index, torch.cat(tokens, dim=2).numpy())  # [V, T, sum D, h, w]
+        stored += 1
+    return stored
 
 
 def _records_of(config: Config, subsets: list[str]) -> list:

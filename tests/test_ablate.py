@@ -336,10 +336,11 @@ def test_a_folder_named_like_a_built_in_grid_does_not_hide_it(tmp_path, monkeypa
     assert len(load_grids("paper")) == 6
 
 
-def test_a_concatenated_ifms_first_store_waits_for_each_parts_first(tmp_path):
-    """The first store of an IFM builds it (a mini IFM trains on first use): a pair's first
-    store job starts after its parts' first ones instead of holding a worker while they
-    train; every other store of an IFM follows the one before it."""
+def test_a_concatenated_ifms_stores_wait_for_their_parts_stores(tmp_path):
+    """The first store of an IFM builds it (a mini IFM trains on first use) and a pair's
+    store joins its parts' stores of the same dataset: each store job of a pair starts after
+    those, instead of holding a worker while they are made; every other store of an IFM
+    follows the one before it."""
     from advise.ablate import _Work, load_grids, store_jobs
 
     ((_, grid),) = load_grids("table4-ifms")
@@ -355,8 +356,11 @@ def test_a_concatenated_ifms_first_store_waits_for_each_parts_first(tmp_path):
     assert all(len(paths) == 4 for paths in by_ifm.values())  # pool, heldout, spatial, temporal
     for ifm, paths in by_ifm.items():
         parts = ifm.split("+") if "+" in ifm else []
-        assert set(jobs[paths[0]].after) == {by_ifm[part][0] for part in parts}
-        for before, path in zip(paths[:-1], paths[1:], strict=True):
-            assert jobs[path].after == (before,)
+        for index, path in enumerate(paths):
+            own = (paths[index - 1],) if index else ()
+            same_data = tuple(by_ifm[part][index] for part in parts)
+            assert jobs[path].after == own + same_data
+            assert all(Path(p).name.split("-")[0] == Path(path).name.split("-")[0]
+                       for p in same_data)  # fmt: skip
     order = list(jobs)  # one worker runs them in this order
     assert all(order.index(wait) < order.index(path) for path in jobs for wait in jobs[path].after)

@@ -205,3 +205,39 @@ def test_a_store_moves_with_its_tree_and_refuses_a_split_it_lacks(
     assert main(["evaluate", "--config", str(config_file), "--ckpt", str(ft.checkpoint)]) == 2
     err = capsys.readouterr().err
     assert "lacks 4 of the 4 videos" in err and "advise extract --subset" in err
+
+
+def _all_tokens(store: Path) -> list[np.ndarray]:
+    opened = FeatureStore(store)
+    return [np.load(store / entry["file"]) for entry in opened.videos]
+
+
+def test_a_pairs_store_joins_its_parts_stores_bit_for_bit(tmp_path, config, monkeypatch):
+    """A concatenated IFM's store made from its parts' stores holds, bit for bit, what
+    running the pair gives (the parts see the same frames on the same grid); where a part
+    store does not fit (another dtype here), the pair runs as ever."""
+    import advise.runs as runs
+
+    pair_config = config.replace({"ifm.name": "mini+mini-vit"})
+    pair = build_frozen_ifm(pair_config.ifm, torch.device("cpu"))
+    parts = []
+    for part in pair.parts:
+        part_config = config.replace({"ifm.name": part.name})
+        parts.append(extract(part_config, tmp_path / part.name, dtype="fp32", ifm=part,
+                             progress=False))  # fmt: skip
+    direct = extract(pair_config, tmp_path / "direct", dtype="fp32", ifm=pair, progress=False)
+    ran = []
+    store_videos = runs._store_videos
+    monkeypatch.setattr(runs, "_store_videos", lambda *a: ran.append(1) or store_videos(*a))
+    joined = extract(pair_config, tmp_path / "joined", dtype="fp32", ifm=pair, progress=False,
+                     parts=parts)  # fmt: skip
+    assert not ran  # no IFM ran
+    assert FeatureStore(joined).spec == FeatureStore(direct).spec
+    assert FeatureStore(joined).videos == FeatureStore(direct).videos
+    for a, b in zip(_all_tokens(joined), _all_tokens(direct), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    fp16 = extract(config.replace({"ifm.name": pair.parts[1].name}), tmp_path / "fp16",
+                   dtype="fp16", ifm=pair.parts[1], progress=False)  # fmt: skip
+    extract(pair_config, tmp_path / "ran", dtype="fp32", ifm=pair, progress=False,
+            parts=[parts[0], fp16])  # fmt: skip
+    assert ran
