@@ -262,8 +262,8 @@ def run_id(
     init: str | None,
     transplant: bool = False,
 ) -> str:
-    """A run's identity: its resolved config (paths left out; `sfu.channels` at the IFM's own
-    width the same as none), stage, dataset and init (and whether the init is transplanted)."""
+    """A run's identity: its resolved config (paths left out), stage, dataset and init (and
+    whether the init is transplanted)."""
     config = load_config(grid.base, overrides).to_dict()
     for key in PATH_KEYS:
         section, name = key.split(".")
@@ -272,14 +272,23 @@ def run_id(
         section, name = key.split(".")
         if config[section].get(name) == default:
             config[section].pop(name, None)
-    from advise.models.ifm import known_width
-
-    # pooling to the IFM's own width pools nothing (the SFU passes such tokens unchanged)
-    if config["sfu"]["channels"] == known_width(config["ifm"]["name"], config["ifm"]["layers"]):
-        config["sfu"]["channels"] = None
     identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unpooled_at_width(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with `sfu.channels` at the IFM's own width set to none: such pooling pools
+    nothing (the SFU passes the tokens unchanged), so the cell's runs are the base cell's
+    (Finding 2's 96-channel row), and a fine-tuning checks the SFU of the pre-training it
+    starts from against the same value."""
+    from advise.models.ifm import known_width
+
+    config = load_config(grid.base, overrides)
+    channels = config.sfu.channels
+    if channels is not None and channels == known_width(config.ifm.name, config.ifm.layers):
+        return {**overrides, "sfu.channels": None}
+    return overrides
 
 
 def plan(grid: Grid) -> list[RunSpec]:
@@ -288,10 +297,12 @@ def plan(grid: Grid) -> list[RunSpec]:
     finetunes: list[RunSpec] = []
     for seed, cell in itertools.product(grid.seeds, grid.cells()):
         label = json.dumps(cell, sort_keys=True)
-        own = {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
+        own = unpooled_at_width(
+            grid, {**stage_overrides(grid, cell, "pretrain"), "train.seed": seed}
+        )
         pretrainings = {False: (own, run_id(grid, "pretrain", "pool", own, None))}
         if "transplant" in grid.arms:  # the TMM's pre-training on the source IFM
-            source = {**own, **grid.transplant}
+            source = unpooled_at_width(grid, {**own, **grid.transplant})
             pretrainings[True] = (source, run_id(grid, "pretrain", "pool", source, None))
         for task, arm in itertools.product(grid.tasks, grid.arms):
             extra, pretrained = ARM_SETTINGS[arm]
@@ -306,6 +317,7 @@ def plan(grid: Grid) -> list[RunSpec]:
                     for k, v in overrides.items()
                     if not k.startswith("tmm.") or k in ("tmm.kind", "tmm.frozen")
                 }
+            overrides = unpooled_at_width(grid, overrides)
             init = pre_id if pretrained else None
             fid = run_id(grid, "finetune", task, overrides, init, transplant)
             finetunes.append(

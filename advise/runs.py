@@ -844,7 +844,7 @@ def extract(
 
     `parts`: for a concatenated IFM ("a+b"), a store of each part. Where joining them gives
     the pair's tokens bit for bit (`joinable_parts`), each video's tokens are the parts'
-    concatenated, and no IFM runs."""
+    concatenated; the IFM encodes only a video some part store holds damaged."""
     from advise.models.sfu import SFU
 
     _check_extract_options(views, frame_stride, dtype)
@@ -863,11 +863,11 @@ def extract(
     writer.start()  # every rank checks what it resumes
     todo = [(index, records[index]) for index in writer.todo(len(records))]
     stores = joinable_parts(run.ifm, spec, parts, [record for _, record in todo])
+    joined = 0
     if stores:
         say(f"tokens of {run.ifm.name}: its parts' stores joined ({', '.join(map(str, parts))})")
-        writer.finish(_join_videos(stores, writer, todo))
-    else:
-        writer.finish(_store_videos(run, sfu, writer, todo, chunk_frames, progress))
+        joined, todo = _join_videos(stores, writer, todo)  # what a part lacks: the IFM runs
+    writer.finish(joined + _store_videos(run, sfu, writer, todo, chunk_frames, progress))
     distributed.barrier()
     if rank == 0 and writer.all_done():
         writer.write_manifest(records)
@@ -980,27 +980,28 @@ def joinable_parts(
 
 def _join_videos(
     stores: list[FeatureStore], writer: StoreWriter, todo: list[tuple[int, Any]]
-) -> int:
-    """Store each video of `todo` as its parts' stored tokens joined along channels; returns
-    how many were stored (a video some part has damaged is skipped, warned)."""
+) -> tuple[int, list[tuple[int, Any]]]:
+    """Store each video of `todo` as its parts' stored tokens joined along channels. Returns
+    how many were stored, and the videos a part store could not give (damaged there), for the
+    IFM to encode."""
     from advise.data.video import VideoDecodeError
 
-    stored = 0
+    stored, left = 0, []
     for index, record in todo:
         try:
             tokens = []
             for store in stores:
                 video = store.index_of(record.path)
                 tokens.append(store.read(video, np.arange(store.num_frames(video))))
-            frames = {part.shape[1] for part in tokens}
-            if len(frames) != 1:
-                raise VideoDecodeError(record.path, f"parts store {sorted(frames)} frames")
-        except VideoDecodeError as error:
-            warnings.warn(f"skipping video {error}", stacklevel=2)
+        except VideoDecodeError:
+            left.append((index, record))
+            continue
+        if len({part.shape[1] for part in tokens}) != 1:  # frame counts differ
+            left.append((index, record))
             continue
         writer.write(index, torch.cat(tokens, dim=2).numpy())  # [V, T, sum D, h, w]
         stored += 1
-    return stored
+    return stored, left
 
 
 def _records_of(config: Config, subsets: list[str]) -> list:

@@ -73,6 +73,16 @@ def test_pooling_to_the_ifms_own_width_is_the_base_run(tmp_path):
     assert len([spec for spec in specs if spec.stage == "pretrain"]) == 2  # base = 96, 48
     base = [spec for spec in specs if spec.stage == "finetune" and "{}" in spec.cells]
     assert all('{"sfu.channels": 96}' in spec.cells for spec in base)
+    # planned with no pooling at full width: a fine-tuning's SFU is the one of the
+    # pre-training it starts from (its architecture check compares them as written), also
+    # where another grid in the same folder planned that pre-training without the key
+    wide = load_grid(str(write_grid(tmp_path / "w.yaml", axes={},
+                                    set={**TINY["set"], "sfu.channels": 96})))  # fmt: skip
+    pretrains = {spec.id: spec for spec in specs if spec.stage == "pretrain"}
+    for spec in plan(wide):
+        if spec.init is not None:
+            channels = spec.overrides.get("sfu.channels")
+            assert channels == pretrains[spec.init].overrides.get("sfu.channels") is None
     for name in ("mini", "mini-vit"):  # the registry's width is the built model's
         config = load_config("demo", {"ifm.random_init": True, "ifm.name": name})
         assert build_frozen_ifm(config.ifm, torch.device("cpu")).embed_dim == known_width(name)

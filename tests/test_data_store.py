@@ -228,16 +228,25 @@ def test_a_pairs_store_joins_its_parts_stores_bit_for_bit(tmp_path, config, monk
     direct = extract(pair_config, tmp_path / "direct", dtype="fp32", ifm=pair, progress=False)
     ran = []
     store_videos = runs._store_videos
-    monkeypatch.setattr(runs, "_store_videos", lambda *a: ran.append(1) or store_videos(*a))
+    monkeypatch.setattr(runs, "_store_videos", lambda *a: ran.append(len(a[3])) or store_videos(*a))
     joined = extract(pair_config, tmp_path / "joined", dtype="fp32", ifm=pair, progress=False,
                      parts=parts)  # fmt: skip
-    assert not ran  # no IFM ran
+    assert ran == [0]  # the IFM encoded nothing
     assert FeatureStore(joined).spec == FeatureStore(direct).spec
     assert FeatureStore(joined).videos == FeatureStore(direct).videos
     for a, b in zip(_all_tokens(joined), _all_tokens(direct), strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+    damaged = parts[1] / FeatureStore(parts[1]).videos[0]["file"]  # a part's video damaged:
+    tokens = np.load(damaged)  # the IFM encodes that one, the rest are joined
+    tokens[0, 0, 0, 0, 0] = np.nan
+    np.save(damaged, tokens)
+    mended = extract(pair_config, tmp_path / "mended", dtype="fp32", ifm=pair, progress=False,
+                     parts=parts)  # fmt: skip
+    assert ran[-1] == 1 and FeatureStore(mended).videos == FeatureStore(direct).videos
+    for a, b in zip(_all_tokens(mended), _all_tokens(direct), strict=True):
+        assert np.array_equal(a, b)
     fp16 = extract(config.replace({"ifm.name": pair.parts[1].name}), tmp_path / "fp16",
                    dtype="fp16", ifm=pair.parts[1], progress=False)  # fmt: skip
     extract(pair_config, tmp_path / "ran", dtype="fp32", ifm=pair, progress=False,
             parts=[parts[0], fp16])  # fmt: skip
-    assert ran
+    assert ran[-1] == len(FeatureStore(direct).videos)  # every video encoded

@@ -176,9 +176,15 @@ class StoreSource:
         for index, frames, view in picks:
             store_index = self._store_index(index)
             whole = self._whole(store_index)  # [V, T, h, w, D]
-            first = self._first_row[store_index] + view * whole.shape[1]
-            rows.append(first + np.asarray(frames, dtype=np.int64))
-        assert self._rows is not None
+            frames = np.asarray(frames, dtype=np.int64)
+            if not (
+                0 <= view < whole.shape[0] and 0 <= frames.min() <= frames.max() < whole.shape[1]
+            ):
+                raise IndexError(f"view {view} or frames {frames} outside video {index}'s "
+                                 f"{whole.shape[0]} views of {whole.shape[1]} frames")  # fmt: skip
+            rows.append(self._first_row[store_index] + view * whole.shape[1] + frames)
+        if self._rows is None:
+            raise ValueError("gather needs at least one clip")
         lengths = {len(frames) for frames in rows}
         if len(lengths) != 1:
             raise ValueError(f"clips of one batch differ in length: {sorted(lengths)}")

@@ -379,6 +379,8 @@ def train(
                 or run.step == schedule.total_steps
                 or time.perf_counter() - saved >= train_config.checkpoint_seconds
             )
+            if train_config.checkpoint_seconds and at_epoch_end:  # every process as rank 0's
+                due = distributed.broadcast_object(due)  # clock says (a save has a barrier)
             if due or (every and run.step % every == 0):
                 run.save()
                 saved = time.perf_counter()
