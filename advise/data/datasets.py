@@ -175,9 +175,7 @@ class _VideoDataset(Dataset):
                         picks.append((index, frames, draw.view))
                         draws.append(draw)
                         rows += 1
-                if len(item_labels) not in (1, rows):
-                    raise ValueError(f"item {index}: {len(item_labels)} labels for {rows} clips")
-                labels += item_labels * rows if len(item_labels) == 1 else item_labels
+                labels += _clip_labels(item_labels, rows, index)
                 videos += [index] * rows
             inputs = self.source.gather(picks)  # [C, D, T, h, w]
         except (VideoDecodeError, VideoTooShortError):
@@ -206,14 +204,11 @@ class Gathered:
     batch: dict[str, Any]
 
 
-def _clip_labels(labels: Tensor, num_clips: int, index: int) -> Tensor:
+def _clip_labels(labels: Sequence[int], num_clips: int, index: int) -> list[int]:
     """An item's labels, one per clip: a single label repeated, or one label per clip."""
-    labels = labels.reshape(-1).to(torch.long)
-    if labels.numel() == 1:
-        return labels.expand(num_clips)
-    if labels.numel() != num_clips:
-        raise ValueError(f"item {index}: {labels.numel()} labels for {num_clips} clips")
-    return labels
+    if len(labels) not in (1, num_clips):
+        raise ValueError(f"item {index}: {len(labels)} labels for {num_clips} clips")
+    return list(labels) * num_clips if len(labels) == 1 else list(labels)
 
 
 class PretextDataset(_VideoDataset):
@@ -352,16 +347,16 @@ def collate_clips(
     labels, video_of_clip = [], []
     for item in good:
         num_clips = item["input"].shape[0]
-        labels.append(_clip_labels(item["labels"], num_clips, item["index"]))
-        video_of_clip.append(torch.full((num_clips,), int(item["index"]), dtype=torch.long))
+        labels += _clip_labels(item["labels"].reshape(-1).tolist(), num_clips, item["index"])
+        video_of_clip += [int(item["index"])] * num_clips
     kind = kinds.pop()
     return {
         # [C, T, 3, H, W] frames / [C, D, T, h, w] tokens, channels last
         "input": concat_clips([item["input"] for item in good], kind),
         "input_kind": kind,
-        "labels": torch.cat(labels).to(torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
-        "video_of_clip": torch.cat(video_of_clip),
+        "video_of_clip": torch.tensor(video_of_clip, dtype=torch.long),
         "skipped": len(skipped),
         "skipped_paths": skipped_paths,
     }

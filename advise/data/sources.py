@@ -172,25 +172,27 @@ class StoreSource:
         one batch float [C, D, T, h, w] (channels last), in one copy: what reading each clip
         and picking its view gives, batched by `concat_clips`. Needs `in_memory`; raises
         `VideoDecodeError` for a video it cannot read, as `read` does."""
-        rows = []
-        for index, frames, view in picks:
-            store_index = self._store_index(index)
-            whole = self._whole(store_index)  # [V, T, h, w, D]
-            frames = np.asarray(frames, dtype=np.int64)
-            if not (
-                0 <= view < whole.shape[0] and 0 <= frames.min() <= frames.max() < whole.shape[1]
-            ):
-                raise IndexError(f"view {view} or frames {frames} outside video {index}'s "
-                                 f"{whole.shape[0]} views of {whole.shape[1]} frames")  # fmt: skip
-            rows.append(self._first_row[store_index] + view * whole.shape[1] + frames)
-        if self._rows is None:
+        if not picks:
             raise ValueError("gather needs at least one clip")
-        lengths = {len(frames) for frames in rows}
+        lengths = {len(frames) for _, frames, _ in picks}
         if len(lengths) != 1:
             raise ValueError(f"clips of one batch differ in length: {sorted(lengths)}")
-        picked = self._rows.index_select(0, torch.from_numpy(np.concatenate(rows)))
+        length = lengths.pop()
+        firsts, sizes = [], []  # per clip: the first row of its view, the video's frame count
+        for index, _, view in picks:
+            store_index = self._store_index(index)
+            views, frame_count = self._whole(store_index).shape[:2]
+            if not 0 <= view < views:
+                raise IndexError(f"view {view} of video {index}, which has {views}")
+            firsts.append(self._first_row[store_index] + view * frame_count)
+            sizes.append(frame_count)
+        frames = np.concatenate([np.asarray(frames, dtype=np.int64) for _, frames, _ in picks])
+        if frames.min() < 0 or (frames >= np.repeat(sizes, length)).any():  # one check a batch
+            raise IndexError("a clip's frame index lies outside its video")
+        assert self._rows is not None  # (kept by `_whole`)
+        picked = self._rows.index_select(0, torch.from_numpy(np.repeat(firsts, length) + frames))
         # [C * T, h, w, D] -> [C, T, h, w, D] -> [C, D, T, h, w]
-        return picked.view(len(rows), lengths.pop(), *picked.shape[1:]).permute(0, 4, 1, 2, 3)
+        return picked.view(len(picks), length, *picked.shape[1:]).permute(0, 4, 1, 2, 3)
 
     def _pooled(self, tokens: Tensor) -> Tensor:  # [V, T, D, h, w] -> [V, T, c, s, s]
         with torch.no_grad():
