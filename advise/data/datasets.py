@@ -10,9 +10,10 @@ and their frame numbers are shifted by start_frame before decoding, so no frame 
 range is ever read.
 
 Reproducibility: an item's randomness is a pure function of (seed, epoch, index). NumPy
-sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms run inside
-`torch.random.fork_rng` seeded from that generator, so the same item comes out the same in any
-worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of every epoch.
+sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms draw from
+torch's CPU generator seeded from it (its state put back after), so the same item comes out the
+same in any worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of
+every epoch. Tokens held in memory are batched whole (`__getitems__`) from the same draws.
 
 Bad input: a video that fails to decode, or whose range holds no frame, gives a `SkippedVideo`
 item (falsy, like None, and naming the file) and a `SkippedVideoWarning`; `collate_clips` drops
