@@ -19,7 +19,7 @@ from advise.ablate import load_grid, plan, verdict
 from advise.cli import main
 from advise.config import load_config
 from advise.models.build import build_frozen_ifm
-from advise.models.ifm import known_width
+from advise.models.ifm import IFM_REGISTRY, known_width
 
 TINY = {
     "description": "tiny grid for tests",
@@ -83,10 +83,17 @@ def test_pooling_to_the_ifms_own_width_is_the_base_run(tmp_path):
         if spec.init is not None:
             channels = spec.overrides.get("sfu.channels")
             assert channels == pretrains[spec.init].overrides.get("sfu.channels") is None
-    for name in ("mini", "mini-vit"):  # the registry's width is the built model's
-        config = load_config("demo", {"ifm.random_init": True, "ifm.name": name})
-        assert build_frozen_ifm(config.ifm, torch.device("cpu")).embed_dim == known_width(name)
-    assert known_width("mini+mini-vit") == 192 and known_width("clip-b16") is None
+    assert known_width("mini+mini-vit") == 192 and known_width("mini", layers=[2, 3]) is None
+
+
+@pytest.mark.parametrize("name", sorted(IFM_REGISTRY))
+def test_the_registrys_token_width_is_the_built_models(name):
+    """`known_width` plans runs from the registry without building a model: each entry's
+    width is what its model gives (the large ones built on the meta device: no memory)."""
+    config = load_config("demo", {"ifm.random_init": True, "ifm.name": name})
+    with torch.device("meta"):
+        built = build_frozen_ifm(config.ifm, torch.device("meta"))
+    assert built.embed_dim == known_width(name) is not None
 
 
 def test_a_bad_grid_is_refused_before_any_work(tmp_path):

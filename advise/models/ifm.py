@@ -128,8 +128,11 @@ def _create_timm_model(timm_name: str, img_size: int) -> nn.Module:
     return timm.create_model(timm_name, pretrained=False, img_size=img_size)
 
 
-def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) -> IFMSpec:
-    """A registry entry for a timm ViT; normalisation comes from timm's pretrained config."""
+def _timm_spec(
+    name: str, timm_name: str, patch_size: int, embed_dim: int, img_size: int = 224
+) -> IFMSpec:
+    """A registry entry for a timm ViT of token width `embed_dim`; normalisation comes from
+    timm's pretrained config."""
     config = get_pretrained_cfg(timm_name)
     return IFMSpec(
         name=name,
@@ -143,6 +146,7 @@ def _timm_spec(name: str, timm_name: str, patch_size: int, img_size: int = 224) 
         find_weights=partial(fetch_from_hf_hub, config.hf_hub_id),
         cached_weights=partial(find_in_hf_cache, config.hf_hub_id),
         timm_name=timm_name,
+        embed_dim=embed_dim,
     )
 
 
@@ -206,6 +210,7 @@ MOBILENET_SPEC = IFMSpec(
     find_weights=_find_mobilenet_weights,
     cached_weights=_cached_mobilenet_weights,
     timm_name="advise.models.mobilenet",
+    embed_dim=1280,
 )
 
 # mean/std here are a fallback: a mini model's own pretrained_cfg wins (see build_ifm)
@@ -232,13 +237,13 @@ IFM_REGISTRY: dict[str, IFMSpec] = {
         find_weights=partial(_find_mini_weights, family="vit"),
         cached_weights=partial(_cached_mini_weights, family="vit"),
     ),  # fmt: skip
-    "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16),
-    "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14),
-    "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14),
-    "dinov2-l14": _timm_spec("dinov2-l14", "vit_large_patch14_dinov2.lvd142m", 14),
-    "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", 16),
-    "mae-l16": _timm_spec("mae-l16", "vit_large_patch16_224.mae", 16),
-    "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 16),
+    "clip-b16": _timm_spec("clip-b16", "vit_base_patch16_clip_quickgelu_224.openai", 16, 768),
+    "clip-l14": _timm_spec("clip-l14", "vit_large_patch14_clip_quickgelu_224.openai", 14, 1024),
+    "dinov2-b14": _timm_spec("dinov2-b14", "vit_base_patch14_dinov2.lvd142m", 14, 768),
+    "dinov2-l14": _timm_spec("dinov2-l14", "vit_large_patch14_dinov2.lvd142m", 14, 1024),
+    "mae-b16": _timm_spec("mae-b16", "vit_base_patch16_224.mae", 16, 768),
+    "mae-l16": _timm_spec("mae-l16", "vit_large_patch16_224.mae", 16, 1024),
+    "vit-b16": _timm_spec("vit-b16", "vit_base_patch16_224.augreg2_in21k_ft_in1k", 16, 768),
     "mobilenetv2-in1k": MOBILENET_SPEC,
 }  # fmt: skip
 
