@@ -71,7 +71,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -430,11 +430,11 @@ def _train_iterations(
     config: Config,
     settings: BenchSettings,
     fixed_batch: dict[str, Any] | None,
-    loader: torch.utils.data.DataLoader | None,
+    loader: Iterable[dict[str, Any]] | None,
 ) -> tuple[list[float], list[float], dict[str, Any]]:
     """`warmup + iters` training steps on `fixed_batch`, or on the batches of `loader`.
 
-    Returns the seconds of each timed step, the part of each it waited for the DataLoader,
+    Returns the seconds of each timed step, the part of each it waited for its batch,
     and the last step's result."""
     device = torch.device(settings.device)
     batches = iter(loader) if loader is not None else None
@@ -487,11 +487,12 @@ def _time_ifm_forward(
 
 
 def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
-    """The pretext's clips of stored tokens, `batch` per step, through a torch DataLoader
-    (held in memory with `data.in_memory`: every video read once first, as from a training's
-    second epoch on, and no worker processes)."""
+    """The pretext's clips of stored tokens, `batch` per step, batched as training batches
+    them (`loader_batches`; held in memory with `data.in_memory`: every video read once
+    first, as from a training's second epoch on, then each batch gathered in a thread while
+    the step before it runs)."""
     from advise.data import loaders
-    from advise.data.datasets import collate_clips
+    from advise.data.datasets import loader_batches
     from advise.data.store import FeatureStore
 
     store = FeatureStore(config.data.store_path)
@@ -506,12 +507,8 @@ def _store_loader(config: Config, settings: BenchSettings, pretext: Pretext):
         num_samples=settings.batch * (settings.warmup + settings.iters),
         generator=torch.Generator().manual_seed(0),
     )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=settings.batch,
-        sampler=sampler,
-        num_workers=loaders.worker_count(config),
-        collate_fn=collate_clips,
+    loader = loader_batches(
+        dataset, sampler, settings.batch, drop_last=False, num_workers=loaders.worker_count(config)
     )
     return loader, store.spec.token_shape[0]
 

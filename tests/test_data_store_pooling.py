@@ -311,3 +311,77 @@ def test_a_batch_with_a_video_the_store_lacks_skips_it_as_the_items_do(tmp_path,
         batch = collate_clips(dataset.__getitems__([0, 1, 2]))
     assert batch["skipped"] == 1 and batch["index"].tolist() == [0, 2]
     assert torch.equal(batch["input"], collate_clips([dataset[0], dataset[2]])["input"])
+
+
+@pytest.mark.parametrize("lacking", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_prefetched_batches_are_the_dataloaders_batch_for_batch(
+    tmp_path, config, ifm, monkeypatch, lacking, drop_last
+):
+    """Training batches of tokens held in memory are gathered in a thread, one batch ahead:
+    the very batches a DataLoader without workers makes (same chunks of the sampler's order,
+    same draws, crops and flips), epoch after epoch. A batch with a video the store lacks is
+    made item by item in the caller's thread (items seed torch's global generator), which
+    ends as it began."""
+    import threading
+    import warnings
+
+    from advise.data.datasets import ClipDataset, PrefetchedBatches, loader_batches
+    from advise.train.engine import EpochSampler
+
+    store = extract(config, tmp_path / "store", views=3, dtype="fp32", ifm=ifm, progress=False)
+    configured = config.replace(
+        {"data.source": f"store:{store}", "data.in_memory": True, "data.flip": True,
+         "data.scale_min": 0.5, "data.max_bad_fraction": 0.5}
+    )  # fmt: skip
+    split = loaders.read_split(configured.data, "train")
+    if lacking:
+        records = list(split.records)
+        records[1] = replace(records[1], path=tmp_path / "elsewhere.mp4")
+        split = replace(split, records=records)
+    dataset = loaders.finetune_dataset(configured, split, None, FeatureStore(store))
+    threads: dict[str, set[str]] = {"gather": set(), "item": set()}
+    gather, item = ClipDataset.gather, ClipDataset.__getitem__
+
+    def noting(kind, method):
+        def noted(self, argument):
+            threads[kind].add(threading.current_thread().name)
+            return method(self, argument)
+
+        return noted
+
+    monkeypatch.setattr(ClipDataset, "gather", noting("gather", gather))
+    monkeypatch.setattr(ClipDataset, "__getitem__", noting("item", item))
+    sampler = EpochSampler(len(dataset), seed=3)
+    batch_size = 4  # 6 videos: a last batch of 2, dropped with drop_last
+    fell_back = False
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkippedVideoWarning)
+            reference = list(
+                torch.utils.data.DataLoader(
+                    dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                    collate_fn=collate_clips,
+                )
+            )  # fmt: skip
+            threads["gather"].clear()
+            state = torch.get_rng_state()
+            batches = loader_batches(dataset, sampler, batch_size, drop_last)
+            assert isinstance(batches, PrefetchedBatches)
+            prefetched = list(batches)
+        assert torch.equal(torch.get_rng_state(), state)
+        assert len(prefetched) == len(reference) == len(batches) == (1 if drop_last else 2)
+        for batch, expected in zip(prefetched, reference, strict=True):
+            assert batch.keys() == expected.keys()
+            for key, value in expected.items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(batch[key], value), key
+                else:
+                    assert batch[key] == value, key
+        fell_back |= any(batch["skipped"] for batch in reference)
+        main = threading.current_thread().name
+        assert threads["gather"] and main not in threads["gather"]
+    assert fell_back == lacking  # (video 1 is in a batch kept in some epoch)
+    assert threads["item"] == ({threading.current_thread().name} if lacking else set())

@@ -24,7 +24,7 @@ plays in a loop (`advise.data.sampling`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,14 +152,26 @@ class _VideoDataset(Dataset):
             warnings.warn(f"skipping video {error}", SkippedVideoWarning, stacklevel=2)
             return SkippedVideo(index=index, path=path, reason=str(error))
 
+    @property
+    def gathers(self) -> bool:
+        """Whether batches come gathered whole (`gather`): tokens held in memory, through a
+        transform that draws its choices first (`advise.data.store.TrainTokens`)."""
+        return hasattr(self.transform, "draws") and getattr(self.source, "in_memory", False)
+
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
-        """The items of a batch (the DataLoader asks so when it batches). Tokens held in memory
-        come as one `Gathered` batch: the views the transform draws gathered in one copy, then
-        its crops and flips (`advise.data.store.TrainTokens`), making the very batch
-        `collate_clips` makes of the items one by one, from the same random draws. Else (or
-        when a video cannot be read) the items one by one."""
-        if not hasattr(self.transform, "draws") or not getattr(self.source, "in_memory", False):
-            return [self[index] for index in indices]
+        """The items of a batch (the DataLoader asks so when it batches): one `Gathered` batch
+        where `gather` makes it, else the items one by one (skipped and warned there)."""
+        batch = self.gather(indices) if self.gathers else None
+        return [Gathered(batch)] if batch is not None else [self[index] for index in indices]
+
+    def gather(self, indices: Sequence[int]) -> dict[str, Any] | None:
+        """The batch of items `indices` in one go (needs `gathers`): the views the transform
+        draws gathered in one copy, then its crops and flips, making the very batch
+        `collate_clips` makes of the items one by one, from the same random draws. None when
+        a video cannot be read: the items are then made one by one (`__getitems__`).
+
+        Uses private generators only, never torch's global one, so it may run in a thread
+        beside training (`advise.data.loaders.PrefetchedBatches`)."""
         picks, draws, labels, videos = [], [], [], []
         try:
             for index in indices:
@@ -180,13 +192,13 @@ class _VideoDataset(Dataset):
                 videos += [index] * rows
             inputs = self.source.gather(picks)  # [C, D, T, h, w]
         except (VideoDecodeError, VideoTooShortError):
-            return [self[index] for index in indices]  # skipped and warned there
+            return None
         if not all(draw.picks_only for draw in draws):  # crops, flips: a clip at a time
             clips = [
                 self.transform.apply(clip, draw) for clip, draw in zip(inputs, draws, strict=True)
             ]
             inputs = concat_clips([clip.unsqueeze(0) for clip in clips], self.source.kind)
-        batch = {
+        return {
             "input": inputs,
             "input_kind": self.source.kind,
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -195,7 +207,6 @@ class _VideoDataset(Dataset):
             "skipped": 0,
             "skipped_paths": [],
         }
-        return [Gathered(batch)]
 
 
 @dataclass(frozen=True)
@@ -373,3 +384,62 @@ def test_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Ite
     for batch in loader:
         if batch["labels"].numel():
             yield batch
+
+
+def loader_batches(
+    dataset: Dataset,
+    sampler: Iterable[int],
+    batch_size: int,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> Iterable[dict[str, Any]]:
+    """The collated batches of `dataset` in `sampler`'s order, as a DataLoader makes them.
+    Batches gathered whole in this process (`_VideoDataset.gathers`, no worker processes)
+    come from `PrefetchedBatches`, each made in a thread while the caller works on the one
+    before it."""
+    if num_workers == 0 and getattr(dataset, "gathers", False):
+        return PrefetchedBatches(dataset, sampler, batch_size, drop_last)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,  # type: ignore[arg-type]
+        num_workers=num_workers, collate_fn=collate_clips, persistent_workers=False,
+    )  # fmt: skip
+
+
+class PrefetchedBatches:
+    """A DataLoader without workers over a dataset that gathers batches whole, but one batch
+    ahead: while the caller trains on a batch, a thread gathers the next (`gather` draws from
+    private generators only, and its copies and most of its indexing run without the GIL).
+    The batches are the DataLoader's, bit for bit: the same chunks of the sampler's order,
+    each made from the same draws. A batch that cannot be gathered (a video the store lacks)
+    is made item by item in the caller's thread, after the thread's batch is done (items use
+    torch's global generator, and read videos into the shared memory)."""
+
+    def __init__(
+        self, dataset: Any, sampler: Iterable[int], batch_size: int, drop_last: bool = False
+    ) -> None:
+        self.dataset, self.sampler = dataset, sampler
+        self.batch_size, self.drop_last = batch_size, drop_last
+
+    def __len__(self) -> int:
+        whole, rest = divmod(len(self.sampler), self.batch_size)  # type: ignore[arg-type]
+        return whole + (1 if rest and not self.drop_last else 0)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        order = list(self.sampler)
+        chunks = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and chunks and len(chunks[-1]) < self.batch_size:
+            chunks.pop()
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="advise-batches") as thread:
+            pending = thread.submit(self.dataset.gather, chunks[0])
+            for number, chunk in enumerate(chunks):
+                batch = pending.result()
+                if number + 1 < len(chunks):
+                    pending = thread.submit(self.dataset.gather, chunks[number + 1])
+                if batch is None:  # item by item, the thread idle meanwhile
+                    wait([pending])
+                    batch = collate_clips([self.dataset[index] for index in chunk])
+                yield batch

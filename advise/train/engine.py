@@ -13,18 +13,18 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from advise.config import ConfigError, OptimConfig, TrainConfig
-from advise.data.datasets import collate_clips
+from advise.data.datasets import loader_batches
 from advise.files import atomic_write
 from advise.train import distributed
 from advise.train.checkpoint import (
@@ -467,16 +467,9 @@ def _start(
 
 def _epoch_loader(
     dataset: TrainingDataset, sampler: EpochSampler, schedule: Schedule, num_workers: int
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=schedule.batch_size // distributed.world_size(),
-        sampler=sampler,
-        drop_last=schedule.drop_last,
-        num_workers=num_workers,
-        collate_fn=collate_clips,
-        persistent_workers=False,
-    )
+) -> Iterable[dict[str, Any]]:
+    batch_size = schedule.batch_size // distributed.world_size()
+    return loader_batches(dataset, sampler, batch_size, schedule.drop_last, num_workers)
 
 
 def _progress(
@@ -661,13 +654,7 @@ def evaluate(
     model.eval()
     # in DDP each process tests every world_size-th video: no padding, no video twice
     share = list(range(distributed.rank(), len(dataset), distributed.world_size()))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=share,
-        num_workers=num_workers,
-        collate_fn=collate_clips,
-    )
+    loader = loader_batches(dataset, share, batch_size, num_workers=num_workers)
     dataset.index_videos()
     meter = meter if meter is not None else AccuracyMeter()
     local = AccuracyMeter()
