@@ -13,7 +13,8 @@ Reproducibility: an item's randomness is a pure function of (seed, epoch, index)
 sampling uses `np.random.default_rng([seed, epoch, index])` and torch transforms draw from
 torch's CPU generator seeded from it (its state put back after), so the same item comes out the
 same in any worker, in any order, and after a resume; call `set_epoch(epoch)` at the start of
-every epoch. Tokens held in memory are batched whole (`__getitems__`) from the same draws.
+every epoch. Tokens held in memory are batched whole (`gather`) from the same draws, from
+private generators, so training makes each batch in a thread one ahead (`loader_batches`).
 
 Bad input: a video that fails to decode, or whose range holds no frame, gives a `SkippedVideo`
 item (falsy, like None, and naming the file) and a `SkippedVideoWarning`; `collate_clips` drops
@@ -171,7 +172,7 @@ class _VideoDataset(Dataset):
         a video cannot be read: the items are then made one by one (`__getitems__`).
 
         Uses private generators only, never torch's global one, so it may run in a thread
-        beside training (`advise.data.loaders.PrefetchedBatches`)."""
+        beside training (`PrefetchedBatches`)."""
         picks, draws, labels, videos = [], [], [], []
         try:
             for index in indices:
