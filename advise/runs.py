@@ -972,7 +972,7 @@ def joinable_parts(
             return []
         if theirs.spatial is not None or theirs.channels is not None:
             return []
-        if any(store.index_of(record.path) is None for record in records):
+        if any(store.index_of_record(record) is None for record in records):
             return []
         stores.append(store)
     return stores
@@ -991,7 +991,7 @@ def _join_videos(
         try:
             tokens = []
             for store in stores:
-                video = store.index_of(record.path)
+                video = store.index_of_record(record)
                 tokens.append(store.read(video, np.arange(store.num_frames(video))))
         except VideoDecodeError:
             left.append((index, record))

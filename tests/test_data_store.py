@@ -250,3 +250,52 @@ def test_a_pairs_store_joins_its_parts_stores_bit_for_bit(tmp_path, config, monk
     extract(pair_config, tmp_path / "ran", dtype="fp32", ifm=pair, progress=False,
             parts=[parts[0], fp16])  # fmt: skip
     assert ran[-1] == len(FeatureStore(direct).videos)  # every video encoded
+
+
+def test_two_frame_ranges_of_one_file_are_two_videos_of_a_store(tmp_path, monkeypatch):
+    """A store finds a video by its file and frame range: two ranges of one file are stored
+    and read as two videos (each its own frames), a range never extracted is missing (also
+    the whole file), and a pair's part store of other ranges is not joined."""
+    import advise.runs as runs
+    from fabricate import dataset_tree
+
+    from advise.data.formats import VideoRecord
+    from advise.data.sources import StoreSource
+
+    overrides = dataset_tree("diving48", tmp_path / "tree")
+    annotations = Path(str(overrides["data.annotations"]))
+    entries = json.loads(annotations.read_text())
+    name = entries[0]["vid_name"]
+    entries[0].update(start_frame=0, end_frame=9)  # (inclusive ends) frames [0, 10)
+    entries.append({"vid_name": name, "label": 1, "start_frame": 10, "end_frame": 19})
+    annotations.write_text(json.dumps(entries))
+    config = load_config(str(tiny_config(tmp_path / "tiny.yaml")), overrides)
+    ifm = build_frozen_ifm(config.ifm, torch.device("cpu"))
+    path = extract(config, tmp_path / "store", dtype="fp32", ifm=ifm, progress=False)
+    store = FeatureStore(path)
+    records = loaders.read_split(config.data, "train").records
+    first, second = records[0], records[-1]
+    assert first.path == second.path and (first.start_frame, second.start_frame) == (0, 10)
+    indices = [store.index_of_record(record) for record in records]
+    assert None not in indices and len(set(indices)) == len(records)
+    assert store.num_frames(indices[0]) == store.num_frames(indices[-1]) == 10
+    source = StoreSource(store, [first, second])
+    frames = [np.arange(10)]
+    assert not torch.equal(source.read(0, frames)[0], source.read(1, frames)[0])
+    for other in (VideoRecord(first.path, 0), VideoRecord(first.path, 0, 0, 5)):
+        assert store.index_of_record(other) is None
+    store.check_covers(records, 0.0)  # every record found
+    with pytest.raises(StoreError, match="lacks 1 of the"):
+        store.check_covers([*records, VideoRecord(first.path, 0, 0, 5)], 0.0)
+
+    pair_config = config.replace({"ifm.name": "mini+mini-vit", "ifm.img_size": 64})
+    pair = build_frozen_ifm(pair_config.ifm, torch.device("cpu"))
+    parts = [extract(pair_config.replace({"ifm.name": part.name}), tmp_path / part.name,
+                     dtype="fp32", ifm=part, progress=False) for part in pair.parts]  # fmt: skip
+    entries[-1].update(start_frame=11)  # the pair's records: another range of the file
+    annotations.write_text(json.dumps(entries))
+    ran = []
+    store_videos = runs._store_videos
+    monkeypatch.setattr(runs, "_store_videos", lambda *a: ran.append(len(a[3])) or store_videos(*a))
+    extract(pair_config, tmp_path / "pair", dtype="fp32", ifm=pair, progress=False, parts=parts)
+    assert ran == [len(FeatureStore(tmp_path / "pair").videos)]  # not joined: every video encoded

@@ -234,7 +234,7 @@ def worker_count(config: Config) -> int:
 def _check_store_covers(store: Any, split: AnnotatedSplit, config: Config) -> None:
     """A store lacking more of the split's videos than data.max_bad_fraction is an error."""
     if store is not None:
-        store.check_covers([record.path for record in split.records], config.data.max_bad_fraction)
+        store.check_covers(split.records, config.data.max_bad_fraction)
 
 
 def _train_tokens(config: Config) -> TrainTokens:

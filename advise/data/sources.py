@@ -102,7 +102,7 @@ class StoreSource:
     ) -> None:
         self.store = store
         self.records = list(records)
-        self.store_indices = [store.index_of(record.path) for record in self.records]
+        self.store_indices = [store.index_of_record(record) for record in self.records]
         self.pool = pool
         self.in_memory = in_memory
         # with in_memory: every video read so far, each [V, T, s, s, c] (channels last), a view

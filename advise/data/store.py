@@ -340,8 +340,9 @@ class StoreWriter:
 
     def write_manifest(self, records: Sequence[Any]) -> None:
         """manifest.json: per video of `records` (store index = position) its path relative to
-        the data root, label, stored frame count and file; the videos not stored whole
-        (undecodable, or damaged since) are listed as failed."""
+        the data root, frame range (when it has one: `start_frame`, `end_frame`), label,
+        stored frame count and file; the videos not stored whole (undecodable, or damaged
+        since) are listed as failed."""
         videos, failed = [], []
         for index, record in enumerate(records):
             key = _relative_key(record.path, self.data_root)
@@ -350,8 +351,11 @@ class StoreWriter:
                 failed.append(key)
                 continue
             frames = int(np.load(file, mmap_mode="r").shape[1])
-            videos.append({"path": key, "label": record.label, "frames": frames,
-                           "file": video_file(index)})  # fmt: skip
+            entry = {"path": key, "label": record.label, "frames": frames,
+                     "file": video_file(index)}  # fmt: skip
+            if (record.start_frame, record.end_frame) != (0, None):
+                entry.update(start_frame=record.start_frame, end_frame=record.end_frame)
+            videos.append(entry)
         manifest = {
             "version": STORE_VERSION,
             "spec": self.spec.to_dict(),
@@ -384,9 +388,11 @@ def _absolute(root: str) -> str:
 class FeatureStore:
     """Read a complete store: tokens of any frames of any video, memory-mapped.
 
-    `index_of(path)` finds a video by its path: relative to `data_root`, the root the videos
-    are read under now (`data.root`; a dataset tree and its store can move together), else
-    relative to the root the store was extracted from, else absolute. `read(index,
+    `index_of(path, start_frame, end_frame)` finds a video by its path and frame range (a
+    record's: `index_of_record`; two ranges of one file are two videos): its path relative to
+    `data_root`, the root the videos are read under now (`data.root`; a dataset tree and its
+    store can move together), else relative to the root the store was extracted from, else
+    absolute. `read(index,
     frame_indices)` returns float32 tensors [V, T, D, h, w] of those stored frames, all views.
     """
 
@@ -408,7 +414,10 @@ class FeatureStore:
             self.root = str(manifest["data_root"])
             self.videos = list(manifest["videos"])
             self.failed = list(manifest.get("failed", []))
-            self._index = {entry["path"]: index for index, entry in enumerate(self.videos)}
+            self._index = {
+                (entry["path"], int(entry.get("start_frame", 0)), entry.get("end_frame")): index
+                for index, entry in enumerate(self.videos)
+            }
             frame_counts = [int(entry["frames"]) for entry in self.videos]
             files = [str(entry["file"]) for entry in self.videos]
         except (KeyError, TypeError, ValueError) as error:
@@ -440,20 +449,29 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def index_of(self, path: str | Path) -> int | None:
-        """The store index of a video file, or None when the store lacks it."""
+    def index_of(
+        self, path: str | Path, start_frame: int = 0, end_frame: int | None = None
+    ) -> int | None:
+        """The store index of a video file's frames [start_frame, end_frame) (the whole file
+        by default), or None when the store lacks them."""
         for root in (self.data_root, self.root):
             if root is not None:
-                index = self._index.get(_relative_key(path, root))
+                index = self._index.get((_relative_key(path, root), start_frame, end_frame))
                 if index is not None:
                     return index
         return None
 
-    def check_covers(self, paths: Sequence[str | Path], max_missing_fraction: float) -> None:
-        """Refuse to serve a split when more of its videos are missing from the store than
-        `max_missing_fraction` (`data.max_bad_fraction`) allows; fewer are skipped, warned,
-        like videos that fail to decode. Missing usually means another split or data root."""
-        indices = [self.index_of(path) for path in paths]
+    def index_of_record(self, record: Any) -> int | None:
+        """The store index of a `VideoRecord`'s video and frame range, or None."""
+        return self.index_of(record.path, record.start_frame, record.end_frame)
+
+    def check_covers(self, records: Sequence[Any], max_missing_fraction: float) -> None:
+        """Refuse to serve a split (its `VideoRecord`s) when more of its videos are missing
+        from the store than `max_missing_fraction` (`data.max_bad_fraction`) allows; fewer are
+        skipped, warned, like videos that fail to decode. Missing usually means another split
+        or data root, or another frame range of the file."""
+        paths = [record.path for record in records]
+        indices = [self.index_of_record(record) for record in records]
         missing = [str(path) for path, index in zip(paths, indices, strict=True) if index is None]
         damaged = [self.damaged[index] for index in indices if index in self.damaged]
         if len(missing) + len(damaged) <= max_missing_fraction * len(paths):
