@@ -461,6 +461,9 @@ class FeatureStore:
                     return index
         return None
 
+    def _relative_keys(self, path: str | Path) -> set[str]:
+        return {_relative_key(path, root) for root in (self.data_root, self.root) if root}
+
     def index_of_record(self, record: Any) -> int | None:
         """The store index of a `VideoRecord`'s video and frame range, or None."""
         return self.index_of(record.path, record.start_frame, record.end_frame)
@@ -485,6 +488,19 @@ class FeatureStore:
         roots = f"it was extracted from {self.root}"
         if self.data_root is not None and _relative_key(self.data_root, self.root) != ".":
             roots += f", the config reads videos under {self.data_root}"
+        stored_files = {key[0] for key in self._index}
+        ranged = [
+            record for record, index in zip(records, indices, strict=True)
+            if index is None and self._relative_keys(record.path) & stored_files
+        ]  # fmt: skip
+        if ranged:
+            first = ranged[0]
+            roots += (
+                f"; {len(ranged)} of them are stored with other frame ranges (first "
+                f"{first.path} [{first.start_frame}, {first.end_frame})): the store is found "
+                "by file and frame range, and a store made before ranges were recorded holds "
+                "each file whole"
+            )
         raise StoreError(
             f"feature store {self.path} lacks {len(missing)} of the {len(paths)} videos asked "
             f"for (and {len(damaged)} are damaged; data.max_bad_fraction="
