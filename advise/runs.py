@@ -858,9 +858,9 @@ def extract(
     spec = _extraction_spec(run, sfu, pooled, views, frame_stride, dtype)
     writer = StoreWriter(out_dir, spec, config.data.root, rank, world_size)
     if rank == 0:
-        writer.start()
+        writer.start(records)
     distributed.barrier()
-    writer.start()  # every rank checks what it resumes
+    writer.start(records)  # every rank checks what it resumes
     todo = [(index, records[index]) for index in writer.todo(len(records))]
     stores = joinable_parts(run.ifm, spec, parts, [record for _, record in todo])
     joined = 0

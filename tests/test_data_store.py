@@ -299,3 +299,36 @@ def test_two_frame_ranges_of_one_file_are_two_videos_of_a_store(tmp_path, monkey
     monkeypatch.setattr(runs, "_store_videos", lambda *a: ran.append(len(a[3])) or store_videos(*a))
     extract(pair_config, tmp_path / "pair", dtype="fp32", ifm=pair, progress=False, parts=parts)
     assert ran == [len(FeatureStore(tmp_path / "pair").videos)]  # not joined: every video encoded
+
+
+def test_a_store_extracted_again_with_other_videos_never_lists_a_file_under_another(
+    tmp_path, config, ifm, monkeypatch
+):
+    """Extracting into a store again with another list of videos (another subset first, an
+    edited annotation list) keeps the files of videos still at their index and extracts
+    the rest again: every video's tokens are those of a store extracted in one go (a test
+    subset extracted first used to leave its tokens listed under train videos' names)."""
+    import advise.runs as runs
+
+    encoded = []
+    store_videos = runs._store_videos
+    monkeypatch.setattr(
+        runs, "_store_videos", lambda *a: encoded.append(len(a[3])) or store_videos(*a)
+    )
+
+    def tokens_by_video(path: Path) -> dict[str, np.ndarray]:
+        opened = FeatureStore(path)
+        return {entry["path"]: np.load(path / entry["file"]) for entry in opened.videos}
+
+    fresh = tokens_by_video(extract(config, tmp_path / "fresh", dtype="fp32", ifm=ifm,
+                                    progress=False))  # fmt: skip
+    tests = len(loaders.read_split(config.data, "test").records)
+    for first, again in (("train", tests), ("test", len(fresh))):  # train videos come first
+        out = tmp_path / f"{first}-first"
+        extract(config, out, dtype="fp32", ifm=ifm, progress=False, subset=first)
+        extract(config, out, dtype="fp32", ifm=ifm, progress=False)
+        assert encoded[-1] == again  # train first: the train videos kept their files
+        resumed = tokens_by_video(out)
+        assert resumed.keys() == fresh.keys()
+        for video, tokens in fresh.items():
+            assert np.array_equal(resumed[video], tokens), video

@@ -272,20 +272,48 @@ class StoreWriter:
     def _record(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "data_root": _absolute(self.data_root)}
 
-    def start(self) -> None:
+    def start(self, records: Sequence[Any] | None = None) -> None:
         """Write store.json, or check that a store being resumed was started with this spec (one
         started before a spec field existed holds that field's default, `SPEC_DEFAULTS`).
-        Removes the temporary files a killed extraction left."""
+        Removes the temporary files a killed extraction left.
+
+        With `records` (the videos, store index = position), store.json lists each index's
+        video (file and frame range), and a resumed store's files stored for another video
+        than the one now at their index (another subset first, an edited annotation list) are
+        removed, to be extracted again: a file is never listed under another video's name."""
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "videos").mkdir(exist_ok=True)
         for stale in (self.path / "videos").glob(".*.tmp"):  # half-written by a killed extraction
             stale.unlink(missing_ok=True)
+        keys = None if records is None else [self._video_key(record) for record in records]
         if (self.path / "store.json").is_file():
-            self._check_started()
+            started = self._check_started()
+            if keys is not None:
+                self._forget_moved(started, keys)
         else:
-            atomic_write(self.path / "store.json", json.dumps(self._record(), indent=2))
+            record = self._record() if keys is None else {**self._record(), "videos": keys}
+            atomic_write(self.path / "store.json", json.dumps(record, indent=2))
 
-    def _check_started(self) -> None:
+    def _video_key(self, record: Any) -> list[Any]:
+        return [_relative_key(record.path, self.data_root), record.start_frame, record.end_frame]
+
+    def _forget_moved(self, started: dict[str, Any], keys: list[list[Any]]) -> None:
+        """Remove the stored files of each index whose video is not `keys`' (all of them
+        when the store does not say which video each holds), then record `keys`."""
+        before = started.get("videos")
+        if not isinstance(before, list):
+            before = _manifest_keys(self.path)  # started before store.json listed them
+        for index in range(len(keys)):
+            if index >= len(before) or before[index] != keys[index]:
+                file = self.path / video_file(index)
+                file.unlink(missing_ok=True)
+                file.with_suffix(".scale.npy").unlink(missing_ok=True)
+        if started.get("videos") != keys:
+            record = {**self._record(), "videos": keys}  # (started: the same settings)
+            atomic_write(self.path / "store.json", json.dumps(record, indent=2))
+
+    def _check_started(self) -> dict[str, Any]:
+        """store.json as started (checked against this writer's spec and data root)."""
         path, record = self.path / "store.json", self._record()
         try:
             started = json.loads(path.read_bytes())
@@ -303,7 +331,8 @@ class StoreWriter:
         if not isinstance(started, dict) or not isinstance(started.get("spec"), dict):
             started = {"spec": {}}
         started = {**started, "spec": {**SPEC_DEFAULTS, **started["spec"]}}
-        if started != record:
+        settings = {key: value for key, value in started.items() if key != "videos"}
+        if settings != record:
             differences = [
                 key for key in record["spec"] if started["spec"].get(key) != record["spec"][key]
             ] + (["data_root"] if started.get("data_root") != record["data_root"] else [])
@@ -312,6 +341,7 @@ class StoreWriter:
                 f"({', '.join(differences)} differ); resume with the same ones or choose "
                 "another --out"
             )
+        return started
 
     def todo(self, count: int) -> list[int]:
         """This process's videos among `count` that are not stored yet, or stored damaged (a
@@ -374,6 +404,20 @@ def _manifest_record(store: Path) -> dict[str, Any] | None:
         return {"spec": manifest["spec"], "data_root": manifest["data_root"]}
     except (StoreError, KeyError):
         return None
+
+
+def _manifest_keys(store: Path) -> list[Any]:
+    """Each index's video [path, start frame, end frame] as an intact manifest lists it (None
+    where it lists none); [] without one."""
+    try:
+        entries = read_manifest(store)["videos"]
+        indices = [int(Path(entry["file"]).stem) for entry in entries]
+    except (StoreError, KeyError, TypeError, ValueError):
+        return []
+    keys: list[Any] = [None] * (max(indices, default=-1) + 1)
+    for index, entry in zip(indices, entries, strict=True):
+        keys[index] = [entry["path"], entry.get("start_frame", 0), entry.get("end_frame")]
+    return keys
 
 
 def _absolute(root: str) -> str:
