@@ -301,6 +301,10 @@ def test_two_frame_ranges_of_one_file_are_two_videos_of_a_store(tmp_path, monkey
     assert ran == [len(FeatureStore(tmp_path / "pair").videos)]  # not joined: every video encoded
 
 
+def _killed(*args):
+    raise KeyboardInterrupt
+
+
 def test_a_store_extracted_again_with_other_videos_never_lists_a_file_under_another(
     tmp_path, config, ifm, monkeypatch
 ):
@@ -326,6 +330,15 @@ def test_a_store_extracted_again_with_other_videos_never_lists_a_file_under_anot
     for first, again in (("train", tests), ("test", len(fresh))):  # train videos come first
         out = tmp_path / f"{first}-first"
         extract(config, out, dtype="fp32", ifm=ifm, progress=False, subset=first)
+        monkeypatch.setattr(runs, "_store_videos", _killed)  # (before encoding: killed)
+        with pytest.raises(KeyboardInterrupt):
+            extract(config, out, dtype="fp32", ifm=ifm, progress=False)
+        if first == "test":  # no manifest lists a moved video's file under its old name
+            with pytest.raises(StoreError, match="not finished"):
+                FeatureStore(out)
+        monkeypatch.setattr(
+            runs, "_store_videos", lambda *a: encoded.append(len(a[3])) or store_videos(*a)
+        )
         extract(config, out, dtype="fp32", ifm=ifm, progress=False)
         assert encoded[-1] == again  # train first: the train videos kept their files
         resumed = tokens_by_video(out)

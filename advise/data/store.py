@@ -299,15 +299,20 @@ class StoreWriter:
 
     def _forget_moved(self, started: dict[str, Any], keys: list[list[Any]]) -> None:
         """Remove the stored files of each index whose video is not `keys`' (all of them
-        when the store does not say which video each holds), then record `keys`."""
+        when the store does not say which video each holds), and then a manifest that lists
+        them (until the new one, a reader is told the extraction has not finished, never
+        served a new video's file under an old name); record `keys`."""
         before = started.get("videos")
         if not isinstance(before, list):
             before = _manifest_keys(self.path)  # started before store.json listed them
-        for index in range(len(keys)):
-            if index >= len(before) or before[index] != keys[index]:
-                file = self.path / video_file(index)
-                file.unlink(missing_ok=True)
-                file.with_suffix(".scale.npy").unlink(missing_ok=True)
+        moved = [index for index in range(len(keys))
+                 if index >= len(before) or before[index] != keys[index]]  # fmt: skip
+        for index in moved:
+            file = self.path / video_file(index)
+            file.unlink(missing_ok=True)
+            file.with_suffix(".scale.npy").unlink(missing_ok=True)
+        if any(index < len(before) for index in moved):  # not only videos added at the end
+            (self.path / "manifest.json").unlink(missing_ok=True)
         if started.get("videos") != keys:
             record = {**self._record(), "videos": keys}  # (started: the same settings)
             atomic_write(self.path / "store.json", json.dumps(record, indent=2))
