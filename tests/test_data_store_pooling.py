@@ -282,18 +282,28 @@ def test_a_batch_gathered_from_memory_is_the_batch_of_its_items(
         gathered = dataset.__getitems__(indices)
         assert len(gathered) == 1  # one batch gathered whole
         batch = collate_clips(gathered)
-        reference = collate_clips([dataset[index] for index in indices])
-        assert batch.keys() == reference.keys()
-        for key, value in reference.items():
-            if isinstance(value, torch.Tensor):
-                assert torch.equal(batch[key], value), key
-                assert batch[key].stride() == value.stride(), key
-            else:
-                assert batch[key] == value, key
+        _assert_same_batch(batch, collate_clips([dataset[index] for index in indices]), True)
         assert batch["input"].is_contiguous(memory_format=torch.channels_last_3d)
         kept = batch["input"].clone()
         batch["input"].zero_()
         assert torch.equal(collate_clips(dataset.__getitems__(indices))["input"], kept)
+
+
+def _second_video_elsewhere(split, tmp_path: Path):
+    """The split with its second video's file moved out of the store's reach."""
+    records = list(split.records)
+    records[1] = replace(records[1], path=tmp_path / "elsewhere.mp4")
+    return replace(split, records=records)
+
+
+def _assert_same_batch(batch: dict, reference: dict, strides: bool = False) -> None:
+    assert batch.keys() == reference.keys()
+    for key, value in reference.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(batch[key], value), key
+            assert not strides or batch[key].stride() == value.stride(), key
+        else:
+            assert batch[key] == value, key
 
 
 def test_a_batch_with_a_video_the_store_lacks_skips_it_as_the_items_do(tmp_path, config, ifm):
@@ -302,10 +312,7 @@ def test_a_batch_with_a_video_the_store_lacks_skips_it_as_the_items_do(tmp_path,
         {"data.source": f"store:{store}", "data.in_memory": True, "data.flip": False,
          "data.scale_min": 1.0, "data.max_bad_fraction": 0.5}
     )  # fmt: skip
-    split = loaders.read_split(configured.data, "train")
-    records = list(split.records)
-    records[1] = replace(records[1], path=tmp_path / "elsewhere.mp4")
-    split = replace(split, records=records)
+    split = _second_video_elsewhere(loaders.read_split(configured.data, "train"), tmp_path)
     dataset = loaders.finetune_dataset(configured, split, None, FeatureStore(store))
     with pytest.warns(SkippedVideoWarning, match="not in the feature store"):
         batch = collate_clips(dataset.__getitems__([0, 1, 2]))
@@ -336,9 +343,7 @@ def test_prefetched_batches_are_the_dataloaders_batch_for_batch(
     )  # fmt: skip
     split = loaders.read_split(configured.data, "train")
     if lacking:
-        records = list(split.records)
-        records[1] = replace(records[1], path=tmp_path / "elsewhere.mp4")
-        split = replace(split, records=records)
+        split = _second_video_elsewhere(split, tmp_path)
     dataset = loaders.finetune_dataset(configured, split, None, FeatureStore(store))
     threads: dict[str, set[str]] = {"gather": set(), "item": set()}
     gather, item = ClipDataset.gather, ClipDataset.__getitem__
@@ -374,12 +379,7 @@ def test_prefetched_batches_are_the_dataloaders_batch_for_batch(
         assert torch.equal(torch.get_rng_state(), state)
         assert len(prefetched) == len(reference) == len(batches) == (1 if drop_last else 2)
         for batch, expected in zip(prefetched, reference, strict=True):
-            assert batch.keys() == expected.keys()
-            for key, value in expected.items():
-                if isinstance(value, torch.Tensor):
-                    assert torch.equal(batch[key], value), key
-                else:
-                    assert batch[key] == value, key
+            _assert_same_batch(batch, expected)
         fell_back |= any(batch["skipped"] for batch in reference)
         main = threading.current_thread().name
         assert threads["gather"] and main not in threads["gather"]

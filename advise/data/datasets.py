@@ -379,10 +379,7 @@ def test_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Ite
     """The dataset's collated batches in order, for measuring a model: videos indexed first,
     batches whose every video was skipped left out."""
     dataset.index_videos()
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_clips
-    )
-    for batch in loader:
+    for batch in loader_batches(dataset, range(len(dataset)), batch_size, num_workers=num_workers):
         if batch["labels"].numel():
             yield batch
 

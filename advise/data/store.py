@@ -415,14 +415,19 @@ def _manifest_keys(store: Path) -> list[Any]:
     """Each index's video [path, start frame, end frame] as an intact manifest lists it (None
     where it lists none); [] without one."""
     try:
-        entries = read_manifest(store)["videos"]
-        indices = [int(Path(entry["file"]).stem) for entry in entries]
+        held = {int(Path(entry["file"]).stem): list(_entry_key(entry))
+                for entry in read_manifest(store)["videos"]}  # fmt: skip
     except (StoreError, KeyError, TypeError, ValueError):
         return []
-    keys: list[Any] = [None] * (max(indices, default=-1) + 1)
-    for index, entry in zip(indices, entries, strict=True):
-        keys[index] = [entry["path"], entry.get("start_frame", 0), entry.get("end_frame")]
+    keys: list[Any] = [None] * (max(held, default=-1) + 1)
+    for index, key in held.items():
+        keys[index] = key
     return keys
+
+
+def _entry_key(entry: dict[str, Any]) -> tuple[str, int, int | None]:
+    """A manifest entry's video: (path, start frame, end frame), the whole file by default."""
+    return entry["path"], int(entry.get("start_frame", 0)), entry.get("end_frame")
 
 
 def _absolute(root: str) -> str:
@@ -463,10 +468,7 @@ class FeatureStore:
             self.root = str(manifest["data_root"])
             self.videos = list(manifest["videos"])
             self.failed = list(manifest.get("failed", []))
-            self._index = {
-                (entry["path"], int(entry.get("start_frame", 0)), entry.get("end_frame")): index
-                for index, entry in enumerate(self.videos)
-            }
+            self._index = {_entry_key(entry): index for index, entry in enumerate(self.videos)}
             frame_counts = [int(entry["frames"]) for entry in self.videos]
             files = [str(entry["file"]) for entry in self.videos]
         except (KeyError, TypeError, ValueError) as error:
