@@ -163,9 +163,12 @@ def _grid_file(source: str) -> Path:
     return path
 
 
-def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
-    """A grid from a name in `advise/ablations/` or a YAML path; `seeds` replaces its seeds.
-    Every key is checked against the config now, before any work."""
+def load_grid(
+    source: str, seeds: list[int] | None = None, settings: dict[str, Any] | None = None
+) -> Grid:
+    """A grid from a name in `advise/ablations/` or a YAML path; `seeds` replaces its seeds,
+    `settings` (dotted keys) go on top of its `set:` for every run (`ablate --set`). Every key
+    is checked against the config now, before any work."""
     path = _grid_file(source)
     values = yaml.safe_load(path.read_text()) or {}
     known = {
@@ -192,7 +195,7 @@ def load_grid(source: str, seeds: list[int] | None = None) -> Grid:
         tasks=list(values.get("tasks", BUILTIN_TASKS)),
         arms=list(values.get("arms", ["scratch", "prp"])),
         seeds=list(seeds if seeds is not None else values.get("seeds", [0])),
-        common=dict(values.get("set") or {}),
+        common={**(values.get("set") or {}), **(settings or {})},
         pretrain=dict(values.get("pretrain") or {}),
         finetune=dict(values.get("finetune") or {}),
         product=bool(values.get("product", False)),
@@ -404,13 +407,16 @@ def _mean(values: list[float]) -> float | None:
 # -- running -------------------------------------------------------------------------------
 
 
-def load_grids(source: str, seeds: list[int] | None = None) -> list[tuple[str, Grid]]:
+def load_grids(
+    source: str, seeds: list[int] | None = None, settings: dict[str, Any] | None = None
+) -> list[tuple[str, Grid]]:
     """The grids `source` names, each with its name (a file's stem): itself, or, for a file of
-    `grids: [NAME, ...]` (e.g. `paper`), each of those (a built-in name, or a path)."""
+    `grids: [NAME, ...]` (e.g. `paper`), each of those (a built-in name, or a path); `seeds`
+    and `settings` as in `load_grid`, for each."""
     values = yaml.safe_load(_grid_file(source).read_text())
     if isinstance(values, dict) and "grids" in values:
-        return [(Path(name).stem, load_grid(name, seeds)) for name in values["grids"]]
-    return [(Path(source).stem, load_grid(source, seeds))]
+        return [(Path(name).stem, load_grid(name, seeds, settings)) for name in values["grids"]]
+    return [(Path(source).stem, load_grid(source, seeds, settings))]
 
 
 def run_ablation(

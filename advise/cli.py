@@ -14,7 +14,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from advise.config import ConfigError, load_config, preset_description, preset_names
+from advise.config import (
+    ConfigError,
+    load_config,
+    parse_override,
+    preset_description,
+    preset_names,
+)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -272,7 +278,8 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    grids = load_grids(args.grid, seeds=args.seeds)  # every grid checked before any work
+    settings = dict(parse_override(item) for item in args.set)
+    grids = load_grids(args.grid, args.seeds, settings)  # every grid checked before any work
     folders = [out / name if len(grids) > 1 else out for name, _ in grids]
     documents = run_ablations(
         [(grid, folder) for (_, grid), folder in zip(grids, folders, strict=True)], out,
@@ -563,6 +570,12 @@ def _ablate_arguments(ablate: argparse.ArgumentParser) -> None:
     ablate.add_argument("grid", help="a grid YAML, or a built-in grid's name")
     ablate.add_argument("--out", required=True, help="folder of the grid's runs and report")
     ablate.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
+    ablate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a config value for every run of the grid, over the grid's own `set:` (e.g. "
+        "--set train.precision=fp32; repeatable); runs differ by it, so none is shared with "
+        "the grid without it",
+    )  # fmt: skip
     ablate.add_argument(
         "--jobs", type=int, default=None,
         help="runs at a time, each in its own process on one thread (default: the CPU cores "

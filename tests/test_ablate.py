@@ -221,6 +221,24 @@ def test_every_built_in_grid_loads_and_plans():
     ]  # fmt: skip
 
 
+def test_ablate_set_goes_over_the_grids_own_settings_for_every_run(tmp_path, capsys):
+    from advise.ablate import load_grids
+
+    def precisions(grids):
+        return {spec.overrides["train.precision"] for _, grid in grids for spec in plan(grid)}
+
+    assert precisions(load_grids("paper")) == {"bf16"}  # the paper grids' own `set:`
+    fp32 = load_grids("paper", settings={"train.precision": "fp32"})
+    assert precisions(fp32) == {"fp32"}
+    ids = {spec.id for _, grid in load_grids("table5-avgpool") for spec in plan(grid)}
+    assert not ids & {spec.id for _, grid in fp32 for spec in plan(grid)}  # other runs
+    grid = write_grid(tmp_path / "g.yaml")
+    out = tmp_path / "out"
+    assert main(["ablate", str(grid), "--out", str(out), "--set", "train.precison=fp32"]) == 2
+    assert "unknown config key 'train.precison'" in capsys.readouterr().err
+    assert not out.exists()  # refused before any work
+
+
 def test_an_interaction_compares_the_change_on_two_tasks_seed_by_seed():
     from advise.ablate import Finding
 
