@@ -14,6 +14,13 @@ keys, the tasks, the arms per cell and the seeds:
     seeds: [0, 1, 2]
     findings: [...]                # see `Finding`
     transplant: {ifm.name: mini}   # arm transplant: its TMM is pre-trained with these keys
+    datasets: {hmdb: {data.format: hmdb51, data.root: /data/hmdb51}}  # a task of its own
+
+A task is a built-in family of the benchmark (`spatial`, `temporal`) or a dataset the grid
+names under `datasets:`, given by its `data.*` keys (any format advise reads). `datasets:` may
+also name `pool` (the videos PRP pre-trains on) and `heldout` (those its pretext accuracy is
+measured on) to replace the benchmark's. A named dataset's keys, its root included, are part
+of its runs' identity; the benchmark's folders are not.
 
 The `transplant` arm fine-tunes a TMM pre-trained on another IFM's tokens (the pre-training
 of the cell with the grid's `transplant` keys on top), inheriting the TMM alone
@@ -132,6 +139,7 @@ class Grid:
     benchmark: dict[str, int] = field(default_factory=dict)  # sizes (tests shrink them)
     description: str = ""
     transplant: dict[str, Any] = field(default_factory=dict)  # the transplant arm's source
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> data.* keys
 
     def cells(self) -> list[dict[str, Any]]:
         """Axis values of every cell: the base cell ({}) and one cell per axis value, or the
@@ -185,6 +193,7 @@ def load_grid(
         "benchmark",
         "description",
         "transplant",
+        "datasets",
     }
     unknown = sorted(set(values) - known)
     if unknown:
@@ -203,9 +212,22 @@ def load_grid(
         benchmark=dict(values.get("benchmark") or {}),
         description=str(values.get("description", "")).strip(),
         transplant=dict(values.get("transplant") or {}),
+        datasets=_datasets(values.get("datasets"), path),
     )
     _check_grid(grid, path)
     return grid
+
+
+def _datasets(values: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """The grid's `datasets:`, each a mapping of dotted `data.*` keys."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise ConfigError(
+            f"{path}: `datasets:` maps each name to its data.* keys, e.g. "
+            f"{{hmdb: {{data.format: hmdb51, data.root: /data/hmdb51}}}}; got {values!r}"
+        )
+    return {str(name): dict(keys) for name, keys in values.items()}
 
 
 def _check_grid(grid: Grid, path: Path) -> None:
@@ -218,9 +240,21 @@ def _check_grid(grid: Grid, path: Path) -> None:
             f"{path}: arm transplant needs `transplant:`, the keys of the pre-training its TMM "
             f"comes from (e.g. {{ifm.name: mini}})"
         )
-    bad_tasks = sorted(set(grid.tasks) - set(BUILTIN_TASKS))
+    bad_tasks = sorted(set(grid.tasks) - set(BUILTIN_TASKS) - set(grid.datasets))
     if bad_tasks:
-        raise ConfigError(f"{path}: unknown tasks {bad_tasks}; tasks are {BUILTIN_TASKS}")
+        raise ConfigError(
+            f"{path}: unknown tasks {bad_tasks}; a task is one of {BUILTIN_TASKS} or a dataset "
+            f"named under `datasets:` (e.g. datasets: {{{bad_tasks[0]}: {{data.format: ucf101, "
+            f"data.root: /data/...}}}})"
+        )
+    for name, keys in grid.datasets.items():
+        bad_keys = sorted(k for k in keys if not k.startswith("data.") or k == "data.source")
+        if bad_keys or "data.root" not in keys:
+            raise ConfigError(
+                f"{path}: dataset {name!r} needs data.root and only data.* keys other than "
+                f"data.source (the grid's stores are its source); got {sorted(keys)}"
+            )
+        load_config(grid.base, {**stage_overrides(grid, {}, "finetune"), **keys})
     for cell in grid.cells():
         for stage in ("pretrain", "finetune"):
             load_config(grid.base, stage_overrides(grid, cell, stage))  # raises on a bad key
@@ -289,6 +323,11 @@ def run_id(
         if config[section].get(name) == default:
             config[section].pop(name, None)
     identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
+    # a named dataset's keys, root included (the benchmark's folders are not); a pre-training's
+    # pretext accuracy is measured on the held-out videos
+    for name in [dataset] + (["heldout"] if stage == "pretrain" else []):
+        if name in grid.datasets:
+            identity.append({name: grid.datasets[name]})
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -452,11 +491,20 @@ def run_ablations(
     ]  # fmt: skip
     if any(size != sizes[0] for size in sizes):
         raise ConfigError("grids run into one folder must share their benchmark sizes")
+    named: dict[str, dict[str, Any]] = {}
+    for grid, _ in grids:
+        for name, keys in grid.datasets.items():
+            if named.setdefault(name, keys) != keys:
+                raise ConfigError(
+                    f"grids run into one folder name dataset {name!r} differently: "
+                    f"{named[name]} and {keys}"
+                )
     done = _read_rows(shared / "results.jsonl")
     plans = [(grid, out, plan(grid)) for grid, out in grids]
     if not run:
         return _write_all(plans, done, shared)
-    roots = _benchmark(shared / "data", sizes[0])
+    used = {"pool", "heldout"} | {task for grid, _ in grids for task in grid.tasks}
+    roots = _benchmark(shared / "data", sizes[0], sorted(used - set(named)))
     needed: dict[str, tuple[RunSpec, _Work]] = {}
     for grid, _, specs in plans:
         work = _Work(grid, shared, roots)
@@ -564,22 +612,27 @@ def _result_text(row: dict[str, Any]) -> str:
     return ", ".join(values) or "done"
 
 
-def _benchmark(data: Path, sizes: dict[str, Any]) -> dict[str, Path]:
-    """The built-in benchmark's videos (seed 0: seeds vary training, not data)."""
+def _benchmark(data: Path, sizes: dict[str, Any], names: list[str]) -> dict[str, Path]:
+    """The built-in benchmark's videos of `names` ("pool", "heldout" and the tasks; seed 0:
+    seeds vary training, not data)."""
     from advise.data.synthetic import generate
 
-    roots = {"pool": generate(data / "pool", "pool", sizes["pool_videos"], progress=False)}
+    roots = {}
+    if "pool" in names:
+        roots["pool"] = generate(data / "pool", "pool", sizes["pool_videos"], progress=False)
     for task in BUILTIN_TASKS:
-        roots[task] = generate(
-            data / task,
-            task,
-            sizes["task_videos"],
-            progress=False,
-            train_per_class=sizes["train_per_class"],
+        if task in names:
+            roots[task] = generate(
+                data / task,
+                task,
+                sizes["task_videos"],
+                progress=False,
+                train_per_class=sizes["train_per_class"],
+            )
+    if "heldout" in names:
+        roots["heldout"] = generate(
+            data / "pool-heldout", "pool", sizes["heldout_videos"], seed=1, progress=False
         )
-    roots["heldout"] = generate(
-        data / "pool-heldout", "pool", sizes["heldout_videos"], seed=1, progress=False
-    )
     return roots
 
 
@@ -618,9 +671,19 @@ class _Work:
         pretext is measured on."""
         return [spec.dataset] + (["heldout"] if spec.stage == "pretrain" else [])
 
+    def data(self, dataset: str) -> dict[str, Any]:
+        """The `data.*` keys that read `dataset`: the grid's for a dataset it names, else the
+        benchmark folder's root (the base preset's format)."""
+        if dataset in self.grid.datasets:
+            return self.grid.datasets[dataset]
+        return {"data.root": str(self.roots[dataset])}
+
     def store(self, dataset: str, spec: RunSpec) -> Path:
         """Where `dataset`'s tokens for the run's IFM are stored (once extracted)."""
-        name = hashlib.sha256(self.ifm_key(spec).encode()).hexdigest()[:8]
+        key = self.ifm_key(spec)
+        if dataset in self.grid.datasets:  # another definition under the name: another store
+            key += json.dumps(self.grid.datasets[dataset], sort_keys=True)
+        name = hashlib.sha256(key.encode()).hexdigest()[:8]
         return self.out / "stores" / f"{dataset}-{name}"
 
     def part_stores(self, dataset: str, spec: RunSpec) -> list[Path]:
@@ -644,7 +707,7 @@ def _extract(work: _Work, dataset: str, spec: RunSpec) -> dict[str, Any]:
 
     started = time.perf_counter()
     ifm_keys = {k: v for k, v in spec.overrides.items() if k.startswith("ifm.")}
-    settings = {**work.grid.common, **ifm_keys, "data.root": str(work.roots[dataset])}
+    settings = {**work.grid.common, **ifm_keys, **work.data(dataset)}
     config = load_config(work.grid.base, settings)
     path = work.store(dataset, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -676,20 +739,23 @@ def _run_one(spec: RunSpec, work: _Work) -> dict[str, Any]:
 def _train_and_evaluate(spec: RunSpec, work: _Work, run_dir: Path) -> dict[str, Any]:
     from advise.runs import evaluate_checkpoint, evaluate_pretext, finetune, pretrain
 
-    grid, out, roots = work.grid, work.out, work.roots
+    grid, out = work.grid, work.out
     ifm = work.ifm(spec)
     sources = work.sources(spec)
-    # in memory: the same results as reading the store each time (advise.data.sources)
-    settings = {
-        **spec.overrides,
-        "data.root": str(roots[spec.dataset]),
-        "data.source": sources[spec.dataset],
-        "data.in_memory": True,
-        # a killed grid loses at most the last 20 s of a run (saving each epoch of a short
-        # run cost ~4% of it); not part of a run's identity: it changes no computed bit
-        "train.checkpoint_seconds": 20,
-    }
-    config = load_config(grid.base, settings)
+
+    def settings(dataset: str) -> dict[str, Any]:
+        # in memory: the same results as reading the store each time (advise.data.sources)
+        return {
+            **spec.overrides,
+            **work.data(dataset),
+            "data.source": sources[dataset],
+            "data.in_memory": True,
+            # a killed grid loses at most the last 20 s of a run (saving each epoch of a short
+            # run cost ~4% of it); not part of a run's identity: it changes no computed bit
+            "train.checkpoint_seconds": 20,
+        }
+
+    config = load_config(grid.base, settings(spec.dataset))
     resume = (run_dir / "checkpoints" / "last.json").exists()
     started = time.perf_counter()
     row: dict[str, Any] = {
@@ -702,9 +768,10 @@ def _train_and_evaluate(spec: RunSpec, work: _Work, run_dir: Path) -> dict[str, 
     }
     if spec.stage == "pretrain":
         pretrain(config, run_dir, resume=resume, ifm=ifm)
-        held = {**settings, "data.root": str(roots["heldout"]), "data.source": sources["heldout"]}
         row["measure"] = evaluate_pretext(
-            load_config(grid.base, held), run_dir / "checkpoints" / "last.safetensors", ifm=ifm
+            load_config(grid.base, settings("heldout")),
+            run_dir / "checkpoints" / "last.safetensors",
+            ifm=ifm,
         )
     else:
         init = out / "runs" / f"pretrain-{spec.init}" / "checkpoints" / "last.safetensors"

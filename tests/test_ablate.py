@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fabricate import dataset_tree
 
 from advise.ablate import load_grid, plan, verdict
 from advise.cli import main
-from advise.config import load_config
+from advise.config import ConfigError, load_config
 from advise.models.build import build_frozen_ifm
 from advise.models.ifm import IFM_REGISTRY, known_width
 
@@ -97,8 +98,6 @@ def test_the_registrys_token_width_is_the_built_models(name):
 
 
 def test_a_bad_grid_is_refused_before_any_work(tmp_path):
-    from advise.config import ConfigError
-
     with pytest.raises(ConfigError, match="tmm.bottleneck.hiden"):
         load_grid(str(write_grid(tmp_path / "g.yaml", axes={"tmm.bottleneck.hiden": [3]})))
     with pytest.raises(ConfigError, match="unknown arms"):
@@ -237,6 +236,42 @@ def test_ablate_set_goes_over_the_grids_own_settings_for_every_run(tmp_path, cap
     assert main(["ablate", str(grid), "--out", str(out), "--set", "train.precison=fp32"]) == 2
     assert "unknown config key 'train.precison'" in capsys.readouterr().err
     assert not out.exists()  # refused before any work
+
+
+def test_a_task_can_be_any_dataset_the_grid_names(tmp_path, capsys):
+    data = dataset_tree("hmdb51", tmp_path / "hmdb")  # another format than the benchmark's
+    # PRP pre-trains on it too (`pool`), its accuracy measured on the benchmark's held-out
+    grid = write_grid(tmp_path / "g.yaml", axes={}, tasks=["hmdb"],
+                      datasets={"hmdb": data, "pool": data}, findings=[])  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["ablate", str(grid), "--out", str(out), "--jobs", "1"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    finetunes = [row for row in rows if row["stage"] == "finetune"]
+    assert sorted(row["arm"] for row in finetunes) == ["prp", "scratch"]
+    for row in finetunes:
+        config = yaml.safe_load((Path(row["run"]) / "config.yaml").read_text())
+        assert (config["data"]["format"], config["data"]["root"]) == ("hmdb51", data["data.root"])
+        assert config["data"]["source"].startswith(f"store:{out / 'stores' / 'hmdb-'}")
+        assert row["task"] == "hmdb" and row["top1"] is not None
+    (pretraining,) = [row for row in rows if row["stage"] == "pretrain"]
+    config = yaml.safe_load((Path(pretraining["run"]) / "config.yaml").read_text())
+    assert (config["data"]["format"], config["data"]["root"]) == ("hmdb51", data["data.root"])
+    assert pretraining["measure"]["videos"] == 4  # the benchmark's held-out pool, in its format
+    stored = json.loads(next((out / "stores").glob("hmdb-*/manifest.json")).read_text())
+    assert len(stored["videos"]) == 6  # 2 classes x (2 train + 1 test)
+    assert [p.name for p in (out / "data").iterdir()] == ["pool-heldout"]  # only what is used
+    assert "hmdb prp" in (out / "report.md").read_text()
+    # the dataset's keys are part of its runs' identity; the benchmark's folders are not
+    moved = {**data, "data.root": str(tmp_path / "elsewhere")}
+    again = load_grid(str(write_grid(tmp_path / "h.yaml", axes={}, tasks=["hmdb"],
+                                     datasets={"hmdb": moved}, findings=[])))  # fmt: skip
+    ids = {row["id"] for row in finetunes}
+    assert not ids & {spec.id for spec in plan(again)}
+    with pytest.raises(ConfigError, match="named under `datasets:`"):
+        load_grid(str(write_grid(tmp_path / "bad.yaml", tasks=["hmdb"])))
+    with pytest.raises(ConfigError, match="needs data.root and only data"):
+        not_data = {"hmdb": {"data.root": "x", "tmm.kind": "conv3d"}}
+        load_grid(str(write_grid(tmp_path / "bad.yaml", tasks=["hmdb"], datasets=not_data)))
 
 
 def test_an_interaction_compares_the_change_on_two_tasks_seed_by_seed():
