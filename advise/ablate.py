@@ -940,7 +940,7 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
     )
     for row_index, axis in enumerate(axes):
         cells = list(_unique([{}] + [{axis: v} for v in grid.axes.get(axis, [])]))
-        names = [", ".join(f"{v}" for v in c.values()) or "base" for c in cells]
+        names = [", ".join(f"{v}" for v in c.values()) or _base_label(grid, axis) for c in cells]
         for column, task in enumerate(grid.tasks):
             panel = panels[row_index][column]
             for number, arm in enumerate(grid.arms):
@@ -966,7 +966,8 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
                         capsize=4,
                     )
             if len(cells) > 1:
-                slanted = max(len(name) for name in names) > 8  # IFM names would overlap
+                longest = max(len(line) for name in names for line in name.splitlines())
+                slanted = longest > 8  # IFM names would overlap
                 panel.set_xticks(
                     range(len(cells)), names, rotation=25 if slanted else 0,
                     ha="right" if slanted else "center", fontsize=8 if slanted else None,
@@ -981,6 +982,24 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
     figure.tight_layout()
     save_figure(figure, path)
     return path
+
+
+def _base_label(grid: Grid, axis: str) -> str:
+    """The base cell's tick on an axis: its value of the axis key above "(base)", e.g. 1 for
+    tmm.bottleneck.blocks, 96 for the mini IFM's unpooled sfu.channels, or "base" where the
+    value is unset and unknown (e.g. sfu.spatial: no pooling)."""
+    from advise.config import lookup
+    from advise.models.ifm import known_width
+
+    stage = "pretrain" if axis.startswith("pretrain.") else "finetune"
+    try:
+        config = load_config(grid.base, stage_overrides(grid, {}, stage))
+        value = lookup(config, axis.removeprefix(f"{stage}."))
+    except (AttributeError, ConfigError):  # "(base)", the axis of a grid without axes
+        return "base"
+    if value is None and axis == "sfu.channels":
+        value = known_width(config.ifm.name, config.ifm.layers)
+    return "base" if value is None else f"{value}\n(base)"
 
 
 def _plot_product(grid: Grid, rows: list[dict], path: Path) -> Path:

@@ -87,6 +87,20 @@ def test_pooling_to_the_ifms_own_width_is_the_base_run(tmp_path):
     assert known_width("mini+mini-vit") == 192 and known_width("mini", layers=[2, 3]) is None
 
 
+def test_a_figures_base_tick_names_the_base_value_of_its_axis(tmp_path):
+    """The base cell sits on an axis at its own value: the grid's setting, a pre-training
+    key's, the IFM's width for unpooled channels; "base" where none is known."""
+    from advise.ablate import _base_label
+
+    grid = load_grid(str(write_grid(tmp_path / "g.yaml", axes={
+        "tmm.bottleneck.hidden": [12], "pretrain.train.epochs": [2], "sfu.channels": [48],
+        "sfu.spatial": [2], "ifm.name": ["mini-vit"]})))  # fmt: skip
+    labels = {axis: _base_label(grid, axis) for axis in grid.axes}
+    assert labels == {"tmm.bottleneck.hidden": "8\n(base)", "pretrain.train.epochs": "1\n(base)",
+                      "sfu.channels": "96\n(base)", "sfu.spatial": "base",
+                      "ifm.name": "mini\n(base)"}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(IFM_REGISTRY))
 def test_the_registrys_token_width_is_the_built_models(name):
     """`known_width` plans runs from the registry without building a model: each entry's
