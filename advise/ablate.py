@@ -15,12 +15,14 @@ keys, the tasks, the arms per cell and the seeds:
     findings: [...]                # see `Finding`
     transplant: {ifm.name: mini}   # arm transplant: its TMM is pre-trained with these keys
     datasets: {hmdb: {data.format: hmdb51, data.root: /data/hmdb51}}  # a task of its own
+    benchmark: {train_per_class: 48}  # the built-in benchmark's sizes (`benchmark_sizes`)
 
 A task is a built-in family of the benchmark (`spatial`, `temporal`) or a dataset the grid
-names under `datasets:`, given by its `data.*` keys (any format advise reads). `datasets:` may
-also name `pool` (the videos PRP pre-trains on) and `heldout` (those its pretext accuracy is
-measured on) to replace the benchmark's. A named dataset's keys, its root included, are part
-of its runs' identity; the benchmark's folders are not.
+names under `datasets:`, given by the `data.*` keys that say which videos it is
+(`DATASET_KEYS`; any format advise reads). `datasets:` may also name `pool` (the videos PRP
+pre-trains on) and `heldout` (those its pretext accuracy is measured on) to replace the
+benchmark's. A named dataset's keys, its root included, and the sizes of a resized benchmark
+folder are part of its runs' identity (`dataset_identity`); the benchmark's folders are not.
 
 The `transplant` arm fine-tunes a TMM pre-trained on another IFM's tokens (the pre-training
 of the cell with the grid's `transplant` keys on top), inheriting the TMM alone
@@ -72,6 +74,22 @@ ARM_SETTINGS: dict[str, tuple[dict[str, Any], bool]] = {
 }
 EXPECTATIONS = ("higher", "same", "not_higher")
 PATH_KEYS = ("data.root", "data.source")  # where the data is: not part of a run's identity
+# keys the runner sets for every run (where its tokens are, how often it saves, its seed): a
+# grid or `--set` giving them is refused
+RUNNER_KEYS = ("data.root", "data.source", "data.in_memory", "train.checkpoint_seconds",
+               "train.seed")  # fmt: skip
+# the keys that say which videos a dataset is (a grid's `datasets:` gives only these; how clips
+# are cut from them is the grid's `set:` and axes, the same for every dataset)
+DATASET_KEYS = ("data.format", "data.root", "data.annotations", "data.test_annotations",
+                "data.split", "data.split_seed", "data.test_fraction", "data.quarantine",
+                "data.max_bad_fraction")  # fmt: skip
+# the built-in benchmark: each dataset's folder under DIR/data and the `benchmark:` sizes it
+# depends on
+BENCHMARK_FOLDERS = {"pool": "pool", "heldout": "pool-heldout", "spatial": "spatial",
+                     "temporal": "temporal"}  # fmt: skip
+BENCHMARK_SIZE_KEYS = {"pool": ("pool_videos",), "heldout": ("heldout_videos",),
+                       "spatial": ("task_videos", "train_per_class"),
+                       "temporal": ("task_videos", "train_per_class")}  # fmt: skip
 # keys added to the config after grids were first run, left out of a run's identity while at
 # their default: a grid folder written before they existed keeps its finished runs
 LATER_KEYS = {"sfu.adapter": None, "train.checkpoint_seconds": 0.0}
@@ -140,6 +158,7 @@ class Grid:
     description: str = ""
     transplant: dict[str, Any] = field(default_factory=dict)  # the transplant arm's source
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> data.* keys
+    settings: dict[str, Any] = field(default_factory=dict)  # `ablate --set`: over every key
 
     def cells(self) -> list[dict[str, Any]]:
         """Axis values of every cell: the base cell ({}) and one cell per axis value, or the
@@ -175,8 +194,9 @@ def load_grid(
     source: str, seeds: list[int] | None = None, settings: dict[str, Any] | None = None
 ) -> Grid:
     """A grid from a name in `advise/ablations/` or a YAML path; `seeds` replaces its seeds,
-    `settings` (dotted keys) go on top of its `set:` for every run (`ablate --set`). Every key
-    is checked against the config now, before any work."""
+    `settings` (dotted keys) go over its `set:`, `pretrain:` and `finetune:` for every run
+    (`ablate --set`; a key the grid varies is refused). Every key is checked against the
+    config now, before any work."""
     path = _grid_file(source)
     values = yaml.safe_load(path.read_text()) or {}
     known = {
@@ -205,6 +225,7 @@ def load_grid(
         arms=list(values.get("arms", ["scratch", "prp"])),
         seeds=list(seeds if seeds is not None else values.get("seeds", [0])),
         common={**(values.get("set") or {}), **(settings or {})},
+        settings=dict(settings or {}),
         pretrain=dict(values.get("pretrain") or {}),
         finetune=dict(values.get("finetune") or {}),
         product=bool(values.get("product", False)),
@@ -227,7 +248,12 @@ def _datasets(values: Any, path: Path) -> dict[str, dict[str, Any]]:
             f"{path}: `datasets:` maps each name to its data.* keys, e.g. "
             f"{{hmdb: {{data.format: hmdb51, data.root: /data/hmdb51}}}}; got {values!r}"
         )
-    return {str(name): dict(keys) for name, keys in values.items()}
+    datasets = {str(name): dict(keys) for name, keys in values.items()}
+    for keys in datasets.values():  # a relative root: next to the grid file, as its author sees
+        root = keys.get("data.root")
+        if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+            keys["data.root"] = str((path.parent / root).resolve())
+    return datasets
 
 
 def _check_grid(grid: Grid, path: Path) -> None:
@@ -247,19 +273,87 @@ def _check_grid(grid: Grid, path: Path) -> None:
             f"named under `datasets:` (e.g. datasets: {{{bad_tasks[0]}: {{data.format: ucf101, "
             f"data.root: /data/...}}}})"
         )
+    unused = sorted(set(grid.datasets) - set(grid.tasks) - {"pool", "heldout"})
+    if unused:
+        raise ConfigError(
+            f"{path}: `datasets:` names {unused}, which no task uses; a dataset named there is "
+            f"a task (listed under `tasks:`), `pool` or `heldout`"
+        )
     for name, keys in grid.datasets.items():
-        bad_keys = sorted(k for k in keys if not k.startswith("data.") or k == "data.source")
+        bad_keys = sorted(set(keys) - set(DATASET_KEYS))
         if bad_keys or "data.root" not in keys:
             raise ConfigError(
-                f"{path}: dataset {name!r} needs data.root and only data.* keys other than "
-                f"data.source (the grid's stores are its source); got {sorted(keys)}"
+                f"{path}: dataset {name!r} needs data.root, and takes only the keys that say "
+                f"which videos it is ({', '.join(DATASET_KEYS)}); how clips are cut goes "
+                f"under `set:` or `axes:`; got {bad_keys or sorted(keys)}"
             )
-        load_config(grid.base, {**stage_overrides(grid, {}, "finetune"), **keys})
+        for stage in ("pretrain", "finetune"):
+            load_config(grid.base, {**stage_overrides(grid, {}, stage), **keys})
+    if "heldout" in grid.datasets and grid.datasets["heldout"] == grid.datasets.get("pool"):
+        raise ConfigError(
+            f"{path}: `heldout` names the same videos as `pool`: PRP's accuracy would be measured "
+            f"on the videos it pre-trains on"
+        )
+    _check_keys(grid, path)
     for cell in grid.cells():
         for stage in ("pretrain", "finetune"):
             load_config(grid.base, stage_overrides(grid, cell, stage))  # raises on a bad key
         if grid.transplant:
             load_config(grid.base, {**stage_overrides(grid, cell, "pretrain"), **grid.transplant})
+
+
+def _check_keys(grid: Grid, path: Path) -> None:
+    """No key the runner sets, no `--set` of a key the grid varies, known benchmark sizes."""
+    given = {"set:": grid.common, "pretrain:": grid.pretrain, "finetune:": grid.finetune,
+             "axes:": grid.axes, "transplant:": grid.transplant}  # fmt: skip
+    for where, keys in given.items():
+        owned = sorted(k for k in keys if k.removeprefix("pretrain.").removeprefix("finetune.")
+                       in RUNNER_KEYS)  # fmt: skip
+        if owned:
+            raise ConfigError(
+                f"{path}: {owned} under `{where.rstrip(':')}` (or `--set`): ablate sets these for "
+                f"every run itself (the data's place, checkpoints; seeds under `seeds:`)"
+            )
+    varied = sorted(k for k in grid.settings
+                    if {k, f"pretrain.{k}", f"finetune.{k}"} & set(grid.axes))  # fmt: skip
+    if varied:
+        raise ConfigError(
+            f"{path}: --set {', '.join(varied)}: the grid varies it as an axis; change the axis "
+            f"in the grid file instead"
+        )
+    sizes = sorted(set(grid.benchmark) - set(benchmark_sizes({})))
+    if sizes:
+        raise ConfigError(
+            f"{path}: unknown `benchmark:` sizes {sizes}; sizes are "
+            f"{', '.join(benchmark_sizes({}))}"
+        )
+
+
+def benchmark_sizes(sizes: dict[str, int]) -> dict[str, int]:
+    """The built-in benchmark's sizes with a grid's `benchmark:` over the defaults (the demo's)."""
+    from advise.data.synthetic import DEFAULT_NUM_VIDEOS
+    from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
+
+    defaults = {
+        "task_videos": TASK_VIDEOS,
+        "train_per_class": TRAIN_PER_CLASS,
+        "pool_videos": DEFAULT_NUM_VIDEOS["pool"],
+        "heldout_videos": HELDOUT_POOL_VIDEOS,
+    }
+    return {**defaults, **sizes}  # fmt: skip
+
+
+def dataset_identity(grid: Grid, dataset: str) -> dict[str, Any] | None:
+    """What makes `dataset` these videos beyond its name, for its runs' identity and its
+    stores' names: the keys of a dataset the grid names; for a folder of the built-in
+    benchmark, the sizes the grid changes from the defaults (None at the defaults, so the
+    identity of a grid run before sizes could change stays)."""
+    if dataset in grid.datasets:
+        return grid.datasets[dataset]
+    defaults = benchmark_sizes({})
+    changed = {key: grid.benchmark[key] for key in BENCHMARK_SIZE_KEYS[dataset]
+               if key in grid.benchmark and grid.benchmark[key] != defaults[key]}  # fmt: skip
+    return {"benchmark": changed} if changed else None
 
 
 def _resolved(base: str, overrides: dict[str, Any]) -> Any:
@@ -276,7 +370,7 @@ def _resolved_text(base: str, version: int | None, overrides: str) -> Any:
 
 def stage_overrides(grid: Grid, cell: dict[str, Any], stage: str) -> dict[str, Any]:
     """The dotted overrides of one stage ("pretrain" or "finetune") of a cell: the grid's
-    common keys, the stage's keys, then the cell's keys that apply to the stage."""
+    common keys, the stage's keys, the cell's keys that apply to the stage, then `--set`'s."""
     other = "finetune" if stage == "pretrain" else "pretrain"
     own = {}
     for key, value in cell.items():
@@ -284,7 +378,7 @@ def stage_overrides(grid: Grid, cell: dict[str, Any], stage: str) -> dict[str, A
             own[key[len(stage) + 1 :]] = value
         elif not key.startswith(f"{other}."):
             own[key] = value
-    return {**grid.common, **getattr(grid, stage), **own}
+    return {**grid.common, **getattr(grid, stage), **own, **grid.settings}
 
 
 @dataclass(frozen=True)
@@ -294,7 +388,7 @@ class RunSpec:
 
     id: str
     stage: str
-    dataset: str  # pool | spatial | temporal
+    dataset: str  # pool, a task (spatial, temporal or a dataset the grid names)
     overrides: dict[str, Any]
     init: str | None  # id of the pre-training run
     seed: int
@@ -323,11 +417,12 @@ def run_id(
         if config[section].get(name) == default:
             config[section].pop(name, None)
     identity = [stage, dataset, init, config] + (["transplant"] if transplant else [])
-    # a named dataset's keys, root included (the benchmark's folders are not); a pre-training's
-    # pretext accuracy is measured on the held-out videos
-    for name in [dataset] + (["heldout"] if stage == "pretrain" else []):
-        if name in grid.datasets:
-            identity.append({name: grid.datasets[name]})
+    # a named dataset's keys, root included (the benchmark's folders are not), or the sizes of a
+    # resized benchmark folder; a pre-training's pretext accuracy is measured on `heldout`
+    for name in _Work.datasets(stage, dataset):
+        keys = dataset_identity(grid, name)
+        if keys is not None:
+            identity.append({name: keys})
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -481,33 +576,16 @@ def run_ablations(
     config alone."""
     import torch
 
-    from advise.demo import HELDOUT_POOL_VIDEOS, TASK_VIDEOS, TRAIN_PER_CLASS
-
     torch.set_num_threads(1)
-    sizes = [
-        {"task_videos": TASK_VIDEOS, "train_per_class": TRAIN_PER_CLASS, "pool_videos": None,
-         "heldout_videos": HELDOUT_POOL_VIDEOS, **grid.benchmark}
-        for grid, _ in grids
-    ]  # fmt: skip
-    if any(size != sizes[0] for size in sizes):
-        raise ConfigError("grids run into one folder must share their benchmark sizes")
-    named: dict[str, dict[str, Any]] = {}
-    for grid, _ in grids:
-        for name, keys in grid.datasets.items():
-            if named.setdefault(name, keys) != keys:
-                raise ConfigError(
-                    f"grids run into one folder name dataset {name!r} differently: "
-                    f"{named[name]} and {keys}"
-                )
     done = _read_rows(shared / "results.jsonl")
     plans = [(grid, out, plan(grid)) for grid, out in grids]
     if not run:
         return _write_all(plans, done, shared)
-    used = {"pool", "heldout"} | {task for grid, _ in grids for task in grid.tasks}
-    roots = _benchmark(shared / "data", sizes[0], sorted(used - set(named)))
     needed: dict[str, tuple[RunSpec, _Work]] = {}
     for grid, _, specs in plans:
-        work = _Work(grid, shared, roots)
+        # the benchmark's folders this grid reads (another grid may name one of them)
+        used = {name for spec in specs for name in _Work.datasets(spec.stage, spec.dataset)}
+        work = _Work(grid, shared, _benchmark(shared / "data", grid, sorted(used)))
         for spec in specs:
             needed.setdefault(spec.id, (spec, work))
     todo = [(s, w) for s, w in needed.values() if s.id not in done and s.stage == "pretrain"]
@@ -522,7 +600,9 @@ def run_ablations(
     waits = {spec.id for spec, _ in todo} | set(stores)
     runs = []
     for spec, work in todo:
-        needs = [str(work.store(dataset, spec)) for dataset in work.datasets(spec)]
+        needs = [
+            str(work.store(dataset, spec)) for dataset in work.datasets(spec.stage, spec.dataset)
+        ]
         after = tuple(key for key in [*needs, spec.init] if key in waits)
         runs.append(Job(spec.id, _run_one, (spec, work), after))
     number = 0
@@ -554,7 +634,7 @@ def store_jobs(todo: list[tuple[RunSpec, _Work]]) -> dict[str, Job]:
     chain: dict[str, list[str]] = {}  # IFM key -> its store jobs, in order
     joined: set[str] = set()  # the stores of concatenations
     for spec, work in todo:
-        for dataset in work.datasets(spec):
+        for dataset in work.datasets(spec.stage, spec.dataset):
             path, key = work.store(dataset, spec), work.ifm_key(spec)
             if str(path) in stores or (path / "manifest.json").exists():  # (once all stored)
                 continue
@@ -612,27 +692,33 @@ def _result_text(row: dict[str, Any]) -> str:
     return ", ".join(values) or "done"
 
 
-def _benchmark(data: Path, sizes: dict[str, Any], names: list[str]) -> dict[str, Path]:
-    """The built-in benchmark's videos of `names` ("pool", "heldout" and the tasks; seed 0:
-    seeds vary training, not data)."""
+def _benchmark(data: Path, grid: Grid, names: list[str]) -> dict[str, Path]:
+    """The built-in benchmark's folders among the datasets `names` ("pool", "heldout" and the
+    tasks; those the grid names under `datasets:` are not the benchmark's), at the grid's
+    sizes: a folder resized from the defaults is a folder of its own. Seed 0: seeds vary
+    training, not data."""
     from advise.data.synthetic import generate
 
+    sizes = benchmark_sizes(grid.benchmark)
     roots = {}
-    if "pool" in names:
-        roots["pool"] = generate(data / "pool", "pool", sizes["pool_videos"], progress=False)
-    for task in BUILTIN_TASKS:
-        if task in names:
-            roots[task] = generate(
-                data / task,
-                task,
-                sizes["task_videos"],
-                progress=False,
-                train_per_class=sizes["train_per_class"],
+    for name in names:
+        if name in grid.datasets:
+            continue
+        folder = BENCHMARK_FOLDERS[name]
+        identity = dataset_identity(grid, name)
+        if identity is not None:
+            folder += (
+                "-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
             )
-    if "heldout" in names:
-        roots["heldout"] = generate(
-            data / "pool-heldout", "pool", sizes["heldout_videos"], seed=1, progress=False
-        )
+        if name == "pool":
+            roots[name] = generate(data / folder, "pool", sizes["pool_videos"], progress=False)
+        elif name == "heldout":
+            roots[name] = generate(
+                data / folder, "pool", sizes["heldout_videos"], seed=1, progress=False
+            )
+        else:
+            roots[name] = generate(data / folder, name, sizes["task_videos"], progress=False,
+                                   train_per_class=sizes["train_per_class"])  # fmt: skip
     return roots
 
 
@@ -666,10 +752,11 @@ class _Work:
             _IFMS[key] = build_frozen_ifm(config, torch.device("cpu"))
         return _IFMS[key]
 
-    def datasets(self, spec: RunSpec) -> list[str]:
-        """The datasets the run reads: its own, and for a pre-training the held-out pool its
-        pretext is measured on."""
-        return [spec.dataset] + (["heldout"] if spec.stage == "pretrain" else [])
+    @staticmethod
+    def datasets(stage: str, dataset: str) -> list[str]:
+        """The datasets a run of `stage` on `dataset` reads: its own, and for a pre-training the
+        held-out pool its pretext is measured on."""
+        return [dataset] + (["heldout"] if stage == "pretrain" else [])
 
     def data(self, dataset: str) -> dict[str, Any]:
         """The `data.*` keys that read `dataset`: the grid's for a dataset it names, else the
@@ -681,8 +768,9 @@ class _Work:
     def store(self, dataset: str, spec: RunSpec) -> Path:
         """Where `dataset`'s tokens for the run's IFM are stored (once extracted)."""
         key = self.ifm_key(spec)
-        if dataset in self.grid.datasets:  # another definition under the name: another store
-            key += json.dumps(self.grid.datasets[dataset], sort_keys=True)
+        identity = dataset_identity(self.grid, dataset)
+        if identity is not None:  # another definition under the name: another store
+            key += json.dumps(identity, sort_keys=True)
         name = hashlib.sha256(key.encode()).hexdigest()[:8]
         return self.out / "stores" / f"{dataset}-{name}"
 
@@ -698,7 +786,10 @@ class _Work:
 
     def sources(self, spec: RunSpec) -> dict[str, str]:
         """`data.source` of each dataset the run reads."""
-        return {dataset: f"store:{self.store(dataset, spec)}" for dataset in self.datasets(spec)}
+        return {
+            dataset: f"store:{self.store(dataset, spec)}"
+            for dataset in self.datasets(spec.stage, spec.dataset)
+        }
 
 
 def _extract(work: _Work, dataset: str, spec: RunSpec) -> dict[str, Any]:
@@ -939,8 +1030,12 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
         len(axes), len(grid.tasks), squeeze=False, figsize=(4.2 * len(grid.tasks), 3.2 * len(axes))
     )
     for row_index, axis in enumerate(axes):
-        cells = list(_unique([{}] + [{axis: v} for v in grid.axes.get(axis, [])]))
-        names = [", ".join(f"{v}" for v in c.values()) or _base_label(grid, axis) for c in cells]
+        # the base cell at its own value (a listed value equal to it is the same runs)
+        base = _base_value(grid, axis)
+        values = [value for value in grid.axes.get(axis, []) if value != base]
+        cells = [{}] + list(_unique([{axis: value} for value in values]))
+        names = ["base" if base is None else f"{base}\n(base)"]
+        names += [f"{cell[axis]}" for cell in cells[1:]]
         for column, task in enumerate(grid.tasks):
             panel = panels[row_index][column]
             for number, arm in enumerate(grid.arms):
@@ -984,10 +1079,10 @@ def plot_grid(grid: Grid, rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _base_label(grid: Grid, axis: str) -> str:
-    """The base cell's tick on an axis: its value of the axis key above "(base)", e.g. 1 for
-    tmm.bottleneck.blocks, 96 for the mini IFM's unpooled sfu.channels, or "base" where the
-    value is unset and unknown (e.g. sfu.spatial: no pooling)."""
+def _base_value(grid: Grid, axis: str) -> Any:
+    """The base cell's value of an axis key, e.g. 1 for tmm.bottleneck.blocks, 96 for the mini
+    IFM's unpooled sfu.channels; None where it is unset and unknown (sfu.spatial: no pooling)
+    or the axis is no key ("(base)", the axis of a grid without axes)."""
     from advise.config import lookup
     from advise.models.ifm import known_width
 
@@ -995,11 +1090,11 @@ def _base_label(grid: Grid, axis: str) -> str:
     try:
         config = load_config(grid.base, stage_overrides(grid, {}, stage))
         value = lookup(config, axis.removeprefix(f"{stage}."))
-    except (AttributeError, ConfigError):  # "(base)", the axis of a grid without axes
-        return "base"
+    except (AttributeError, ConfigError):
+        return None
     if value is None and axis == "sfu.channels":
         value = known_width(config.ifm.name, config.ifm.layers)
-    return "base" if value is None else f"{value}\n(base)"
+    return value
 
 
 def _plot_product(grid: Grid, rows: list[dict], path: Path) -> Path:

@@ -572,9 +572,9 @@ def _ablate_arguments(ablate: argparse.ArgumentParser) -> None:
     ablate.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
     ablate.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="a config value for every run of the grid, over the grid's own `set:` (e.g. "
-        "--set train.precision=fp32; repeatable); runs differ by it, so none is shared with "
-        "the grid without it",
+        help="a config value for every run of the grid, over the grid's own `set:`, "
+        "`pretrain:` and `finetune:` (e.g. --set train.precision=fp32; repeatable; not a key "
+        "the grid varies); a run it changes is another run",
     )  # fmt: skip
     ablate.add_argument(
         "--jobs", type=int, default=None,

@@ -30,11 +30,11 @@ def main() -> None:
 
     store = FeatureStore(args.store)
     clips = [
-        store.read(index, np.arange(store.num_frames(index)))  # [1, T, D, h, w]
+        store.read(index, np.arange(store.num_frames(index)))  # [views, T, D, h, w]
         for index in range(0, len(store), args.every)
     ]
     dim = clips[0].shape[2]
-    # [1, T, D, h, w] -> [T*h*w, D]: one row a token
+    # [views, T, D, h, w] -> [views*T*h*w, D]: one row a token
     tokens = torch.cat([clip.movedim(2, -1).reshape(-1, dim) for clip in clips]).double()
     centred = tokens - tokens.mean(0)
     total = centred.square().sum().item()

@@ -87,18 +87,17 @@ def test_pooling_to_the_ifms_own_width_is_the_base_run(tmp_path):
     assert known_width("mini+mini-vit") == 192 and known_width("mini", layers=[2, 3]) is None
 
 
-def test_a_figures_base_tick_names_the_base_value_of_its_axis(tmp_path):
+def test_a_figures_base_cell_sits_at_the_base_value_of_its_axis(tmp_path):
     """The base cell sits on an axis at its own value: the grid's setting, a pre-training
-    key's, the IFM's width for unpooled channels; "base" where none is known."""
-    from advise.ablate import _base_label
+    key's, the IFM's width for unpooled channels; unknown (None) where no value is set."""
+    from advise.ablate import _base_value
 
     grid = load_grid(str(write_grid(tmp_path / "g.yaml", axes={
         "tmm.bottleneck.hidden": [12], "pretrain.train.epochs": [2], "sfu.channels": [48],
         "sfu.spatial": [2], "ifm.name": ["mini-vit"]})))  # fmt: skip
-    labels = {axis: _base_label(grid, axis) for axis in grid.axes}
-    assert labels == {"tmm.bottleneck.hidden": "8\n(base)", "pretrain.train.epochs": "1\n(base)",
-                      "sfu.channels": "96\n(base)", "sfu.spatial": "base",
-                      "ifm.name": "mini\n(base)"}  # fmt: skip
+    values = {axis: _base_value(grid, axis) for axis in [*grid.axes, "(base)"]}
+    assert values == {"tmm.bottleneck.hidden": 8, "pretrain.train.epochs": 1, "sfu.channels": 96,
+                      "sfu.spatial": None, "ifm.name": "mini", "(base)": None}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(IFM_REGISTRY))
@@ -273,7 +272,8 @@ def test_a_task_can_be_any_dataset_the_grid_names(tmp_path, capsys):
     assert pretraining["measure"]["videos"] == 4  # the benchmark's held-out pool, in its format
     stored = json.loads(next((out / "stores").glob("hmdb-*/manifest.json")).read_text())
     assert len(stored["videos"]) == 6  # 2 classes x (2 train + 1 test)
-    assert [p.name for p in (out / "data").iterdir()] == ["pool-heldout"]  # only what is used
+    # only what is used, at TINY's size of the held-out pool: a folder of its own
+    assert [p.name[: len("pool-heldout-")] for p in (out / "data").iterdir()] == ["pool-heldout-"]
     assert "hmdb prp" in (out / "report.md").read_text()
     # the dataset's keys are part of its runs' identity; the benchmark's folders are not
     moved = {**data, "data.root": str(tmp_path / "elsewhere")}
@@ -283,9 +283,96 @@ def test_a_task_can_be_any_dataset_the_grid_names(tmp_path, capsys):
     assert not ids & {spec.id for spec in plan(again)}
     with pytest.raises(ConfigError, match="named under `datasets:`"):
         load_grid(str(write_grid(tmp_path / "bad.yaml", tasks=["hmdb"])))
-    with pytest.raises(ConfigError, match="needs data.root and only data"):
+    with pytest.raises(ConfigError, match="needs data.root, and takes only"):
         not_data = {"hmdb": {"data.root": "x", "tmm.kind": "conv3d"}}
         load_grid(str(write_grid(tmp_path / "bad.yaml", tasks=["hmdb"], datasets=not_data)))
+
+
+def test_what_a_grid_may_name_and_set_is_checked_before_any_work(tmp_path):
+    tree = {"data.format": "ucf101", "data.root": str(tmp_path / "ucf")}
+    cases = [
+        ({"datasets": {"held_out": tree}}, "which no task uses"),  # a typo of heldout
+        ({"datasets": {"pool": tree, "heldout": tree}}, "same videos as `pool`"),
+        ({"datasets": {"pool": {**tree, "data.num_frames": 4}}}, "how clips are cut"),
+        ({"set": {**TINY["set"], "data.in_memory": False}}, "ablate sets these"),
+        ({"axes": {"train.seed": [1, 2]}}, "seeds under `seeds:`"),
+        ({"benchmark": {"task_video": 40}}, "unknown `benchmark:` sizes"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            load_grid(str(write_grid(tmp_path / "g.yaml", **changes)))
+    with pytest.raises(ConfigError, match="the grid varies it as an axis"):
+        load_grid(str(write_grid(tmp_path / "g.yaml")), settings={"tmm.bottleneck.hidden": 16})
+    # --set goes over the grid's stage keys too
+    grid = load_grid(str(write_grid(tmp_path / "g.yaml")), settings={"train.epochs": 3})
+    assert {spec.overrides["train.epochs"] for spec in plan(grid)} == {3}
+    # a relative root is next to the grid file
+    (tmp_path / "grids").mkdir()
+    relative = {"ucf": {**tree, "data.root": "../ucf"}}
+    grid = load_grid(str(write_grid(tmp_path / "grids" / "g.yaml", tasks=["ucf"],
+                                    datasets=relative)))  # fmt: skip
+    assert grid.datasets["ucf"]["data.root"] == str((tmp_path / "ucf").resolve())
+
+
+def test_a_resized_benchmark_folder_is_other_videos_to_its_runs_and_stores(tmp_path):
+    """`benchmark:` sizes are part of what a run reads: another training-set size gives other
+    fine-tuning runs, stores and folders, while pre-trainings on the unchanged pool are shared;
+    a named held-out set changes only the pre-trainings, whose pretext it measures."""
+    from advise.ablate import _benchmark, _Work, load_grids
+
+    small = load_grid(str(write_grid(tmp_path / "small.yaml")))
+    more = load_grid(str(write_grid(tmp_path / "more.yaml", benchmark={
+        **TINY["benchmark"], "task_videos": 30, "train_per_class": 2})))  # fmt: skip
+
+    def ids(grid, stage):
+        return {spec.id for spec in plan(grid) if spec.stage == stage}
+
+    assert ids(small, "pretrain") == ids(more, "pretrain")
+    assert not ids(small, "finetune") & ids(more, "finetune")
+    (spec,) = [s for s in plan(small) if s.stage == "pretrain" and s.overrides.get(
+        "tmm.bottleneck.hidden", 8) == 8]  # fmt: skip
+    stores = [{d: _Work(g, tmp_path, {}).store(d, spec) for d in ("pool", "temporal")}
+              for g in (small, more)]  # fmt: skip
+    assert stores[0]["pool"] == stores[1]["pool"] and stores[0]["temporal"] != stores[1]["temporal"]
+    roots = [_benchmark(tmp_path / "data", g, ["temporal"])["temporal"] for g in (small, more)]
+    assert roots[0] != roots[1]
+    counts = [len((root / "trainlist01.txt").read_text().splitlines()) for root in roots]
+    assert counts == [10 * 1, 10 * 2]  # 10 classes, 1 and 2 training videos each
+    # the built-in finding2-data asks finding2-channels' question of more videos: its
+    # fine-tunings are other runs, its pre-trainings (the same pool) the same ones
+    ids = {name: {(s.stage, s.id) for _, g in load_grids(name) for s in plan(g)}
+           for name in ("finding2-channels", "finding2-data")}  # fmt: skip
+    shared = ids["finding2-channels"] & ids["finding2-data"]
+    assert shared and {stage for stage, _ in shared} == {"pretrain"}
+    # a named held-out set: other pre-trainings, the same scratch fine-tunings
+    heldout = {"data.format": "ucf101", "data.root": str(tmp_path / "ucf")}
+    named = load_grid(str(write_grid(tmp_path / "h.yaml", datasets={"heldout": heldout})))
+    for stage, changed in (("pretrain", True), ("finetune", False)):
+        before = {s.id for s in plan(small) if s.stage == stage and s.arm != "prp"}
+        after = {s.id for s in plan(named) if s.stage == stage and s.arm != "prp"}
+        assert (before != after) == changed, stage
+
+
+def test_grids_run_together_each_read_their_own_datasets(tmp_path):
+    """Two grids in one command, one pre-training on the benchmark's pool and one on a
+    dataset it names `pool`: each reads its own (the benchmark's pool is generated for the
+    first though the second names a dataset so)."""
+    data = dataset_tree("hmdb51", tmp_path / "hmdb")
+    builtin = write_grid(tmp_path / "builtin.yaml", axes={}, arms=["prp"], findings=[])
+    named = write_grid(tmp_path / "named.yaml", axes={}, arms=["prp"], findings=[],
+                       datasets={"pool": data})  # fmt: skip
+    both = tmp_path / "both.yaml"
+    both.write_text(yaml.safe_dump({"grids": [str(builtin), str(named)]}))
+    out = tmp_path / "out"
+    assert main(["ablate", str(both), "--out", str(out), "--jobs", "1"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    roots = {
+        yaml.safe_load((Path(row["run"]) / "config.yaml").read_text())["data"]["root"]
+        for row in rows if row["stage"] == "pretrain"
+    }  # fmt: skip
+    assert len(rows) == 4 and data["data.root"] in roots
+    (generated,) = roots - {data["data.root"]}
+    assert Path(generated).parent == out / "data" and Path(generated).name.startswith("pool-")
 
 
 def test_an_interaction_compares_the_change_on_two_tasks_seed_by_seed():
