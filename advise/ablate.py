@@ -303,16 +303,26 @@ def _check_grid(grid: Grid, path: Path) -> None:
 
 
 def _check_keys(grid: Grid, path: Path) -> None:
-    """No key the runner sets, no `--set` of a key the grid varies, known benchmark sizes."""
+    """No key the runner sets, no key of which videos a dataset is outside `datasets:`, no
+    `--set` of a key the grid varies, known benchmark sizes."""
     given = {"set:": grid.common, "pretrain:": grid.pretrain, "finetune:": grid.finetune,
              "axes:": grid.axes, "transplant:": grid.transplant}  # fmt: skip
     for where, keys in given.items():
-        owned = sorted(k for k in keys if k.removeprefix("pretrain.").removeprefix("finetune.")
-                       in RUNNER_KEYS)  # fmt: skip
+        place = "`set:` (or --set)" if where == "set:" else f"`{where.rstrip(':')}`"
+        bare = {key.removeprefix("pretrain.").removeprefix("finetune."): key for key in keys}
+        which = sorted(
+            k for b, k in bare.items() if b in DATASET_KEYS and b != "data.max_bad_fraction"
+        )
+        if which:
+            raise ConfigError(
+                f"{path}: {which} under {place} say which videos a dataset is: name the dataset "
+                f"under `datasets:` with them (a store and runs of its own)"
+            )
+        owned = sorted(k for b, k in bare.items() if b in RUNNER_KEYS)
         if owned:
             raise ConfigError(
-                f"{path}: {owned} under `{where.rstrip(':')}` (or `--set`): ablate sets these for "
-                f"every run itself (the data's place, checkpoints; seeds under `seeds:`)"
+                f"{path}: {owned} under {place}: ablate sets these for every run itself "
+                f"(where its tokens are, checkpoints; seeds under `seeds:`)"
             )
     varied = sorted(k for k in grid.settings
                     if {k, f"pretrain.{k}", f"finetune.{k}"} & set(grid.axes))  # fmt: skip

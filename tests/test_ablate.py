@@ -296,6 +296,7 @@ def test_what_a_grid_may_name_and_set_is_checked_before_any_work(tmp_path):
         ({"datasets": {"pool": {**tree, "data.num_frames": 4}}}, "how clips are cut"),
         ({"set": {**TINY["set"], "data.in_memory": False}}, "ablate sets these"),
         ({"axes": {"train.seed": [1, 2]}}, "seeds under `seeds:`"),
+        ({"finetune": {"data.split": 2}}, "name the dataset under `datasets:`"),
         ({"benchmark": {"task_video": 40}}, "unknown `benchmark:` sizes"),
     ]
     for changes, message in cases:
