@@ -305,10 +305,10 @@ def _check_grid(grid: Grid, path: Path) -> None:
 def _check_keys(grid: Grid, path: Path) -> None:
     """No key the runner sets, no key of which videos a dataset is outside `datasets:`, no
     `--set` of a key the grid varies, known benchmark sizes."""
-    given = {"set:": grid.common, "pretrain:": grid.pretrain, "finetune:": grid.finetune,
-             "axes:": grid.axes, "transplant:": grid.transplant}  # fmt: skip
-    for where, keys in given.items():
-        place = "`set:` (or --set)" if where == "set:" else f"`{where.rstrip(':')}`"
+    given = {"`set:` (or --set)": grid.common, "`pretrain:`": grid.pretrain,
+             "`finetune:`": grid.finetune, "`axes:`": grid.axes,
+             "`transplant:`": grid.transplant}  # fmt: skip
+    for place, keys in given.items():
         bare = {key.removeprefix("pretrain.").removeprefix("finetune."): key for key in keys}
         which = sorted(
             k for b, k in bare.items() if b in DATASET_KEYS and b != "data.max_bad_fraction"
@@ -350,7 +350,7 @@ def benchmark_sizes(sizes: dict[str, int]) -> dict[str, int]:
         "pool_videos": DEFAULT_NUM_VIDEOS["pool"],
         "heldout_videos": HELDOUT_POOL_VIDEOS,
     }
-    return {**defaults, **sizes}  # fmt: skip
+    return {**defaults, **sizes}
 
 
 def dataset_identity(grid: Grid, dataset: str) -> dict[str, Any] | None:
@@ -433,8 +433,12 @@ def run_id(
         keys = dataset_identity(grid, name)
         if keys is not None:
             identity.append({name: keys})
-    text = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _digest(json.dumps(identity, sort_keys=True, default=str), 16)
+
+
+def _digest(text: str, length: int = 8) -> str:
+    """A short stable name for `text` (run ids, store and folder names)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def unpooled_at_width(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -717,9 +721,7 @@ def _benchmark(data: Path, grid: Grid, names: list[str]) -> dict[str, Path]:
         folder = BENCHMARK_FOLDERS[name]
         identity = dataset_identity(grid, name)
         if identity is not None:
-            folder += (
-                "-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-            )
+            folder += "-" + _digest(json.dumps(identity, sort_keys=True))
         if name == "pool":
             roots[name] = generate(data / folder, "pool", sizes["pool_videos"], progress=False)
         elif name == "heldout":
@@ -781,8 +783,7 @@ class _Work:
         identity = dataset_identity(self.grid, dataset)
         if identity is not None:  # another definition under the name: another store
             key += json.dumps(identity, sort_keys=True)
-        name = hashlib.sha256(key.encode()).hexdigest()[:8]
-        return self.out / "stores" / f"{dataset}-{name}"
+        return self.out / "stores" / f"{dataset}-{_digest(key)}"
 
     def part_stores(self, dataset: str, spec: RunSpec) -> list[Path]:
         """Where `dataset`'s tokens of each part of the run's concatenated IFM ("a+b") are
